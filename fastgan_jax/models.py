@@ -1,0 +1,248 @@
+"""FastGAN generator and discriminator (Liu et al., ICLR 2021), NHWC.
+
+The official resolutions are 256, 512 and 1024. 64 and 128 are a shrink of
+the same design for CPU runs and tests: the generator simply stops earlier,
+its second output ("img_128") comes from the half-resolution map
+(`small_size(im_size)`: 32 at 64, 64 at 128, 128 from 256 on), and the
+discriminator drops its top levels (the stem starts at `im_size` instead of
+256, skip-layer excitations that would start above it are left out, the
+small path and the decoders stop at the small size). Module names follow the
+official ones so that `convert.py` maps them one to one.
+
+The official generator applies tanh to its outputs only at 1024; here
+`output_tanh=True` applies it at every resolution (what our training uses);
+models imported from official checkpoints set it to `im_size == 1024` so they
+reproduce the official outputs exactly.
+"""
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fastgan_jax.layers import (
+    BatchNorm,
+    DownBlock,
+    DownBlockComp,
+    SEBlock,
+    SNConv,
+    SNLatentConvTranspose,
+    UpBlock,
+    UpBlockComp,
+    avg_pool,
+    glu,
+    leaky_relu,
+    nearest_resize,
+)
+
+IM_SIZES = (64, 128, 256, 512, 1024)
+# Official channel tables: channels at resolution r are int(mult[r] * width).
+G_MULT = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
+D_MULT = {4: 16, 8: 16, 16: 8, 32: 4, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
+COMP_SIZES = (8, 32, 128, 512)  # up blocks with noise injection
+
+
+def _check_size(im_size):
+    if im_size not in IM_SIZES:
+        raise ValueError(f"im_size must be one of {IM_SIZES}, got {im_size}")
+
+
+def small_size(im_size: int) -> int:
+    """Resolution of the generator's second output and of D's small path."""
+    return min(128, im_size // 2)
+
+
+def _widths(mult, width):
+    return {r: int(m * width) for r, m in mult.items()}
+
+
+def noise_shapes(im_size: int, batch: int) -> list[tuple[int, int, int, int]]:
+    """Shapes of the generator's noise maps, in the order `Generator` takes them."""
+    _check_size(im_size)
+    return [(batch, r, r, 1) for r in COMP_SIZES if r <= im_size for _ in range(2)]
+
+
+class Generator(nn.Module):
+    """FastGAN generator: z [B, nz] -> (img [B, S, S, 3], img_small [B, s, s, 3]).
+
+    Attributes:
+      im_size: output resolution, one of 64, 128, 256, 512, 1024.
+      ngf: width multiplier (official 64).
+      nz: latent size (official train.py: 256).
+      output_tanh: tanh on both outputs (the official does it only at 1024).
+      dtype: compute dtype (None: the input's); parameters stay float32.
+    """
+
+    im_size: int = 256
+    ngf: int = 64
+    nz: int = 256
+    output_tanh: bool = True
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, z, train: bool = False, noise: Sequence[jax.Array] | None = None):
+        """Args:
+          z: [B, nz] latents.
+          train: batch statistics and one spectral-norm power iteration
+            (needs `mutable=['batch_stats']`).
+          noise: optional noise maps, shapes `noise_shapes(im_size, B)`;
+            without them noise is drawn from the `noise` RNG stream.
+
+        Returns:
+          (img, img_small), NHWC.
+        """
+        _check_size(self.im_size)
+        if z.ndim != 2 or z.shape[1] != self.nz:
+            raise ValueError(f"Generator expects z of shape [B, {self.nz}], got {z.shape}")
+        nfc, dt = _widths(G_MULT, self.ngf), self.dtype
+        noise = list(noise) if noise is not None else [None] * len(noise_shapes(self.im_size, 1))
+
+        x = SNLatentConvTranspose(2 * nfc[4], dtype=dt, name="init_conv")(z, train)
+        x = glu(BatchNorm(name="init_bn")(x, train))  # [B, 4, 4, nfc[4]]
+        feats = {4: x}
+        r = 8
+        while r <= self.im_size:
+            if r in COMP_SIZES:
+                x = UpBlockComp(nfc[r], dtype=dt, name=f"feat_{r}")(x, train, noise[:2])
+                noise = noise[2:]
+            else:
+                x = UpBlock(nfc[r], dtype=dt, name=f"feat_{r}")(x, train)
+            if 64 <= r <= 512:  # skip-layer excitation from the map 16x smaller
+                x = SEBlock(nfc[r], dtype=dt, name=f"se_{r}")(feats[r // 16], x, train)
+            feats[r] = x
+            r *= 2
+
+        img = SNConv(3, 3, padding=1, dtype=dt, name="to_big")(feats[self.im_size], train)
+        img_small = SNConv(3, 1, dtype=dt, name="to_small")(feats[small_size(self.im_size)], train)
+        if self.output_tanh:
+            img, img_small = jnp.tanh(img), jnp.tanh(img_small)
+        return img, img_small
+
+
+class SimpleDecoder(nn.Module):
+    """Decodes an 8x8 feature map to an image of `out_size` (official: 128)."""
+
+    out_size: int = 128
+    width: int = 32  # the official hard-codes 32, independent of ndf
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        nfc = _widths(G_MULT, self.width)
+        x = avg_pool(x, 8)
+        r = 16
+        while r <= self.out_size:
+            x = UpBlock(nfc[r], dtype=self.dtype, name=f"up{r}")(x, train)
+            r *= 2
+        return jnp.tanh(SNConv(3, 3, padding=1, dtype=self.dtype, name="conv_out")(x, train))
+
+
+class Discriminator(nn.Module):
+    """FastGAN discriminator with self-supervised reconstruction decoders.
+
+    Call with a real batch and a quadrant index `part` (0 top-left,
+    1 top-right, 2 bottom-left, 3 bottom-right; a Python int or a traced
+    scalar) to get `(logits, (rec_all, rec_small, rec_part))`; call with a
+    fake pair `(img, img_small)` to get the logits alone. Logits are ordered
+    as the official: the flattened 5x5 maps of the big head for the whole
+    batch, then those of the small head, shape [2 * B * 25].
+
+    Attributes:
+      im_size: input resolution, one of 64, 128, 256, 512, 1024.
+      ndf: width multiplier (official 64).
+      dec_width: decoder width (official 32).
+      dtype: compute dtype (None: the input's).
+    """
+
+    im_size: int = 256
+    ndf: int = 64
+    dec_width: int = 32
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, images, part=None, train: bool = False):
+        _check_size(self.im_size)
+        nfc, dt, s = _widths(D_MULT, self.ndf), self.dtype, small_size(self.im_size)
+        real = not isinstance(images, (tuple, list))
+        if real:
+            if part is None:
+                raise ValueError("Discriminator: a real batch needs part= (the quadrant to reconstruct, 0..3)")
+            # The official resizes real images with nearest interpolation.
+            big, small = nearest_resize(images, self.im_size), nearest_resize(images, s)
+        else:
+            big, small = images
+
+        def ch(r):  # channels of the big path at resolution r
+            return nfc[2 * r]
+
+        # Stem down to at most 256x256.
+        if self.im_size == 1024:
+            x = leaky_relu(SNConv(nfc[1024], 4, 2, 1, dtype=dt, name="stem_conv1")(big, train))
+            x = SNConv(nfc[512], 4, 2, 1, dtype=dt, name="stem_conv2")(x, train)
+            x = leaky_relu(BatchNorm(name="stem_bn")(x, train))
+        elif self.im_size == 512:
+            x = leaky_relu(SNConv(nfc[512], 4, 2, 1, dtype=dt, name="stem_conv1")(big, train))
+        else:
+            x = leaky_relu(SNConv(ch(self.im_size), 3, 1, 1, dtype=dt, name="stem_conv1")(big, train))
+        top = x.shape[1]
+        feats = {top: x}
+        r = top // 2
+        while r >= 8:
+            x = DownBlockComp(ch(r), dtype=dt, name=f"down_{512 // r}")(x, train)
+            if 8 * r <= top:  # skip-layer excitation from the map 8x larger
+                x = SEBlock(ch(r), dtype=dt, name=f"se_{64 // r}_{512 // r}")(feats[8 * r], x, train)
+            feats[r] = x
+            r //= 2
+
+        h = SNConv(nfc[8], 1, dtype=dt, name="rf_big_conv1")(x, train)
+        h = leaky_relu(BatchNorm(name="rf_big_bn")(h, train))
+        rf_big = SNConv(1, 4, dtype=dt, name="rf_big_conv2")(h, train)  # [B, 5, 5, 1]
+
+        y = leaky_relu(SNConv(nfc[4 * s // 2], 4, 2, 1, dtype=dt, name="small_conv")(small, train))
+        r = s // 4
+        while r >= 8:
+            y = DownBlock(nfc[4 * r], dtype=dt, name=f"small_down_{r}")(y, train)
+            r //= 2
+        rf_small = SNConv(1, 4, dtype=dt, name="rf_small")(y, train)  # [B, 5, 5, 1]
+
+        logits = jnp.concatenate([rf_big.reshape(-1), rf_small.reshape(-1)]).astype(jnp.float32)
+        if not real:
+            return logits
+
+        dec = functools.partial(SimpleDecoder, s, self.dec_width, dt)
+        rec_all = dec(name="decoder_big")(x, train)
+        rec_small = dec(name="decoder_small")(y, train)
+        # Eq. 4 (FastGAN): reconstruct one quadrant from the 16x16 features.
+        part = jnp.asarray(part, jnp.int32)
+        f16 = feats[16]
+        quadrant = jax.lax.dynamic_slice(
+            f16, (0, (part // 2) * 8, (part % 2) * 8, 0), (f16.shape[0], 8, 8, f16.shape[3])
+        )
+        rec_part = dec(name="decoder_part")(quadrant, train)
+        return logits, (rec_all, rec_small, rec_part)
+
+
+# Size variants (flax examples style).
+Generator256 = functools.partial(Generator, im_size=256)
+Generator512 = functools.partial(Generator, im_size=512)
+Generator1024 = functools.partial(Generator, im_size=1024)
+Discriminator256 = functools.partial(Discriminator, im_size=256)
+Discriminator512 = functools.partial(Discriminator, im_size=512)
+Discriminator1024 = functools.partial(Discriminator, im_size=1024)
+# Tiny variants for tests and CPU runs.
+TinyGenerator = functools.partial(Generator, im_size=64, ngf=8, nz=32)
+TinyDiscriminator = functools.partial(Discriminator, im_size=64, ndf=8, dec_width=8)
+
+
+def init_generator(module: Generator, key: jax.Array, batch: int = 2):
+    """Initialises a generator's variables ({'params', 'batch_stats'})."""
+    z = jnp.zeros((batch, module.nz), jnp.float32)
+    return module.init({"params": key, "noise": key}, z, train=False)
+
+
+def init_discriminator(module: Discriminator, key: jax.Array, batch: int = 2):
+    """Initialises a discriminator's variables ({'params', 'batch_stats'})."""
+    x = jnp.zeros((batch, module.im_size, module.im_size, 3), jnp.float32)
+    return module.init({"params": key}, x, part=0, train=False)
