@@ -7,12 +7,14 @@ from fastgan_jax.convert import (
     save_official_npz,
     to_official,
 )
+from fastgan_jax.diffaug import diff_augment
 from fastgan_jax.models import Discriminator, Generator, noise_shapes, small_size
 
 __all__ = [
     "Discriminator",
     "Generator",
     "OfficialCheckpointError",
+    "diff_augment",
     "discriminator_from_official",
     "generator_from_official",
     "noise_shapes",

@@ -101,7 +101,10 @@ def _discriminator_modules(im_size):
     mods += [("rf_small", ("rf_small",), "sn")]
     for dec in ("decoder_big", "decoder_part", "decoder_small"):
         for i, r in ((1, 16), (2, 32), (3, 64), (4, 128)):
-            mods += [(f"{dec}.main.{i}.1", (dec, f"up{r}", "conv"), "sn"), (f"{dec}.main.{i}.2", (dec, f"up{r}", "bn"), "bn")]
+            mods += [
+                (f"{dec}.main.{i}.1", (dec, f"up{r}", "conv"), "sn"),
+                (f"{dec}.main.{i}.2", (dec, f"up{r}", "bn"), "bn"),
+            ]
         mods += [(f"{dec}.main.5", (dec, "conv_out"), "sn")]
     return mods
 
@@ -159,22 +162,13 @@ def _state_to_variables(state, leaf_map, abstract, what):
     _check_keys(state, leaf_map, what)
     flat_abs = traverse_util.flatten_dict(abstract)
     flat = {}
-    for key, (path, kind, leaf) in leaf_map.items():
+    for key, (path, kind, leaf) in leaf_map.items():  # official order: a kernel before its vectors
         flat[path] = _to_flax(state[key], kind, leaf)
-    for key, (path, kind, leaf) in leaf_map.items():
+        if flat[path].shape != flat_abs[path].shape:
+            got = list(np.shape(state[key]))
+            raise OfficialCheckpointError(f"{what}: {key!r} has shape {got}, which fits no width of this network")
         if kind == "sn" and leaf == "weight_v":
-            kpath = ("params", *path[1:-1], "kernel")
-            kernel = flat[kpath]
-            if flat[path].size != np.prod(kernel.shape[:3]):
-                raise OfficialCheckpointError(
-                    f"{what}: {key!r} has {flat[path].size} entries, expected {np.prod(kernel.shape[:3])}"
-                )
-            flat[path] = _permute_v(flat[path], kernel, to_flax=True)
-    for key, (path, _, _) in leaf_map.items():
-        want = flat_abs[path].shape
-        if flat[path].shape != want:
-            got = np.asarray(state[key]).shape
-            raise OfficialCheckpointError(f"{what}: {key!r} has shape {list(got)}, which fits no width of this network")
+            flat[path] = _permute_v(flat[path], flat[("params", *path[1:-1], "kernel")], to_flax=True)
     return jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(flat))
 
 
@@ -205,7 +199,7 @@ def _whole(x, key, what):
 
 
 def _strip_module(state):
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def _read(source):
@@ -246,9 +240,7 @@ def _pick(entries, name, which):
     if marker in plain:
         return plain
     net = "generator" if which == "g" else "discriminator"
-    raise OfficialCheckpointError(
-        f"{name}: not a FastGAN {net} state dict (no {marker!r} and no {which!r} entry)"
-    )
+    raise OfficialCheckpointError(f"{name}: not a FastGAN {net} state dict (no {marker!r} and no {which!r} entry)")
 
 
 def generator_from_official(source, *, ema: bool = True):
@@ -289,8 +281,10 @@ def _apply_ema(state, g_ema, leaf_map, what):
     else:
         g_ema = list(g_ema)
         if len(g_ema) != len(keys):
-            raise OfficialCheckpointError(f"{what}: g_ema has {len(g_ema)} tensors, the generator {len(keys)} parameters")
-        ema = dict(zip(keys, g_ema))
+            raise OfficialCheckpointError(
+                f"{what}: g_ema has {len(g_ema)} tensors, the generator {len(keys)} parameters"
+            )
+        ema = dict(zip(keys, g_ema, strict=True))
     state = dict(state)
     for k in keys:
         if k not in ema:

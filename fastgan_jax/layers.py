@@ -10,9 +10,9 @@ and updates them, exactly as PyTorch does.
 
 from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 
 # Official `weights_init`: conv weights N(0, 0.02), BatchNorm scale N(1, 0.02).
@@ -180,6 +180,7 @@ def avg_pool(x, out_size):
 
 def nearest_resize(x, size):
     """F.interpolate(x, size, mode='nearest') of PyTorch on NHWC images."""
+
     def index(n_in):
         scale = np.float32(n_in) / np.float32(size)
         idx = np.floor(np.arange(size, dtype=np.float32) * scale).astype(np.int64)

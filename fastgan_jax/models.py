@@ -239,10 +239,10 @@ TinyDiscriminator = functools.partial(Discriminator, im_size=64, ndf=8, dec_widt
 def init_generator(module: Generator, key: jax.Array, batch: int = 2):
     """Initialises a generator's variables ({'params', 'batch_stats'})."""
     z = jnp.zeros((batch, module.nz), jnp.float32)
-    return module.init({"params": key, "noise": key}, z, train=False)
+    return jax.jit(module.init)({"params": key, "noise": key}, z)
 
 
 def init_discriminator(module: Discriminator, key: jax.Array, batch: int = 2):
     """Initialises a discriminator's variables ({'params', 'batch_stats'})."""
     x = jnp.zeros((batch, module.im_size, module.im_size, 3), jnp.float32)
-    return module.init({"params": key}, x, part=0, train=False)
+    return jax.jit(module.init)({"params": key}, x, 0)

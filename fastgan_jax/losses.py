@@ -1,0 +1,71 @@
+"""FastGAN's losses (official `train.py`), as keyword-only pure functions.
+
+Discriminator: hinge with a random margin U(0.8, 1) on real and fake logits,
+plus the self-supervised reconstruction of the real image (Eq. 4 of the
+paper): whole image from the 8x8 map and from the small path, one quadrant
+from the 16x16 map, each against the real image resized (nearest) to the
+decoder's size. The official sums the per-sample reconstruction distance over
+the batch; so do we. Generator: -mean(logits).
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from fastgan_jax.layers import nearest_resize
+
+Distance = Callable[[jax.Array, jax.Array], jax.Array]  # (x, y) [B, H, W, C] -> [B]
+
+
+def l1_distance(x, y):
+    """Per-sample mean absolute difference, [B]."""
+    return jnp.mean(jnp.abs(x - y), axis=(1, 2, 3))
+
+
+def mse_distance(x, y):
+    """Per-sample mean squared difference, [B]."""
+    return jnp.mean(jnp.square(x - y), axis=(1, 2, 3))
+
+
+def _margin(key, logits):
+    return jax.random.uniform(key, logits.shape, jnp.float32, 0.8, 1.0)
+
+
+def d_real_hinge(*, key, logits):
+    """mean(relu(U(0.8, 1) - logits))."""
+    return jnp.mean(jax.nn.relu(_margin(key, logits) - logits))
+
+
+def d_fake_hinge(*, key, logits):
+    """mean(relu(U(0.8, 1) + logits))."""
+    return jnp.mean(jax.nn.relu(_margin(key, logits) + logits))
+
+
+def g_hinge(*, logits):
+    """-mean(logits)."""
+    return -jnp.mean(logits)
+
+
+def crop_part(images, part):
+    """Quadrant `part` (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)."""
+    b, h, w, c = images.shape
+    part = jnp.asarray(part, jnp.int32)
+    return jax.lax.dynamic_slice(images, (0, (part // 2) * (h // 2), (part % 2) * (w // 2), 0), (b, h // 2, w // 2, c))
+
+
+def reconstruction(*, images, recs, part, distance: Distance = l1_distance):
+    """Sum over the batch of the three reconstruction distances.
+
+    Args:
+      images: the (augmented) real batch, [B, H, W, C].
+      recs: (rec_all, rec_small, rec_part) from the discriminator.
+      part: the quadrant that rec_part reconstructs.
+      distance: per-sample distance, e.g. `l1_distance` or LPIPS.
+    """
+    rec_all, rec_small, rec_part = recs
+    size = rec_all.shape[1]
+    total = distance(rec_all, nearest_resize(images, size)).sum()
+    total += distance(rec_small, nearest_resize(images, rec_small.shape[1])).sum()
+    total += distance(rec_part, nearest_resize(crop_part(images, part), rec_part.shape[1])).sum()
+    return total
