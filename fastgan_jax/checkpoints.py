@@ -1,0 +1,78 @@
+"""Orbax checkpoints of a run: the whole train state plus its config.
+
+The only module that imports orbax. Layout: `WORKDIR/checkpoints/<step>/`
+with the items `state` (StandardSave of the TrainState pytree) and `config`
+(JSON). The last `keep` checkpoints are preserved.
+"""
+
+import json
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
+
+# Config fields that may change when a run is resumed (schedule and logging);
+# every other field defines the run, and a mismatch is an error.
+RESUMABLE_FIELDS = frozenset(
+    {"num_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_samples", "cache_dir"}
+)
+
+
+class ConfigMismatchError(ValueError):
+    """A workdir's checkpoints come from a different config."""
+
+
+def manager(workdir, *, keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
+    """The CheckpointManager of `WORKDIR/checkpoints`, keeping the latest `keep`."""
+    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=preservation_policy.LatestN(keep),
+        create=create,
+        enable_async_checkpointing=False,
+    )
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "config"))
+
+
+def normalize(config: dict) -> dict:
+    """A JSON round trip, so that tuples and lists compare equal."""
+    return json.loads(json.dumps(config))
+
+
+def check_compatible(saved: dict, current: dict, workdir) -> None:
+    """Raises ConfigMismatchError when the run-defining fields differ."""
+    saved, current = normalize(saved), normalize(current)
+    keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
+    diffs = [k for k in keys if saved.get(k) != current.get(k)]
+    if diffs:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs[:3])
+        raise ConfigMismatchError(
+            f"--workdir {workdir} holds a run with another config ({shown}); "
+            "use a new --workdir, or the same config to resume (nothing was overwritten)"
+        )
+
+
+def saved_config(mngr: ocp.CheckpointManager):
+    """The config of the latest checkpoint, or None when there is none."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, config: dict) -> None:
+    mngr.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(normalize(config))),
+        force=True,
+    )
+    mngr.wait_until_finished()
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
+    """Restores the state at `step` (default: the latest) into `abstract_state`'s structure."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]

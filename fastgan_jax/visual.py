@@ -1,0 +1,44 @@
+"""Image grids, PNG and GIF output (host side, numpy + PIL)."""
+
+import math
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images) -> np.ndarray:
+    """Images in [-1, 1] (any float dtype) to uint8."""
+    x = np.asarray(images, np.float32)
+    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def grid(images, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tiles uint8 or [-1, 1] images [N, H, W, 3] into one [rows*H, cols*W, 3] image."""
+    x = images if np.asarray(images).dtype == np.uint8 else to_uint8(images)
+    x = np.asarray(x)
+    n, h, w, c = x.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = x[i]
+    return out
+
+
+def save_png(path, image: np.ndarray) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def save_gif(path, frames, duration_ms: int = 80) -> pathlib.Path:
+    """An animated, looping GIF of uint8 frames [T, H, W, 3], played forth and back."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [Image.fromarray(np.asarray(f)) for f in frames]
+    frames = frames + frames[-2:0:-1]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return path

@@ -1,0 +1,131 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastgan_jax import data
+
+
+def save(path, img, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+def test_modes_are_converted(tmp_path):
+    save(tmp_path / "rgba.png", Image.new("RGBA", (40, 40), (255, 0, 0, 0)))  # fully transparent red
+    save(tmp_path / "sub" / "la.png", Image.new("LA", (40, 40), (0, 128)))  # half-transparent black
+    pal = Image.new("P", (40, 40), 0)
+    pal.putpalette([0, 0, 255] * 256)
+    save(tmp_path / "pal.png", pal, transparency=0)  # transparent via palette index
+    save(tmp_path / "gray.bmp", Image.new("L", (40, 40), 77))
+    save(tmp_path / "g16.png", Image.fromarray(np.full((40, 40), 65535, np.uint16)))
+    save(tmp_path / "cmyk.jpg", Image.new("CMYK", (40, 40), (0, 255, 255, 0)))
+    save(tmp_path / "x.webp", Image.new("RGB", (40, 40), (0, 200, 0)))
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = data.load_folder(tmp_path, 32, cache_dir=False)
+    assert images.shape == (7, 32, 32, 3) and images.dtype == np.uint8
+    files = [p.stem for p in data.find_images(tmp_path)]
+    by_name = dict(zip(files, images, strict=True))
+    np.testing.assert_array_equal(by_name["rgba"][0, 0], [255, 255, 255])  # white background
+    assert abs(int(by_name["la"][0, 0, 0]) - 127) <= 1
+    np.testing.assert_array_equal(by_name["pal"][0, 0], [255, 255, 255])
+    np.testing.assert_array_equal(by_name["gray"][0, 0], [77, 77, 77])
+    np.testing.assert_array_equal(by_name["g16"][0, 0], [255, 255, 255])
+    assert by_name["cmyk"][0, 0, 0] > 200 and by_name["cmyk"][0, 0, 1] < 50  # red
+    assert by_name["x"][0, 0, 1] > 180
+
+
+def test_background_is_configurable(tmp_path):
+    save(tmp_path / "a.png", Image.new("RGBA", (8, 8), (0, 0, 0, 0)))
+    out = data.load_folder(tmp_path, 8, background=(10, 20, 30), cache_dir=False)
+    np.testing.assert_array_equal(out[0, 0, 0], [10, 20, 30])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 20, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    save(tmp_path / "r.jpg", img, exif=exif, quality=100)
+    out = data.load_folder(tmp_path, 20, aspect="stretch", cache_dir=False)[0]
+    # Displayed upright the white half is on top.
+    assert out[:8].mean() > 200 and out[12:].mean() < 50
+
+
+def test_center_crop_and_stretch(tmp_path):
+    img = Image.new("RGB", (60, 20), (0, 0, 0))
+    img.paste((255, 255, 255), (20, 0, 40, 20))  # white middle third
+    save(tmp_path / "wide.png", img)
+    crop = data.load_folder(tmp_path, 16, cache_dir=False)[0]
+    assert crop.min() > 240  # only the white centre is kept
+    stretch = data.load_folder(tmp_path, 16, aspect="stretch", cache_dir=False)[0]
+    assert stretch[:, 0].max() < 20 and stretch[:, 8].min() > 240
+    with pytest.raises(ValueError, match="aspect must be one of"):
+        data.load_folder(tmp_path, 16, aspect="pad", cache_dir=False)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(data.DataError, match="nowhere: no such folder"):
+        data.load_folder(tmp_path / "nowhere", 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DataError, match="no jpg/jpeg/png/webp/bmp images"):
+        data.load_folder(tmp_path / "empty", 32)
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(data.DataError, match="not a folder"):
+        data.load_folder(tmp_path / "file.png", 32)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"garbage")
+    with pytest.raises(data.DataError, match="none of the 1 image files could be read"):
+        data.load_folder(bad, 32, cache_dir=False)
+
+
+def test_corrupt_files_are_skipped_with_one_warning(tmp_path):
+    for i in range(5):
+        (tmp_path / f"broken{i}.jpg").write_bytes(b"\xff\xd8 not really")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "PNG")
+    (tmp_path / "truncated.png").write_bytes(buf.getvalue()[:40])
+    save(tmp_path / "good.png", Image.new("RGB", (64, 64), (9, 9, 9)))
+    with pytest.warns(UserWarning, match=r"skipped 6 unreadable image file\(s\): .*broken0.jpg.*, \.\.\.") as rec:
+        out = data.load_folder(tmp_path, 32, cache_dir=False)
+    assert len(rec) == 1 and out.shape == (1, 32, 32, 3)
+
+
+def test_small_images_are_upscaled_with_a_warning(tmp_path):
+    save(tmp_path / "tiny.png", Image.new("RGB", (10, 10), (5, 5, 5)))
+    save(tmp_path / "big.png", Image.new("RGB", (64, 64), (5, 5, 5)))
+    with pytest.warns(UserWarning, match=r"1 image\(s\) smaller than 32px were upscaled"):
+        out = data.load_folder(tmp_path, 32, cache_dir=False)
+    assert out.shape == (2, 32, 32, 3)
+
+
+def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
+    folder, cache = tmp_path / "imgs", tmp_path / "cache"
+    save(folder / "a.png", Image.new("RGB", (32, 32), (100, 0, 0)))
+    first = data.load_folder(folder, 16, cache_dir=cache)
+    assert len(list(cache.glob("*.npy"))) == 1
+
+    def no_decode(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data, "_decode", no_decode)
+    np.testing.assert_array_equal(data.load_folder(folder, 16, cache_dir=cache), first)
+    monkeypatch.undo()
+    save(folder / "b.png", Image.new("RGB", (32, 32), (0, 100, 0)))  # the folder changed
+    assert data.load_folder(folder, 16, cache_dir=cache).shape == (2, 16, 16, 3)
+    assert data.load_folder(folder, 8, cache_dir=cache).shape == (2, 8, 8, 3)  # another size
+    assert len(list(cache.glob("*.npy"))) == 3
+
+
+def test_embedded_default_set():
+    files = data.find_images(data.DEFAULT_DATA)
+    assert len(files) == 111
+    assert (data.DEFAULT_DATA / "LICENSE").exists()
+
+
+def test_tfds_spec_errors():
+    with pytest.raises(data.DataError, match="expected tfds:NAME"):
+        data.load("tfds:", 32)

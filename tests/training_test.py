@@ -1,0 +1,189 @@
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import cpu_quick
+from fastgan_jax import checkpoints, training
+from fastgan_jax.models import noise_shapes
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def tiny_config(tmp_path, **overrides):
+    c = cpu_quick.get_config()
+    c.update(
+        ngf=8,
+        ndf=8,
+        nz=16,
+        dec_width=4,
+        batch_size=4,
+        num_steps=2,
+        log_every=1,
+        sample_every=2,
+        checkpoint_every=2,
+        num_samples=4,
+        recalib_samples=8,
+        recalib_batch=4,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    c.update(overrides)
+    return c
+
+
+def leaves_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True))
+
+
+def test_train_step_updates_everything():
+    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
+    tx = training.make_optimizer()
+    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    before = jax.tree.map(np.asarray, state)
+    step = training.make_train_step(
+        G,
+        D,
+        tx_g=tx,
+        tx_d=tx,
+        policy="color,translation",
+        distance=training.DISTANCES["l1"],
+        ema_decay=0.999,
+        mesh=training.make_mesh(),
+        batch_size=4,
+    )
+    data = jax.random.randint(jax.random.key(1), (10, 64, 64, 3), 0, 256).astype(jnp.uint8)
+    state, metrics = step(state, data, jax.random.key(2))
+    assert int(state.step) == 1
+    assert set(metrics) == {"d_real", "d_fake", "g", "rec"}
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    for name in ("g_params", "g_stats", "d_params", "d_stats", "g_opt", "d_opt", "ema_params"):
+        assert not leaves_equal(getattr(before, name), getattr(state, name)), name
+    # EMA: 0.999 * init + 0.001 * updated params.
+    jax.tree.map(
+        lambda e, p0, p: np.testing.assert_allclose(e, 0.999 * p0 + 0.001 * np.asarray(p), rtol=1e-5, atol=1e-7),
+        state.ema_params,
+        before.g_params,
+        state.g_params,
+    )
+
+
+def test_recalibrated_stats_make_eval_mode_match_a_large_batch():
+    G, _ = training.make_models(im_size=64, ngf=8, ndf=8, nz=16)
+    from fastgan_jax.models import init_generator
+
+    v = init_generator(G, jax.random.key(0))
+    # 32 passes: also enough power iterations for the (fresh, slowly converging) spectral norms.
+    stats = training.recalibrate(G, v["params"], v["batch_stats"], jax.random.key(1), num_samples=2048, batch=64)
+    z = jax.random.normal(jax.random.key(2), (256, G.nz))
+    noise = [jnp.zeros(s) for s in noise_shapes(64, 256)]
+    (train_img, _), _ = G.apply(
+        {"params": v["params"], "batch_stats": stats}, z, train=True, noise=noise, mutable=["batch_stats"]
+    )
+    eval_img, _ = G.apply({"params": v["params"], "batch_stats": stats}, z, noise=noise)
+    err = float(jnp.abs(eval_img - train_img).mean())
+    fresh, _ = G.apply(v, z, noise=noise)  # the init's stats are far off
+    assert err < 0.03 < 0.5 < float(jnp.abs(fresh - train_img).mean())
+    one, _ = G.apply({"params": v["params"], "batch_stats": stats}, z[:1], noise=[n[:1] for n in noise])
+    np.testing.assert_allclose(one, eval_img[:1], atol=1e-5)  # independent of the batch
+
+
+def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    training.train_and_evaluate(tiny_config(tmp_path), a)
+    resumed = training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    straight = training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
+    assert int(resumed.step) == int(straight.step) == 4
+    assert leaves_equal(resumed, straight)
+    assert sorted(p.name for p in (a / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+    assert (a / "samples" / "samples_0000004.png").exists()
+    assert (a / "samples" / "reconstructions_0000002.png").exists()
+    assert any(p.name.startswith("events.out.tfevents") for p in a.iterdir())
+
+    listing = sorted(str(p) for p in a.rglob("*"))
+    with pytest.raises(checkpoints.ConfigMismatchError, match="ngf: 8 -> 16"):
+        training.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16), a)
+    assert sorted(str(p) for p in a.rglob("*")) == listing  # nothing written
+
+
+def test_non_finite_loss_is_an_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        training.train_and_evaluate(tiny_config(tmp_path, lr=float("inf"), num_steps=1), tmp_path / "nan")
+
+
+SHARDING_SCRIPT = """
+import sys, json, numpy as np, jax, jax.numpy as jnp
+from fastgan_jax import training
+G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
+tx = training.make_optimizer()
+state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+step = training.make_train_step(G, D, tx_g=tx, tx_d=tx, policy="color,translation",
+    distance=training.DISTANCES["l1"], ema_decay=0.999, mesh=training.make_mesh(), batch_size=8)
+data = jax.random.randint(jax.random.key(1), (16, 64, 64, 3), 0, 256).astype(jnp.uint8)
+for _ in range(2):
+    state, m = step(state, data, jax.random.key(2))
+leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves((state.g_params, state.d_params, state.d_stats))]
+np.savez(sys.argv[1], *leaves)
+print(len(jax.devices()))
+"""
+
+
+def test_one_and_four_devices_agree(tmp_path):
+    out = {}
+    for n in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", PYTHONPATH=str(ROOT))
+        env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir or ""
+        res = subprocess.run(
+            [sys.executable, "-c", SHARDING_SCRIPT, str(tmp_path / f"{n}.npz")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert res.stdout.split()[-1] == str(n)
+        with np.load(tmp_path / f"{n}.npz") as z:
+            out[n] = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+    for x, y in zip(out[1], out[4], strict=True):
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+
+
+def test_cli_quick_start_and_bad_input(tmp_path):
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--workdir",
+        str(run),
+        "--config",
+        str(ROOT / "configs/cpu_quick.py"),
+        "--config.num_steps=1",
+        "--config.ngf=8",
+        "--config.ndf=8",
+        "--config.nz=16",
+        "--config.dec_width=4",
+        "--config.batch_size=4",
+        "--config.num_samples=4",
+        "--config.recalib_samples=8",
+        "--config.recalib_batch=4",
+        f"--config.cache_dir={tmp_path / 'cache'}",
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "done: steps 0 -> 1" in res.stdout
+    assert (run / "samples" / "samples_0000001.png").exists() and (run / "checkpoints" / "1").exists()
+    saved = json.loads((run / "checkpoints" / "1" / "config" / "metadata").read_text())
+    assert saved["ngf"] == 8
+
+    cmd[cmd.index(str(run))] = str(tmp_path / "run2")
+    res = subprocess.run(cmd + ["--data", str(tmp_path / "missing")], env=env, capture_output=True, text=True)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == f"error: --data {tmp_path / 'missing'}: no such folder"
