@@ -2,9 +2,10 @@
 
     python train.py --workdir runs/quick --config configs/cpu_quick.py
 
-Writes sample grids to runs/quick/samples and a checkpoint to
-runs/quick/checkpoints. After its 300 steps the samples are blurry round
-yellow faces on white: the colours and layout of the set, not yet the details.
+Writes sample grids to runs/quick/samples and checkpoints to
+runs/quick/checkpoints. Its 500 steps take about 2 minutes on two CPU cores
+(40 img/s including compilation); by then the EMA samples are round yellow
+faces on white with dark eyes and mouths, blurry and without the finer details.
 """
 
 from configs import default
@@ -18,7 +19,8 @@ def get_config():
     c.nz = 64
     c.dec_width = 8
     c.batch_size = 8
-    c.num_steps = 300
+    c.num_steps = 500
+    c.ema_decay = 0.99  # 0.999 would still be 60% the random init after 500 steps
     c.log_every = 10
     c.sample_every = 100
     c.checkpoint_every = 100

@@ -471,3 +471,29 @@ def train_and_evaluate(config, workdir) -> TrainState:
     else:
         print(f"nothing to do: {workdir} is already at step {start} of {total}")
     return state
+
+
+def load_generator(workdir, step: int | None = None, *, ema: bool = True):
+    """The (EMA) generator of a run: `(Generator, variables)` for `G.apply(..., train=False)`.
+
+    Args:
+      workdir: the run's folder (with `checkpoints/`).
+      step: checkpoint step (default: the latest).
+      ema: the EMA generator with its recalibrated statistics (default), or
+        the raw generator with its training statistics.
+    """
+    import pathlib
+
+    from fastgan_jax import checkpoints
+
+    mngr = checkpoints.manager(workdir, create=False) if pathlib.Path(workdir, "checkpoints").is_dir() else None
+    cfg = checkpoints.saved_config(mngr) if mngr is not None else None
+    if cfg is None:
+        raise FileNotFoundError(f"--workdir {workdir}: no checkpoint here (train one with train.py)")
+    G, D = make_models(im_size=cfg["im_size"], ngf=cfg["ngf"], ndf=cfg["ndf"], nz=cfg["nz"], dec_width=cfg["dec_width"])
+    tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
+    abstract = jax.eval_shape(functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx), jax.random.key(0))
+    state = checkpoints.restore(mngr, abstract, step)
+    if ema:
+        return G, {"params": state.ema_params, "batch_stats": state.ema_stats}
+    return G, {"params": state.g_params, "batch_stats": state.g_stats}

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import cpu_quick
-from fastgan_jax import checkpoints, training
+from fastgan_jax import checkpoints, sample, training
 from fastgan_jax.models import noise_shapes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -107,6 +108,26 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
     assert (a / "samples" / "reconstructions_0000002.png").exists()
     assert any(p.name.startswith("events.out.tfevents") for p in a.iterdir())
 
+    sample.main(["--workdir", str(a), "-n", "4", "--out", str(tmp_path / "grid.png")])
+    sample.main(
+        [
+            "--workdir",
+            str(a),
+            "--interpolate",
+            "2",
+            "--frames",
+            "3",
+            "--out",
+            str(tmp_path / "lerp.png"),
+            "--gif",
+            str(tmp_path / "lerp.gif"),
+        ]
+    )
+    with Image.open(tmp_path / "grid.png") as grid, Image.open(tmp_path / "lerp.png") as strip:
+        assert grid.size == (2 * 66 + 2, 2 * 66 + 2) and strip.size == (3 * 66 + 2, 2 * 66 + 2)
+    with Image.open(tmp_path / "lerp.gif") as gif:
+        assert gif.n_frames == 4  # 3 frames forth, 1 back
+
     listing = sorted(str(p) for p in a.rglob("*"))
     with pytest.raises(checkpoints.ConfigMismatchError, match="ngf: 8 -> 16"):
         training.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16), a)
@@ -187,3 +208,20 @@ def test_cli_quick_start_and_bad_input(tmp_path):
     res = subprocess.run(cmd + ["--data", str(tmp_path / "missing")], env=env, capture_output=True, text=True)
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == f"error: --data {tmp_path / 'missing'}: no such folder"
+
+
+def test_streaming_from_host_memory(tmp_path):
+    state = training.train_and_evaluate(tiny_config(tmp_path, data_on_device="no", num_steps=1), tmp_path / "s")
+    assert int(state.step) == 1 and (tmp_path / "s" / "checkpoints" / "1").exists()
+
+
+def test_slerp_stays_on_the_sphere_and_hits_the_ends():
+    z = jax.random.normal(jax.random.key(0), (2, 3, 16))
+    z = z / jnp.linalg.norm(z, axis=-1, keepdims=True) * 4.0
+    path = sample.slerp(z[0], z[1], jnp.linspace(0, 1, 5))
+    assert path.shape == (5, 3, 16)
+    np.testing.assert_allclose(jnp.linalg.norm(path, axis=-1), 4.0, rtol=1e-5)
+    np.testing.assert_allclose(path[0], z[0], atol=1e-5)
+    np.testing.assert_allclose(path[-1], z[1], atol=1e-5)
+    same = sample.slerp(z[0], z[0], jnp.linspace(0, 1, 3))  # degenerate: no NaN
+    np.testing.assert_allclose(same, jnp.broadcast_to(z[0], (3, 3, 16)), atol=1e-5)

@@ -1,0 +1,136 @@
+"""Speed, memory and FLOPs of one FastGAN training step.
+
+    python benchmarks/train_speed.py --im-size 256 1024 --batch 8 --precision float32 bfloat16
+
+Synthetic uint8 images resident on the device (as the official reference
+figures in ../shared/reference, which also keep their data on the GPU), the
+whole step as one compiled program. Prints compile time, steady-state step
+time and img/s, peak device memory, and the step's FLOPs from XLA's cost
+analysis with the fraction of the device's peak.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from fastgan_jax import training  # noqa: E402
+
+# Dense peak FLOP/s by device kind: (float32 incl. TF32 tensor cores, bfloat16).
+PEAK_FLOPS = {
+    "NVIDIA H100 80GB HBM3": (494e12, 989e12),
+    "NVIDIA H100": (494e12, 989e12),
+    "NVIDIA H200": (494e12, 989e12),
+    "NVIDIA A100-SXM4-80GB": (156e12, 312e12),
+    "NVIDIA A100-SXM4-40GB": (156e12, 312e12),
+    "NVIDIA GeForce RTX 4090": (82.6e12, 165e12),
+    "NVIDIA GeForce RTX 3090": (35.6e12, 71e12),
+}
+
+
+def bench(im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, recon):
+    G, D = training.make_models(im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision)
+    tx = training.make_optimizer()
+    mesh = training.make_mesh()
+    step = training.make_train_step(
+        G,
+        D,
+        tx_g=tx,
+        tx_d=tx,
+        policy="color,translation",
+        distance=training.DISTANCES[recon],
+        ema_decay=0.999,
+        mesh=mesh,
+        batch_size=batch,
+    )
+    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    data = jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
+    key = jax.random.key(2)
+
+    t0 = time.perf_counter()
+    compiled = step.lower(state, data, key).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+    for _ in range(warmup):
+        state, metrics = compiled(state, data, key)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, data, key)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - t0) / steps
+
+    dev = jax.local_devices()[0]
+    mem = dev.memory_stats() or {}
+    peak = PEAK_FLOPS.get(dev.device_kind)
+    peak_flops = peak[precision == "bfloat16"] if peak else None
+    return {
+        "device": dev.device_kind,
+        "devices": mesh.devices.size,
+        "im_size": im_size,
+        "batch": batch,
+        "precision": precision,
+        "recon": recon,
+        "compile_s": round(compile_s, 2),
+        "step_s": step_s,
+        "img_per_s": batch / step_s,
+        "peak_gib": mem["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in mem else None,
+        "gflop_per_step": flops / 1e9,
+        "peak_fraction": flops / step_s / peak_flops if peak_flops else None,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--im-size", type=int, nargs="+", default=[256])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(training.PRECISIONS))
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--nz", type=int, default=256)
+    p.add_argument("--dec-width", type=int, default=32)
+    p.add_argument("--recon", default="l1", choices=sorted(training.DISTANCES))
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--json", default=None, help="append one JSON line per run to this file")
+    args = p.parse_args()
+    for im_size in args.im_size:
+        for precision in args.precision:
+            r = bench(
+                im_size,
+                args.batch,
+                precision,
+                ngf=args.ngf,
+                ndf=args.ndf,
+                nz=args.nz,
+                dec_width=args.dec_width,
+                steps=args.steps,
+                warmup=args.warmup,
+                recon=args.recon,
+            )
+            mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a"
+            frac = f"{100 * r['peak_fraction']:.1f}% of peak" if r["peak_fraction"] else "peak unknown"
+            print(
+                f"{r['device']} x{r['devices']} | {im_size}px batch {args.batch} {precision} recon={args.recon} | "
+                f"compile {r['compile_s']:.1f} s | {1000 * r['step_s']:.2f} ms/step | {r['img_per_s']:.1f} img/s | "
+                f"peak mem {mem} | {r['gflop_per_step']:.1f} GFLOP/step ({frac})",
+                flush=True,
+            )
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
