@@ -22,6 +22,7 @@ def get_config():
     c.background = (255, 255, 255)  # behind transparent pixels
     c.data_on_device = "auto"  # "auto", "yes", "no" (stream batches from host memory)
     c.cache_dir = ""  # decoded-image cache; "" = ~/.cache/fastgan_jax
+    c.tfds_data_dir = ""  # for --data tfds:NAME; "" = TFDS's default (~/tensorflow_datasets)
     # Networks.
     c.ngf = 64
     c.ndf = 64

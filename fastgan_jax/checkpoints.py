@@ -15,7 +15,16 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy
 # Config fields that may change when a run is resumed (schedule and logging);
 # every other field defines the run, and a mismatch is an error.
 RESUMABLE_FIELDS = frozenset(
-    {"num_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_samples", "cache_dir"}
+    {
+        "num_steps",
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "num_samples",
+        "cache_dir",
+        "tfds_data_dir",
+    }
 )
 
 

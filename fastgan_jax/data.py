@@ -148,11 +148,12 @@ def load_folder(
     return images
 
 
-def load(source, im_size: int, **kwargs) -> np.ndarray:
-    """Loads `--data`: a folder, or `tfds:NAME[:SPLIT]` (see `load_tfds`)."""
+def load(source, im_size: int, *, tfds_data_dir=None, **kwargs) -> np.ndarray:
+    """Loads `--data`: a folder (see `load_folder`), or `tfds:NAME[:SPLIT]` (see `load_tfds`)."""
     source = str(source)
     if source.startswith("tfds:"):
-        return load_tfds(source, im_size, **{k: v for k, v in kwargs.items() if k in ("aspect", "background")})
+        kw = {k: v for k, v in kwargs.items() if k in ("aspect", "background")}
+        return load_tfds(source, im_size, data_dir=tfds_data_dir, **kw)
     return load_folder(source, im_size, **kwargs)
 
 
@@ -160,7 +161,9 @@ def load_tfds(spec: str, im_size: int, *, aspect="center_crop", background=(255,
     """Reads the `image` feature of a TFDS dataset through `tfds.data_source`.
 
     `spec` is `tfds:NAME[:SPLIT]` (split defaults to `train`); the dataset
-    must be prepared already (array_record files; no TensorFlow needed).
+    must be prepared already in `data_dir` (default: TFDS's own,
+    ~/tensorflow_datasets) as array_record files; reading needs no
+    TensorFlow. Images get the same preprocessing as a folder's.
     """
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1]:

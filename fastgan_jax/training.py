@@ -354,6 +354,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
         aspect=cfg["aspect"],
         background=tuple(cfg["background"]),
         cache_dir=cfg.get("cache_dir") or None,
+        tfds_data_dir=cfg.get("tfds_data_dir") or None,
     )
     G, D = make_models(
         im_size=cfg["im_size"],
