@@ -47,7 +47,7 @@ def find_images(folder) -> list[pathlib.Path]:
     return files
 
 
-def _to_rgb8(img: Image.Image, background) -> Image.Image:
+def to_rgb8(img: Image.Image, background) -> Image.Image:
     """Any PIL image as 8-bit RGB, transparency composited on `background`."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, np.float64)
@@ -66,7 +66,7 @@ def _to_rgb8(img: Image.Image, background) -> Image.Image:
 
 def preprocess(img: Image.Image, im_size: int, aspect: str = "center_crop", background=(255, 255, 255)):
     """One image as uint8 [im_size, im_size, 3]; also whether it was upscaled."""
-    img = _to_rgb8(ImageOps.exif_transpose(img), background)
+    img = to_rgb8(ImageOps.exif_transpose(img), background)
     w, h = img.size
     if aspect == "center_crop":
         side = min(w, h)

@@ -1,0 +1,108 @@
+"""Files in, files out for `upscale.py`: LR images, fitting, figures, reports."""
+
+import json
+import pathlib
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fastgan_jax import visual
+from fastgan_jax.data import EXTENSIONS, to_rgb8
+
+FITS = ("none", "crop", "pad")
+
+
+class InputError(ValueError):
+    """An LR image that cannot be searched as it is."""
+
+
+def find_inputs(path) -> list[pathlib.Path]:
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise InputError(f"--input {path}: no such file or folder")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
+    if not files:
+        raise InputError(f"--input {path}: no {'/'.join(e[1:] for e in EXTENSIONS)} images in this folder")
+    return files
+
+
+def _sizes_dividing(im_size):
+    return [s for s in range(1, im_size + 1) if im_size % s == 0]
+
+
+def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -> np.ndarray:
+    """An LR image as float32 [s, s, 3] on [0, 1], s dividing `im_size`.
+
+    RGBA, grayscale, palette and 16-bit images are converted to RGB. A
+    non-square image or a size that does not divide the generator's is an
+    error, unless `fit` is 'crop' (centre crop to the largest size that fits)
+    or 'pad' (pad with edge pixels to the smallest size that fits).
+    """
+    path = pathlib.Path(path)
+    try:
+        with Image.open(path) as img:
+            img = to_rgb8(ImageOps.exif_transpose(img), background)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"--input {path}: not a readable image ({e})") from None
+    arr = np.asarray(img, np.float32) / 255.0
+    h, w = arr.shape[:2]
+    ok = h == w and im_size % h == 0
+    if ok:
+        return arr
+    if fit == "none":
+        why = f"is {w}x{h}, not square" if h != w else f"is {h}px: {im_size} / {h} is not a whole factor"
+        raise InputError(f"--input {path} {why}; pass --fit crop or --fit pad, or resize it to {im_size} / k pixels")
+    if fit == "crop":
+        side = max(s for s in _sizes_dividing(im_size) if s <= min(h, w))
+        top, left = (h - side) // 2, (w - side) // 2
+        return arr[top : top + side, left : left + side]
+    if fit == "pad":
+        larger = [s for s in _sizes_dividing(im_size) if s >= max(h, w)]
+        if not larger:
+            raise InputError(f"--input {path} is {w}x{h}, larger than the generator's {im_size}px")
+        side = larger[0]
+        top, left = (side - h) // 2, (side - w) // 2
+        return np.pad(arr, ((top, side - h - top), (left, side - w - left), (0, 0)), mode="edge")
+    raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+
+
+def to_uint8_01(x) -> np.ndarray:
+    return np.clip(np.asarray(x, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def enlarge(lr01, size, method) -> np.ndarray:
+    return np.asarray(Image.fromarray(to_uint8_01(lr01)).resize((size, size), method))
+
+
+def comparison(lr, candidates, best_down) -> np.ndarray:
+    """One row: LR (nearest), bicubic enlargement, every candidate, the best one downscaled again (nearest)."""
+    size = candidates.shape[1]
+    tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
+    tiles += [to_uint8_01(c) for c in candidates]
+    tiles += [enlarge(best_down, size, Image.NEAREST)]
+    return visual.grid(np.stack(tiles), ncols=len(tiles))
+
+
+def write_outputs(out_dir, name, *, lr, images, best, best_down, lr_mse, success, seconds, settings) -> dict:
+    """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json."""
+    out_dir = pathlib.Path(out_dir)
+    visual.save_png(out_dir / f"{name}_sr.png", to_uint8_01(best))
+    for r, img in enumerate(images):
+        visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", to_uint8_01(img))
+    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down))
+    report = {
+        "input": name,
+        "lr_size": int(lr.shape[0]),
+        "sr_size": int(best.shape[0]),
+        "candidates": [
+            {"restart": r, "lr_mse": float(m), "success": bool(s)}
+            for r, (m, s) in enumerate(zip(lr_mse, success, strict=True))
+        ],
+        "best_restart": int(np.argmin(lr_mse)),
+        "seconds": round(float(seconds), 3),
+        **settings,
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
+    return report
