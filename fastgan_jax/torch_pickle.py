@@ -56,20 +56,43 @@ _ALLOWED = {
 }
 
 
+class ScriptObject:
+    """An inert stand-in for a TorchScript module (`__torch__.*`): its pickled attributes, nothing else."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {sorted(self.__dict__)}>"
+
+
+def _as_list(x):
+    return list(x)
+
+
+# torch.jit._pickle helpers that TorchScript archives use for typed containers.
+_JIT_PICKLE = {"build_intlist", "build_doublelist", "build_boollist", "build_tensorlist", "build_genericlist"}
+
+
 class UnsafePickleError(pickle.UnpicklingError):
     """The pickle asks for a global that a tensor file never needs."""
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data, read_storage):
+    def __init__(self, data, read_storage, script_objects=False):
         super().__init__(io.BytesIO(data))
         self._read_storage = read_storage
+        self._script_objects = script_objects
 
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
+        if self._script_objects and (module == "__torch__" or module.startswith("__torch__.")):
+            return type(name, (ScriptObject,), {"__module__": module})  # a new inert class, never torch's
+        if self._script_objects and module == "torch.jit._pickle" and name in _JIT_PICKLE:
+            return _as_list
         raise UnsafePickleError(f"refusing to load global {module}.{name}: not a plain tensor file")
 
     def persistent_load(self, pid):
@@ -82,8 +105,12 @@ class _Unpickler(pickle.Unpickler):
         return self._read_storage(str(key), _STORAGE_DTYPES[storage_type.name])
 
 
-def load(path, pickle_name: str = "data.pkl"):
+def load(path, pickle_name: str = "data.pkl", *, script_objects: bool = False):
     """Loads `pickle_name` of a PyTorch zip file with tensors as numpy arrays.
+
+    With `script_objects`, a TorchScript archive's modules (`__torch__.*`)
+    load as inert `ScriptObject`s holding their attributes; their code is
+    never run.
 
     Raises:
       ValueError: the file is not a PyTorch zip checkpoint.
@@ -112,4 +139,4 @@ def load(path, pickle_name: str = "data.pkl"):
                     cache[key] = np.frombuffer(raw, dtype)
             return cache[key]
 
-        return _Unpickler(zf.read(pkl[0]), read_storage).load()
+        return _Unpickler(zf.read(pkl[0]), read_storage, script_objects).load()

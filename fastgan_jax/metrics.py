@@ -1,0 +1,320 @@
+"""Quality metrics: LPIPS (Zhang et al., CVPR 2018), FID and KID.
+
+- `LPIPS`: the v0.1 "net-lin" metric with VGG16 or AlexNet features, on
+  images in [-1, 1] (the official FastGAN's reconstruction loss is LPIPS-VGG).
+- `InceptionV3`: the TF-FID Inception-v3 of the FID paper and pytorch-fid,
+  giving the 2048-d pool3 features; `inception_features` resizes to 299 with
+  bilinear interpolation as pytorch-fid does and scales (x - 128) / 128.
+- `fid` (Frechet distance in float64 with a symmetric, stable matrix square
+  root) and `kid` (unbiased MMD^2 with the cubic polynomial kernel, averaged
+  over subsets).
+
+Weights come from pip packages (see `weights.py`).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fastgan_jax import weights
+
+# ----------------------------------------------------------------------------- LPIPS
+
+_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
+_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
+_VGG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_VGG_TAPS = (1, 3, 6, 9, 12)  # conv indices after whose ReLU LPIPS reads (relu1_2 ... relu5_3)
+
+
+def _conv(x, p, stride=1, pad=0):
+    y = jax.lax.conv_general_dilated(
+        x,
+        p["kernel"].astype(x.dtype),
+        (stride, stride),
+        ((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    return y + p["bias"].astype(x.dtype) if "bias" in p else y
+
+
+def _max_pool(x, k, s, pad=0):
+    return nn.max_pool(x, (k, k), strides=(s, s), padding=((pad, pad), (pad, pad)))
+
+
+def _pretrained(module):
+    """The module's (nested) pretrained parameters; these networks are never initialised."""
+    if "params" not in module.variables:
+        raise ValueError(
+            f"{type(module).__name__} has pretrained weights only: apply it with the variables from "
+            "lpips_variables() / inception_variables()"
+        )
+    return module.variables["params"]
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 distance between image batches in [-1, 1], per sample: [B].
+
+    Apply with `lpips_variables(net)`: {'params': {'backbone': ..., 'lin': ...}}.
+    """
+
+    net: str = "vgg"
+
+    @nn.compact
+    def __call__(self, x, y):
+        params = _pretrained(self)
+        backbone, lin = params["backbone"], params["lin"]
+        fx, fy = self._features(backbone, x), self._features(backbone, y)
+        total = 0.0
+        for i, (a, b) in enumerate(zip(fx, fy, strict=True)):
+            d = jnp.square(_unit(a) - _unit(b))  # [B, H, W, C]
+            d = jnp.einsum("bhwc,c->bhw", d, lin[f"lin{i}"].reshape(-1).astype(d.dtype))
+            total = total + d.mean(axis=(1, 2))
+        return total
+
+    def _features(self, p, x):
+        x = ((x - _SHIFT) / _SCALE).astype(x.dtype)
+        taps = []
+        if self.net == "alex":
+            x = jax.nn.relu(_conv(x, p["Conv_0"], 4, 2))
+            taps.append(x)
+            x = jax.nn.relu(_conv(_max_pool(x, 3, 2), p["Conv_1"], 1, 2))
+            taps.append(x)
+            x = _max_pool(x, 3, 2)
+            for i in (2, 3, 4):
+                x = jax.nn.relu(_conv(x, p[f"Conv_{i}"], 1, 1))
+                taps.append(x)
+            return taps
+        conv = 0
+        for v in _VGG:
+            if v == "M":
+                x = _max_pool(x, 2, 2)
+                continue
+            x = jax.nn.relu(_conv(x, p[f"Conv_{conv}"], 1, 1))
+            if conv in _VGG_TAPS:
+                taps.append(x)
+            conv += 1
+        return taps
+
+
+def _unit(f, eps=1e-10):
+    return f / (jnp.sqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True)) + eps)
+
+
+@functools.cache
+def lpips_variables(net: str = "vgg"):
+    """{'params': ...} for `LPIPS(net)`, as device arrays (loaded once per process)."""
+    return {"params": jax.tree.map(jnp.asarray, weights.lpips_params(net))}
+
+
+def lpips_distance(net: str = "vgg"):
+    """A per-sample distance function (x, y) -> [B] for images in [-1, 1] (for `losses.reconstruction`)."""
+    module, variables = LPIPS(net), lpips_variables(net)
+
+    def distance(x, y):
+        return module.apply(variables, x.astype(jnp.float32), y.astype(jnp.float32))
+
+    return distance
+
+
+# ----------------------------------------------------------------------------- Inception
+
+
+def _conv_bn(p, x, stride=1, padding=(0, 0)):
+    """Conv (no bias), BatchNorm without scale (eps 1e-3, stored statistics), ReLU."""
+    (ph, pw) = padding
+    x = jax.lax.conv_general_dilated(
+        x, p["kernel"], (stride, stride), ((ph, ph), (pw, pw)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return jax.nn.relu((x - p["mean"]) * jax.lax.rsqrt(p["var"] + 1e-3) + p["beta"])
+
+
+def _avg_pool_3x3(x):  # stride 1, padding 1, padding not counted
+    pad = ((1, 1), (1, 1))
+    ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
+    return nn.avg_pool(x, (3, 3), (1, 1), pad) / nn.avg_pool(ones, (3, 3), (1, 1), pad)
+
+
+def _tower(p, x, layers):
+    """conv, conv_1, ... in sequence; `layers` gives (stride, padding) of each."""
+    for i, (stride, pad) in enumerate(layers):
+        x = _conv_bn(p["conv" if i == 0 else f"conv_{i}"], x, stride, pad)
+    return x
+
+
+_P0, _P1, _P2 = (0, 0), (1, 1), (2, 2)
+_H3, _V3, _H7, _V7 = (0, 1), (1, 0), (0, 3), (3, 0)  # paddings of 1x3, 3x1, 1x7, 7x1 kernels
+
+
+def _inception_a(p, x):  # 35x35
+    return jnp.concatenate(
+        [
+            _conv_bn(p["conv"], x),
+            _tower(p["tower"], x, [(1, _P0), (1, _P2)]),
+            _tower(p["tower_1"], x, [(1, _P0), (1, _P1), (1, _P1)]),
+            _conv_bn(p["tower_2"]["conv"], _avg_pool_3x3(x)),
+        ],
+        -1,
+    )
+
+
+def _inception_b(p, x):  # 35x35 -> 17x17
+    return jnp.concatenate(
+        [_conv_bn(p["conv"], x, 2), _tower(p["tower"], x, [(1, _P0), (1, _P1), (2, _P0)]), _max_pool(x, 3, 2)], -1
+    )
+
+
+def _inception_c(p, x):  # 17x17
+    return jnp.concatenate(
+        [
+            _conv_bn(p["conv"], x),
+            _tower(p["tower"], x, [(1, _P0), (1, _H7), (1, _V7)]),
+            _tower(p["tower_1"], x, [(1, _P0), (1, _V7), (1, _H7), (1, _V7), (1, _H7)]),
+            _conv_bn(p["tower_2"]["conv"], _avg_pool_3x3(x)),
+        ],
+        -1,
+    )
+
+
+def _inception_d(p, x):  # 17x17 -> 8x8
+    return jnp.concatenate(
+        [
+            _tower(p["tower"], x, [(1, _P0), (2, _P0)]),
+            _tower(p["tower_1"], x, [(1, _P0), (1, _H7), (1, _V7), (2, _P0)]),
+            _max_pool(x, 3, 2),
+        ],
+        -1,
+    )
+
+
+def _inception_e(p, x, pool):  # 8x8; the last block max-pools, as the TF graph does
+    a = _conv_bn(p["tower_conv"], x)
+    b = _conv_bn(p["tower_1_conv_1"], _conv_bn(p["tower_1_conv"], x), 1, _P1)
+    pooled = _avg_pool_3x3(x) if pool == "avg" else _max_pool(x, 3, 1, 1)
+    return jnp.concatenate(
+        [
+            _conv_bn(p["conv"], x),
+            _conv_bn(p["tower_mixed_conv"], a, 1, _H3),
+            _conv_bn(p["tower_mixed_conv_1"], a, 1, _V3),
+            _conv_bn(p["tower_1_mixed_conv"], b, 1, _H3),
+            _conv_bn(p["tower_1_mixed_conv_1"], b, 1, _V3),
+            _conv_bn(p["tower_2_conv"], pooled),
+        ],
+        -1,
+    )
+
+
+class InceptionV3(nn.Module):
+    """The TF-FID Inception-v3 to pool3: [B, 299, 299, 3] scaled (x - 128) / 128 -> [B, 2048].
+
+    Apply with `inception_variables()`: {'params': {'net': ...}} with the layer
+    names of the TorchScript export.
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        p = _pretrained(self)["net"]
+        x = _conv_bn(p["conv"], x, 2)
+        x = _conv_bn(p["conv_1"], x)
+        x = _conv_bn(p["conv_2"], x, 1, _P1)
+        x = _max_pool(x, 3, 2)
+        x = _conv_bn(p["conv_3"], x)
+        x = _conv_bn(p["conv_4"], x)
+        x = _max_pool(x, 3, 2)
+        for name in ("mixed", "mixed_1", "mixed_2"):
+            x = _inception_a(p[name], x)
+        x = _inception_b(p["mixed_3"], x)
+        for name in ("mixed_4", "mixed_5", "mixed_6", "mixed_7"):
+            x = _inception_c(p[name], x)
+        x = _inception_d(p["mixed_8"], x)
+        x = _inception_e(p["mixed_9"], x, "avg")
+        x = _inception_e(p["mixed_10"], x, "max")
+        return x.mean(axis=(1, 2))  # the 8x8 average pool
+
+
+def _strip_layout(tree):
+    """Drops the stored stride/padding: the architecture above fixes them (a test checks they agree)."""
+    return {
+        k: _strip_layout(v) if "kernel" not in v else {n: v[n] for n in ("kernel", "beta", "mean", "var")}
+        for k, v in tree.items()
+    }
+
+
+@functools.cache
+def inception_variables():
+    """{'params': {'net': ...}} for `InceptionV3` (loaded once per process)."""
+    return {"params": {"net": jax.tree.map(jnp.asarray, _strip_layout(weights.inception_params()))}}
+
+
+@jax.jit
+def _inception_apply(variables, images):
+    x = images.astype(jnp.float32)
+    if x.shape[1:3] != (299, 299):
+        # pytorch-fid: F.interpolate(..., (299, 299), mode='bilinear', align_corners=False), no antialiasing.
+        x = jax.image.resize(x, (x.shape[0], 299, 299, x.shape[3]), "bilinear", antialias=False)
+    return InceptionV3().apply(variables, (x - 128.0) / 128.0)
+
+
+def inception_features(images, batch: int = 50) -> np.ndarray:
+    """2048-d pool3 features of uint8 (or [0, 255] float) NHWC images, float64 [N, 2048]."""
+    variables = inception_variables()
+    out = []
+    for i in range(0, len(images), batch):
+        chunk = np.asarray(images[i : i + batch])
+        n = len(chunk)
+        if n < batch and len(images) > batch:  # keep one compiled shape
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        out.append(np.asarray(_inception_apply(variables, jnp.asarray(chunk)), np.float64)[:n])
+    return np.concatenate(out)
+
+
+# ----------------------------------------------------------------------------- FID and KID
+
+
+def _sqrtm_psd(a):
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
+    """Frechet distance between Gaussians, in float64.
+
+    tr(sqrtm(S1 S2)) is computed as tr(sqrtm(S1^1/2 S2 S1^1/2)), whose argument
+    is symmetric positive semi-definite, so the root is real and stable.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    r1 = _sqrtm_psd(s1)
+    inner = np.linalg.eigvalsh(r1 @ s2 @ r1)
+    tr_covmean = np.sum(np.sqrt(np.clip(inner, 0, None)))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def feature_stats(features):
+    f = np.asarray(features, np.float64)
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def fid(features1, features2) -> float:
+    """FID between two feature sets [N, 2048]."""
+    return fid_from_stats(*feature_stats(features1), *feature_stats(features2))
+
+
+def kid(features1, features2, *, num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0) -> float:
+    """Kernel Inception Distance: unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, averaged over subsets."""
+    x_all, y_all = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    d = x_all.shape[1]
+    m = min(len(x_all), len(y_all), max_subset_size)
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(num_subsets):
+        x = x_all[rng.choice(len(x_all), m, replace=False)]
+        y = y_all[rng.choice(len(y_all), m, replace=False)]
+        a = (x @ x.T / d + 1) ** 3 + (y @ y.T / d + 1) ** 3
+        b = (x @ y.T / d + 1) ** 3
+        total += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+    return float(total / num_subsets / m)
