@@ -54,20 +54,21 @@ def bench(im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, 
     state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
     data = jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
     key = jax.random.key(2)
+    recon_params = training.recon_params(recon)
 
     t0 = time.perf_counter()
-    compiled = step.lower(state, data, key).compile()
+    compiled = step.lower(state, data, key, recon_params).compile()
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
 
     for _ in range(warmup):
-        state, metrics = compiled(state, data, key)
+        state, metrics = compiled(state, data, key, recon_params)
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, metrics = compiled(state, data, key)
+        state, metrics = compiled(state, data, key, recon_params)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
 
@@ -100,7 +101,7 @@ def main():
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--nz", type=int, default=256)
     p.add_argument("--dec-width", type=int, default=32)
-    p.add_argument("--recon", default="l1", choices=sorted(training.DISTANCES))
+    p.add_argument("--recon", default="lpips", choices=training.RECONS)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")

@@ -36,7 +36,7 @@ def get_config():
     c.beta2 = 0.999
     c.ema_decay = 0.999
     c.policy = "color,translation"
-    c.recon = "l1"  # reconstruction distance: "l1" or "mse" (LPIPS-VGG arrives with the metrics)
+    c.recon = "lpips"  # reconstruction distance: "lpips" (LPIPS-VGG, official), "l1" or "mse"
     c.num_steps = 50_000
     c.seed = 0
     # Logging and checkpoints.
@@ -47,4 +47,6 @@ def get_config():
     c.num_samples = 64
     c.recalib_samples = 2048  # z used to re-estimate the EMA generator's BatchNorm statistics
     c.recalib_batch = 64
+    c.fid_every = 0  # > 0: FID (TF-FID Inception) every N steps, logged, and the best-FID checkpoint kept
+    c.fid_samples = 5000
     return c

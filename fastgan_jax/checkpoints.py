@@ -32,11 +32,17 @@ class ConfigMismatchError(ValueError):
     """A workdir's checkpoints come from a different config."""
 
 
-def manager(workdir, *, keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
-    """The CheckpointManager of `WORKDIR/checkpoints`, keeping the latest `keep`."""
+def manager(workdir, *, keep: int = 3, keep_best_fid: bool = False, create: bool = True) -> ocp.CheckpointManager:
+    """The CheckpointManager of `WORKDIR/checkpoints`: the latest `keep`, and optionally the lowest-FID one."""
     directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    policy = preservation_policy.LatestN(keep)
+    if keep_best_fid:
+        best = preservation_policy.BestN(
+            get_metric_fn=lambda m: m["fid"], reverse=True, n=1, keep_checkpoints_without_metrics=False
+        )
+        policy = preservation_policy.AnyPreservationPolicy([policy, best])
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=preservation_policy.LatestN(keep),
+        preservation_policy=policy,
         create=create,
         enable_async_checkpointing=False,
     )
@@ -69,10 +75,12 @@ def saved_config(mngr: ocp.CheckpointManager):
     return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, config: dict) -> None:
+def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, metrics: dict | None = None) -> None:
+    """Saves the state and config at `step`; `metrics` (e.g. {'fid': ...}) rank best checkpoints."""
     mngr.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(normalize(config))),
+        metrics=metrics,
         force=True,
     )
     mngr.wait_until_finished()

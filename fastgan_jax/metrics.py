@@ -13,13 +13,15 @@ Weights come from pip packages (see `weights.py`).
 """
 
 import functools
+import hashlib
+import pathlib
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastgan_jax import weights
+from fastgan_jax import data, visual, weights
 
 # ----------------------------------------------------------------------------- LPIPS
 
@@ -273,6 +275,32 @@ def inception_features(images, batch: int = 50) -> np.ndarray:
 # ----------------------------------------------------------------------------- FID and KID
 
 
+def real_features(source, im_size, *, aspect="center_crop", background=(255, 255, 255), cache_dir=None):
+    """Inception features of a data source, cached next to the decoded images."""
+    images = data.load(source, im_size, aspect=aspect, background=background, cache_dir=cache_dir)
+    digest = hashlib.sha256(images.tobytes()).hexdigest()[:24]
+    cache = pathlib.Path(cache_dir or data.default_cache_dir()) / f"inception-{digest}.npy"
+    if cache.exists():
+        return np.load(cache)
+    feats = inception_features(images)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, feats)
+    return feats
+
+
+def generated_features(G, variables, n, key, batch=50):
+    """Inception features of n EMA samples (eval mode), uint8-quantised as saved images would be."""
+    batch = min(batch, n)
+    apply = jax.jit(lambda v, z, k: G.apply(v, z, train=False, rngs={"noise": k})[0])
+    feats = []
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        z = jax.random.normal(jax.random.fold_in(key, i), (batch, G.nz))
+        imgs = visual.to_uint8(apply(variables, z, jax.random.fold_in(key, i + 1)))
+        feats.append(inception_features(imgs, batch=batch)[:m])  # one compiled shape
+    return np.concatenate(feats)
+
+
 def _sqrtm_psd(a):
     w, v = np.linalg.eigh((a + a.T) / 2)
     return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
@@ -318,3 +346,41 @@ def kid(features1, features2, *, num_subsets: int = 100, max_subset_size: int = 
         b = (x @ y.T / d + 1) ** 3
         total += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
     return float(total / num_subsets / m)
+
+
+# ----------------------------------------------------------------------------- PSNR and SSIM
+
+
+def psnr(x, y, *, max_value: float = 1.0):
+    """Peak signal-to-noise ratio per image of NHWC batches, in dB: [B]."""
+    mse = jnp.mean(jnp.square(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32)), axis=(1, 2, 3))
+    return 10 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-12))
+
+
+def _gaussian_window(size=11, sigma=1.5):
+    g = np.exp(-((np.arange(size) - (size - 1) / 2) ** 2) / (2 * sigma**2))
+    return (g / g.sum()).astype(np.float32)
+
+
+def ssim(x, y, *, max_value: float = 1.0):
+    """SSIM (Wang et al., 2004) per image of NHWC batches: [B].
+
+    The reference implementation's settings: an 11x11 Gaussian window with
+    sigma 1.5, K1 = 0.01, K2 = 0.03, 'valid' filtering, averaged over pixels
+    and channels.
+    """
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    g = jnp.asarray(_gaussian_window())
+    c = x.shape[-1]
+    kernel = jnp.tile((g[:, None] * g[None, :])[:, :, None, None], (1, 1, 1, c))  # depthwise [11, 11, 1, C]
+
+    def blur(v):
+        return jax.lax.conv_general_dilated(
+            v, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c
+        )
+
+    c1, c2 = (0.01 * max_value) ** 2, (0.03 * max_value) ** 2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean(axis=(1, 2, 3))

@@ -10,7 +10,6 @@ updated three times.
 """
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -23,10 +22,26 @@ from jax.sharding import PartitionSpec as P
 
 from fastgan_jax import losses
 from fastgan_jax.diffaug import diff_augment, parse_policy
+from fastgan_jax.metrics import LPIPS, fid, generated_features, lpips_variables, real_features
 from fastgan_jax.models import Discriminator, Generator, init_discriminator, init_generator
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DISTANCES = {"l1": losses.l1_distance, "mse": losses.mse_distance}
+RECONS = ("lpips", *DISTANCES)  # the official reconstruction distance is LPIPS-VGG
+
+
+def recon_params(recon: str):
+    """What the reconstruction distance needs besides the images: LPIPS-VGG's weights, or None."""
+    if recon not in RECONS:
+        raise ValueError(f"recon must be one of {RECONS}, got {recon!r}")
+    return lpips_variables("vgg") if recon == "lpips" else None
+
+
+def _distance(recon, params):
+    if recon == "lpips":
+        lpips = LPIPS("vgg")
+        return lambda x, y: lpips.apply(params, x.astype(jnp.float32), y.astype(jnp.float32))
+    return DISTANCES[recon]
 
 
 @flax.struct.dataclass
@@ -90,13 +105,14 @@ def train_step(
     state: TrainState,
     images_u8,
     key,
+    recon_params=None,
     *,
     G: Generator,
     D: Discriminator,
     tx_g: optax.GradientTransformation,
     tx_d: optax.GradientTransformation,
     policy: str,
-    distance: Callable,
+    recon: str,
     ema_decay: float,
     batch_size: int | None = None,
     batch_sharding: NamedSharding | None = None,
@@ -109,6 +125,9 @@ def train_step(
         data set [N, H, W, 3] resident on the device, from which the step
         draws its batch.
       key: the run's root key; the step folds in `state.step`.
+      recon_params: `recon_params(recon)` (LPIPS weights), passed in rather
+        than baked into the program.
+      recon: reconstruction distance, 'lpips' (LPIPS-VGG, official), 'l1', 'mse'.
       batch_sharding: where the batch lives (data parallel over a mesh).
 
     Returns:
@@ -123,6 +142,7 @@ def train_step(
     real = diff_augment(k_real, random_flip(k_flip, to_float_images(images_u8)), policy)
     z = jax.random.normal(k_z, (real.shape[0], G.nz), jnp.float32)
     part = jax.random.randint(k_part, (), 0, 4)
+    distance = _distance(recon, recon_params)
 
     def generate(g_params):
         (big, small), upd = G.apply(
@@ -184,8 +204,8 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ("data",))
 
 
-def make_train_step(G, D, *, tx_g, tx_d, policy, distance, ema_decay, mesh: Mesh, batch_size=None):
-    """The jitted step: state replicated and donated, batch sharded over `data`.
+def make_train_step(G, D, *, tx_g, tx_d, policy, recon, ema_decay, mesh: Mesh, batch_size=None):
+    """The jitted `step(state, data, key, recon_params)`: state replicated and donated, batch sharded over `data`.
 
     With `batch_size` the step takes the whole (replicated) data set and
     draws its batch inside the compiled program.
@@ -202,14 +222,14 @@ def make_train_step(G, D, *, tx_g, tx_d, policy, distance, ema_decay, mesh: Mesh
         tx_g=tx_g,
         tx_d=tx_d,
         policy=policy,
-        distance=distance,
+        recon=recon,
         ema_decay=ema_decay,
         batch_size=batch_size,
         batch_sharding=sharded,
     )
     return jax.jit(
         step,
-        in_shardings=(replicated, replicated if batch_size is not None else sharded, replicated),
+        in_shardings=(replicated, replicated if batch_size is not None else sharded, replicated, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
@@ -343,7 +363,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
     workdir = pathlib.Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise NotADirectoryError(f"--workdir {workdir} is a file: give a folder")
-    mngr = checkpoints.manager(workdir, keep=cfg["keep_checkpoints"])
+    fid_every = cfg.get("fid_every", 0)
+    mngr = checkpoints.manager(workdir, keep=cfg["keep_checkpoints"], keep_best_fid=fid_every > 0)
     saved = checkpoints.saved_config(mngr)
     if saved is not None:
         checkpoints.check_compatible(saved, cfg, workdir)
@@ -364,8 +385,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
         dec_width=cfg["dec_width"],
         precision=cfg["precision"],
     )
-    if cfg["recon"] not in DISTANCES:
-        raise ValueError(f"config.recon must be one of {sorted(DISTANCES)}, got {cfg['recon']!r}")
+    recon_vars = jax.device_put(recon_params(cfg["recon"]), NamedSharding(make_mesh(), P()))
     tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
     root = jax.random.key(cfg["seed"])
     k_init, k_train, k_sample, k_recal = (jax.random.fold_in(root, i) for i in range(4))
@@ -388,7 +408,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
         tx_g=tx,
         tx_d=tx,
         policy=cfg["policy"],
-        distance=DISTANCES[cfg["recon"]],
+        recon=cfg["recon"],
         ema_decay=cfg["ema_decay"],
         mesh=mesh,
         batch_size=batch if resident else None,
@@ -405,7 +425,17 @@ def train_and_evaluate(config, workdir) -> TrainState:
     writer = SummaryWriter(str(workdir))
     total = cfg["num_steps"]
 
-    def checkpoint(state):
+    real_feats = None
+    if fid_every > 0:
+        real_feats = real_features(
+            cfg["data"],
+            cfg["im_size"],
+            aspect=cfg["aspect"],
+            background=tuple(cfg["background"]),
+            cache_dir=cfg.get("cache_dir") or None,
+        )
+
+    def checkpoint(state, with_fid):
         stats = recalibrate(
             G,
             state.ema_params,
@@ -415,7 +445,14 @@ def train_and_evaluate(config, workdir) -> TrainState:
             batch=cfg["recalib_batch"],
         )
         state = state.replace(ema_stats=stats)
-        checkpoints.save(mngr, int(state.step), state, cfg)
+        scores = None
+        if with_fid:
+            ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
+            feats = generated_features(G, ema, cfg["fid_samples"], jax.random.fold_in(k_sample, int(state.step)))
+            scores = {"fid": fid(feats, real_feats)}
+            writer.add_scalar("fid", scores["fid"], int(state.step))
+            print(f"step {int(state.step)}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
+        checkpoints.save(mngr, int(state.step), state, cfg, scores)
         return state
 
     def write_samples(state, step):
@@ -435,7 +472,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
     t0, t_log, n_log = time.perf_counter(), time.perf_counter(), 0
     metrics = None
     for step in range(start, total):
-        state, metrics = step_fn(state, next(batches), k_train)
+        state, metrics = step_fn(state, next(batches), k_train, recon_vars)
         n_log += 1
         bar.update(1)
         done = step + 1
@@ -456,8 +493,9 @@ def train_and_evaluate(config, workdir) -> TrainState:
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in values.items()}, "img/s": f"{img_s:.1f}"})
             if bar.disable:  # not a terminal: one line per log instead of a bar
                 print(f"step {done}/{total} " + " ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
-        if done % cfg["checkpoint_every"] == 0 or done == total:
-            state = checkpoint(state)
+        with_fid = fid_every > 0 and (done % fid_every == 0 or done == total)
+        if done % cfg["checkpoint_every"] == 0 or done == total or with_fid:
+            state = checkpoint(state, with_fid)
         if done % cfg["sample_every"] == 0 or done == total:
             write_samples(state, done)
     bar.close()

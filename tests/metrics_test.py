@@ -178,3 +178,16 @@ def test_converted_weights_are_cached(tmp_path):
     assert len(list((tmp_path / "weights").glob("lpips-alex-*.npz"))) == 1
     second = weights.lpips_params("alex", cache_dir=tmp_path)
     jax.tree.map(np.testing.assert_array_equal, first, second)
+
+
+def test_psnr_and_ssim_by_hand():
+    a, b = jnp.full((1, 16, 16, 3), 0.25), jnp.full((1, 16, 16, 3), 0.75)
+    np.testing.assert_allclose(metrics.psnr(a, b), 10 * np.log10(1 / 0.25), rtol=1e-6)
+    c1 = 0.01**2
+    np.testing.assert_allclose(metrics.ssim(a, b), (2 * 0.25 * 0.75 + c1) / (0.25**2 + 0.75**2 + c1), rtol=1e-4)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+    np.testing.assert_allclose(metrics.ssim(x, x), [1.0, 1.0], atol=1e-5)
+    noisy = jnp.clip(x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), 0, 1)
+    noisier = jnp.clip(x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), 0, 1)
+    assert (metrics.ssim(x, noisier) < metrics.ssim(x, noisy)).all() and (metrics.ssim(x, noisy) < 0.99).all()
+    np.testing.assert_allclose(metrics.ssim(x, noisy), metrics.ssim(noisy, x), rtol=1e-5)

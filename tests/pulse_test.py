@@ -135,6 +135,7 @@ def test_upscale_cli_end_to_end(tmp_path):
         recalib_samples=8,
         recalib_batch=4,
         cache_dir=str(tmp_path / "cache"),
+        recon="l1",
     )
     training.train_and_evaluate(cfg, run)
     (tmp_path / "in").mkdir()
@@ -142,7 +143,7 @@ def test_upscale_cli_end_to_end(tmp_path):
     Image.new("RGB", (10, 16), (200, 180, 20)).save(tmp_path / "in" / "wide.png")
     cmd = [
         sys.executable,
-        "upscale.py",
+        str(ROOT / "upscale.py"),
         "--workdir",
         str(run),
         "--input",

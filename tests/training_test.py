@@ -55,13 +55,13 @@ def test_train_step_updates_everything():
         tx_g=tx,
         tx_d=tx,
         policy="color,translation",
-        distance=training.DISTANCES["l1"],
+        recon="lpips",
         ema_decay=0.999,
         mesh=training.make_mesh(),
         batch_size=4,
     )
     data = jax.random.randint(jax.random.key(1), (10, 64, 64, 3), 0, 256).astype(jnp.uint8)
-    state, metrics = step(state, data, jax.random.key(2))
+    state, metrics = step(state, data, jax.random.key(2), training.recon_params("lpips"))
     assert int(state.step) == 1
     assert set(metrics) == {"d_real", "d_fake", "g", "rec"}
     assert all(np.isfinite(float(v)) for v in metrics.values())
@@ -146,10 +146,10 @@ G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
 tx = training.make_optimizer()
 state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
 step = training.make_train_step(G, D, tx_g=tx, tx_d=tx, policy="color,translation",
-    distance=training.DISTANCES["l1"], ema_decay=0.999, mesh=training.make_mesh(), batch_size=8)
+    recon="l1", ema_decay=0.999, mesh=training.make_mesh(), batch_size=8)
 data = jax.random.randint(jax.random.key(1), (16, 64, 64, 3), 0, 256).astype(jnp.uint8)
 for _ in range(2):
-    state, m = step(state, data, jax.random.key(2))
+    state, m = step(state, data, jax.random.key(2), None)
 leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves((state.g_params, state.d_params, state.d_stats))]
 np.savez(sys.argv[1], *leaves)
 print(len(jax.devices()))

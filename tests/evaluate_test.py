@@ -1,0 +1,89 @@
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import cpu_quick
+from fastgan_jax import evaluate, evaluate_sr, training
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny run on six generated images, with FID every 2 steps and one latest checkpoint kept."""
+    tmp = tmp_path_factory.mktemp("eval")
+    rng = np.random.default_rng(0)
+    (tmp / "data").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp / "data" / f"img{i}.png")
+    cfg = cpu_quick.get_config()
+    cfg.update(
+        data=str(tmp / "data"),
+        ngf=8,
+        ndf=8,
+        nz=16,
+        dec_width=4,
+        batch_size=4,
+        num_steps=4,
+        checkpoint_every=1,
+        keep_checkpoints=1,
+        fid_every=2,
+        fid_samples=8,
+        sample_every=4,
+        log_every=2,
+        num_samples=4,
+        recalib_samples=8,
+        recalib_batch=4,
+        cache_dir=str(tmp / "cache"),
+        recon="l1",
+    )
+    return tmp, cfg
+
+
+def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
+    tmp, cfg = run
+    training.train_and_evaluate(cfg, tmp / "run")
+    out = capsys.readouterr().out
+    fids = {int(s): float(v) for s, v in re.findall(r"step (\d+): FID ([\d.]+)", out)}
+    assert sorted(fids) == [2, 4]
+    kept = sorted(int(p.name) for p in (tmp / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept == sorted({4, min(fids, key=fids.get)})  # the latest and the best
+
+
+def test_evaluate_cli(run, capsys):
+    tmp, _ = run
+    evaluate.main(["--workdir", str(tmp / "run"), "--n", "8"])
+    result = json.loads((tmp / "run" / "eval" / "fid_4.json").read_text())
+    assert result["n_generated"] == 8 and result["n_real"] == 6 and result["fid"] > 0
+    assert "FID" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no checkpoint here"):
+        evaluate.main(["--workdir", str(tmp / "nothing")])
+
+
+def test_evaluate_sr_cli(run):
+    tmp, _ = run
+    evaluate_sr.main(
+        [
+            "--workdir",
+            str(tmp / "run"),
+            "--hr",
+            str(tmp / "data"),
+            "--factor",
+            "4",
+            "--n",
+            "2",
+            "--restarts",
+            "2",
+            "--steps",
+            "3",
+            "--out",
+            str(tmp / "sr.json"),
+        ]
+    )
+    report = json.loads((tmp / "sr.json").read_text())
+    for name in ("pulse", "bicubic"):
+        assert set(report[name]) == {"within_eps", "lr_mse", "psnr", "ssim", "lpips_alex", "fid"}
+        assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0
+    with pytest.raises(SystemExit, match="--factor 3 does not divide"):
+        evaluate_sr.main(["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"])
