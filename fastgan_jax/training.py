@@ -385,13 +385,13 @@ def train_and_evaluate(config, workdir) -> TrainState:
         dec_width=cfg["dec_width"],
         precision=cfg["precision"],
     )
-    recon_vars = jax.device_put(recon_params(cfg["recon"]), NamedSharding(make_mesh(), P()))
     tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
     root = jax.random.key(cfg["seed"])
     k_init, k_train, k_sample, k_recal = (jax.random.fold_in(root, i) for i in range(4))
 
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
+    recon_vars = jax.device_put(recon_params(cfg["recon"]), replicated)
     init = functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx)
     if saved is not None:
         state = checkpoints.restore(mngr, jax.eval_shape(init, k_init))
