@@ -39,6 +39,7 @@ def get_config():
     c.recon = "lpips"  # reconstruction distance: "lpips" (LPIPS-VGG, official), "l1" or "mse"
     c.num_steps = 50_000
     c.seed = 0
+    c.time_limit_s = 0.0  # > 0: stop (checkpointed) after this many seconds; running again continues
     # Logging and checkpoints.
     c.log_every = 100
     c.sample_every = 1000

@@ -24,6 +24,9 @@ RESUMABLE_FIELDS = frozenset(
         "num_samples",
         "cache_dir",
         "tfds_data_dir",
+        "fid_every",
+        "fid_samples",
+        "time_limit_s",
     }
 )
 

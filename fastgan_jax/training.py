@@ -471,12 +471,16 @@ def train_and_evaluate(config, workdir) -> TrainState:
     bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=None)
     t0, t_log, n_log = time.perf_counter(), time.perf_counter(), 0
     metrics = None
+    time_limit = cfg.get("time_limit_s", 0)
+    done = start
     for step in range(start, total):
         state, metrics = step_fn(state, next(batches), k_train, recon_vars)
         n_log += 1
         bar.update(1)
         done = step + 1
-        if done % cfg["log_every"] == 0 or done == total:
+        # A time limit ends the run like its last step: logged, checkpointed, sampled.
+        last = done == total or bool(time_limit and time.perf_counter() - t0 >= time_limit)
+        if done % cfg["log_every"] == 0 or last:
             values = {k: float(v) for k, v in jax.device_get(metrics).items()}
             bad = [k for k, v in values.items() if not np.isfinite(v)]
             if bad:
@@ -493,19 +497,22 @@ def train_and_evaluate(config, workdir) -> TrainState:
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in values.items()}, "img/s": f"{img_s:.1f}"})
             if bar.disable:  # not a terminal: one line per log instead of a bar
                 print(f"step {done}/{total} " + " ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
-        with_fid = fid_every > 0 and (done % fid_every == 0 or done == total)
-        if done % cfg["checkpoint_every"] == 0 or done == total or with_fid:
+        with_fid = fid_every > 0 and (done % fid_every == 0 or last)
+        if done % cfg["checkpoint_every"] == 0 or last or with_fid:
             state = checkpoint(state, with_fid)
-        if done % cfg["sample_every"] == 0 or done == total:
+        if done % cfg["sample_every"] == 0 or last:
             write_samples(state, done)
+        if last:
+            break
     bar.close()
     writer.close()
     elapsed = time.perf_counter() - t0
     if start < total:
-        rate = (total - start) * batch / elapsed
+        rate = (done - start) * batch / elapsed
+        stopped = f" (time limit; run again to continue to {total})" if done < total else ""
         print(
-            f"done: steps {start} -> {total} in {elapsed:.0f}s ({rate:.1f} img/s incl. compile); "
-            f"checkpoint {workdir / 'checkpoints' / str(total)}, samples {samples_dir}"
+            f"done: steps {start} -> {done} in {elapsed:.0f}s ({rate:.1f} img/s incl. compile){stopped}; "
+            f"checkpoint {workdir / 'checkpoints' / str(done)}, samples {samples_dir}"
         )
     else:
         print(f"nothing to do: {workdir} is already at step {start} of {total}")

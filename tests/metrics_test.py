@@ -191,3 +191,14 @@ def test_psnr_and_ssim_by_hand():
     noisier = jnp.clip(x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), 0, 1)
     assert (metrics.ssim(x, noisier) < metrics.ssim(x, noisy)).all() and (metrics.ssim(x, noisy) < 0.99).all()
     np.testing.assert_allclose(metrics.ssim(x, noisy), metrics.ssim(noisy, x), rtol=1e-5)
+
+
+def test_exported_weights_work_without_the_packages(tmp_path, monkeypatch):
+    written = weights.export(tmp_path, float16=True)
+    assert sorted(p.name for p in written) == ["inception-fid.npz", "lpips-alex.npz", "lpips-vgg.npz"]
+    monkeypatch.setenv("FASTGAN_JAX_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)  # packages gone
+    exported = weights.lpips_params("alex")
+    monkeypatch.undo()
+    original = weights.lpips_params("alex")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), exported, original)

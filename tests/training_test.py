@@ -225,3 +225,12 @@ def test_slerp_stays_on_the_sphere_and_hits_the_ends():
     np.testing.assert_allclose(path[-1], z[1], atol=1e-5)
     same = sample.slerp(z[0], z[0], jnp.linspace(0, 1, 3))  # degenerate: no NaN
     np.testing.assert_allclose(same, jnp.broadcast_to(z[0], (3, 3, 16)), atol=1e-5)
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, num_steps=50, time_limit_s=1e-9)  # stops after its first step
+    state = training.train_and_evaluate(cfg, tmp_path / "t")
+    assert int(state.step) == 1 and (tmp_path / "t" / "checkpoints" / "1").exists()
+    assert "time limit; run again to continue to 50" in capsys.readouterr().out
+    state = training.train_and_evaluate(tiny_config(tmp_path, num_steps=2), tmp_path / "t")
+    assert int(state.step) == 2
