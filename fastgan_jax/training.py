@@ -10,6 +10,7 @@ updated three times.
 """
 
 import functools
+import json
 from typing import Any
 
 import flax
@@ -451,6 +452,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
             feats = generated_features(G, ema, cfg["fid_samples"], jax.random.fold_in(k_sample, int(state.step)))
             scores = {"fid": fid(feats, real_feats)}
             writer.add_scalar("fid", scores["fid"], int(state.step))
+            with open(workdir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": int(state.step), "fid": scores["fid"]}) + "\n")
             print(f"step {int(state.step)}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
         checkpoints.save(mngr, int(state.step), state, cfg, scores)
         return state
@@ -494,6 +497,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
             for k, v in values.items():
                 writer.add_scalar(f"loss/{k}", v, done)
             writer.add_scalar("img_per_s", img_s, done)
+            with open(workdir / "metrics.jsonl", "a") as f:  # the same scalars, for scripts and plots
+                f.write(json.dumps({"step": done, **values, "img_per_s": img_s}) + "\n")
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in values.items()}, "img/s": f"{img_s:.1f}"})
             if bar.disable:  # not a terminal: one line per log instead of a bar
                 print(f"step {done}/{total} " + " ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)

@@ -107,6 +107,8 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
     assert (a / "samples" / "samples_0000004.png").exists()
     assert (a / "samples" / "reconstructions_0000002.png").exists()
     assert any(p.name.startswith("events.out.tfevents") for p in a.iterdir())
+    logged = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4] and {"d_real", "d_fake", "g", "rec"} <= set(logged[0])
 
     sample.main(["--workdir", str(a), "-n", "4", "--out", str(tmp_path / "grid.png")])
     sample.main(
