@@ -12,7 +12,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from fastgan_jax import checkpoints, data, training  # noqa: E402
+from fastgan_jax import checkpoints, data, training, weights  # noqa: E402
 
 config_flags.DEFINE_config_file(
     "config", str(pathlib.Path(__file__).resolve().parent / "configs" / "default.py"), "Training config file."
@@ -30,7 +30,7 @@ def main(argv):
         config.data = flags.FLAGS.data
     try:
         training.train_and_evaluate(config, flags.FLAGS.workdir)
-    except (data.DataError, checkpoints.ConfigMismatchError, NotADirectoryError) as e:
+    except (data.DataError, checkpoints.ConfigMismatchError, NotADirectoryError, weights.WeightsNotFoundError) as e:
         sys.exit(f"error: {e}")
 
 
