@@ -44,6 +44,8 @@ class UpscaleResult:
       best_index: [B] its restart index.
       history: [B, R, steps] the loss at every step.
       latents: [B, R, nz] the best step's latents.
+      sphere_error: [B, R] the largest |mean(x^2) - 1| of z and the optimised
+        noise maps after any step (the sphere constraint; ~1e-7).
     """
 
     images: jax.Array
@@ -53,6 +55,7 @@ class UpscaleResult:
     best_index: jax.Array
     history: jax.Array
     latents: jax.Array
+    sphere_error: jax.Array
 
 
 def pulse_schedule(steps: int, lr: float = 0.4):
@@ -125,10 +128,11 @@ def _search(generator, variables, lr_images, keys, *, restarts, steps, noise, do
         best_mse = jnp.where(better, mse, best_mse)
         updates, opt = tx.update(grads, opt, params)
         params = jax.tree.map(_project, optax.apply_updates(params, updates))
-        return (params, opt, best, best_mse), loss
+        off = [jnp.abs(jnp.mean(jnp.square(x), axis=tuple(range(1, x.ndim))) - 1) for x in jax.tree.leaves(params)]
+        return (params, opt, best, best_mse), (loss, jnp.max(jnp.stack(off), axis=0))
 
     init = (params, tx.init(params), params, jnp.full((n,), jnp.inf))
-    (_, _, best, best_mse), history = jax.lax.scan(step, init, None, length=steps)
+    (_, _, best, best_mse), (history, sphere) = jax.lax.scan(step, init, None, length=steps)
     images = render(best)
     images = images.reshape(b, restarts, *images.shape[1:])
     lr_mse = best_mse.reshape(b, restarts)
@@ -141,6 +145,7 @@ def _search(generator, variables, lr_images, keys, *, restarts, steps, noise, do
         best_index=best_index,
         history=history.T.reshape(b, restarts, steps),
         latents=best["z"].reshape(b, restarts, -1),
+        sphere_error=sphere.max(axis=0).reshape(b, restarts),
     )
 
 

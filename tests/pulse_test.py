@@ -65,6 +65,7 @@ def test_lr_from_the_generator_is_matched_on_the_sphere():
     assert res.success.any(axis=1).all(), res.lr_mse  # each LR is matched within eps by some restart
     assert (res.history[:, :, -1] < res.history[:, :, 0] / 20).all()
     np.testing.assert_allclose(np.linalg.norm(res.latents, axis=-1), np.sqrt(16), rtol=1e-4)
+    assert (res.sphere_error < 1e-5).all()  # z and every noise map back on its sphere after every step
     np.testing.assert_array_equal(res.best_index, np.argmin(res.lr_mse, axis=1))
     # The reported MSE is the MSE of the returned image.
     down = fj.area_downsample(jnp.asarray(res.images[:, 0]), 8)
