@@ -64,8 +64,11 @@ def reconstruction(*, images, recs, part, distance: Distance = l1_distance):
       distance: per-sample distance, e.g. `l1_distance` or LPIPS.
     """
     rec_all, rec_small, rec_part = recs
-    size = rec_all.shape[1]
-    total = distance(rec_all, nearest_resize(images, size)).sum()
-    total += distance(rec_small, nearest_resize(images, rec_small.shape[1])).sum()
-    total += distance(rec_part, nearest_resize(crop_part(images, part), rec_part.shape[1])).sum()
-    return total
+    targets = (
+        nearest_resize(images, rec_all.shape[1]),
+        nearest_resize(images, rec_small.shape[1]),
+        nearest_resize(crop_part(images, part), rec_part.shape[1]),
+    )
+    if len({r.shape for r in recs}) == 1:  # FastGAN's three decoders share one size: one distance call
+        return distance(jnp.concatenate(recs), jnp.concatenate(targets)).sum()
+    return sum(distance(r, t).sum() for r, t in zip(recs, targets, strict=True))

@@ -68,9 +68,10 @@ class LPIPS(nn.Module):
     def __call__(self, x, y):
         params = _pretrained(self)
         backbone, lin = params["backbone"], params["lin"]
-        fx, fy = self._features(backbone, x), self._features(backbone, y)
+        feats = self._features(backbone, jnp.concatenate([x, y]))  # one backbone pass for both
         total = 0.0
-        for i, (a, b) in enumerate(zip(fx, fy, strict=True)):
+        for i, f in enumerate(feats):
+            a, b = jnp.split(f, 2)
             d = jnp.square(_unit(a) - _unit(b))  # [B, H, W, C]
             d = jnp.einsum("bhwc,c->bhw", d, lin[f"lin{i}"].reshape(-1).astype(d.dtype))
             total = total + d.mean(axis=(1, 2))
