@@ -1,9 +1,9 @@
 import json
-import os
 import pathlib
 import pickle
 import zipfile
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -113,19 +113,11 @@ def test_bad_g_ema():
         fj.generator_from_official(state)
 
 
-class _Evil:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
-
-
 def test_tampered_pickle_cannot_run_code(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     with zipfile.ZipFile(evil, "w") as zf:
-        zf.writestr("archive/data.pkl", pickle.dumps({"g": _Evil(marker)}, protocol=2))
+        zf.writestr("archive/data.pkl", pickle.dumps({"g": helpers.Evil(marker)}, protocol=2))
     with pytest.raises(fj.OfficialCheckpointError, match="refusing to load global .*system"):
         fj.generator_from_official(evil)
     assert not marker.exists()

@@ -1,11 +1,11 @@
 import json
 import re
 
+import helpers
 import numpy as np
 import pytest
 from PIL import Image
 
-from configs import cpu_quick
 from fastgan_jax import evaluate, evaluate_sr, training
 
 
@@ -17,14 +17,9 @@ def run(tmp_path_factory):
     (tmp / "data").mkdir()
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp / "data" / f"img{i}.png")
-    cfg = cpu_quick.get_config()
-    cfg.update(
+    cfg = helpers.tiny_config(
+        tmp / "cache",
         data=str(tmp / "data"),
-        ngf=8,
-        ndf=8,
-        nz=16,
-        dec_width=4,
-        batch_size=4,
         num_steps=4,
         checkpoint_every=1,
         keep_checkpoints=1,
@@ -32,11 +27,6 @@ def run(tmp_path_factory):
         fid_samples=8,
         sample_every=4,
         log_every=2,
-        num_samples=4,
-        recalib_samples=8,
-        recalib_batch=4,
-        cache_dir=str(tmp / "cache"),
-        recon="l1",
     )
     return tmp, cfg
 

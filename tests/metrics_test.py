@@ -1,7 +1,7 @@
-import os
 import pathlib
 import pickle
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,18 +150,10 @@ def test_same_domain_scores_lower_than_cross_domain():
     assert metrics.kid(fa, fb, num_subsets=10) < metrics.kid(fa, fp, num_subsets=10)
 
 
-class _Evil:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
-
-
 def test_tampered_weight_pickles_cannot_run_code(tmp_path):
     marker = tmp_path / "pwned"
     bad = tmp_path / "vgg16.ckpt"
-    bad.write_bytes(pickle.dumps({"VGG16_0": _Evil(marker)}))
+    bad.write_bytes(pickle.dumps({"VGG16_0": helpers.Evil(marker)}))
     with pytest.raises(torch_pickle.UnsafePickleError, match="refusing to load global"):
         weights.load_numpy_pickle(bad)
     assert not marker.exists()

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,6 @@ import pytest
 from PIL import Image
 
 import fastgan_jax as fj
-from configs import cpu_quick
 from fastgan_jax import pulse, superres, training
 from fastgan_jax.models import init_generator, noise_shapes
 
@@ -124,20 +124,7 @@ def test_load_lr_conversions_and_fitting(tmp_path):
 
 def test_upscale_cli_end_to_end(tmp_path):
     run = tmp_path / "run"
-    cfg = cpu_quick.get_config()
-    cfg.update(
-        ngf=8,
-        ndf=8,
-        nz=16,
-        dec_width=4,
-        batch_size=4,
-        num_steps=1,
-        num_samples=4,
-        recalib_samples=8,
-        recalib_batch=4,
-        cache_dir=str(tmp_path / "cache"),
-        recon="l1",
-    )
+    cfg = helpers.tiny_config(tmp_path / "cache", num_steps=1)
     training.train_and_evaluate(cfg, run)
     (tmp_path / "in").mkdir()
     Image.new("RGB", (16, 16), (200, 180, 20)).save(tmp_path / "in" / "face.png")

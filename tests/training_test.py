@@ -4,13 +4,13 @@ import pathlib
 import subprocess
 import sys
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from configs import cpu_quick
 from fastgan_jax import checkpoints, sample, training
 from fastgan_jax.models import noise_shapes
 
@@ -18,24 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def tiny_config(tmp_path, **overrides):
-    c = cpu_quick.get_config()
-    c.update(
-        ngf=8,
-        ndf=8,
-        nz=16,
-        dec_width=4,
-        batch_size=4,
-        num_steps=2,
-        log_every=1,
-        sample_every=2,
-        checkpoint_every=2,
-        num_samples=4,
-        recalib_samples=8,
-        recalib_batch=4,
-        cache_dir=str(tmp_path / "cache"),
-    )
-    c.update(overrides)
-    return c
+    return helpers.tiny_config(tmp_path / "cache", **overrides)
 
 
 def leaves_equal(a, b):
