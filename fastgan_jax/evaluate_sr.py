@@ -54,7 +54,7 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
     hr_u8 = data.load(hr_source, size, aspect=cfg["aspect"], background=tuple(cfg["background"]))[:n]
     hr = hr_u8.astype(np.float32) / 255
     lr = np.asarray(area_downsample(jnp.asarray(hr), size // factor))
-    lpips = jax.jit(metrics.lpips_distance("alex"))
+    lpips = metrics.lpips_distance("alex")
     t0 = time.perf_counter()
     sr = []
     for i in range(0, len(lr), batch):

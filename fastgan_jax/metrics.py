@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastgan_jax import data, visual, weights
+from fastgan_jax.models import generate
 
 # ----------------------------------------------------------------------------- LPIPS
 
@@ -112,14 +113,15 @@ def lpips_variables(net: str = "vgg"):
     return {"params": jax.tree.map(jnp.asarray, weights.lpips_params(net))}
 
 
+@functools.partial(jax.jit, static_argnames="net")
+def lpips(variables, x, y, net: str = "vgg"):
+    """LPIPS per sample [B] of images in [-1, 1], with the weights passed in (never baked into a program)."""
+    return LPIPS(net).apply(variables, x.astype(jnp.float32), y.astype(jnp.float32))
+
+
 def lpips_distance(net: str = "vgg"):
     """A per-sample distance function (x, y) -> [B] for images in [-1, 1] (for `losses.reconstruction`)."""
-    module, variables = LPIPS(net), lpips_variables(net)
-
-    def distance(x, y):
-        return module.apply(variables, x.astype(jnp.float32), y.astype(jnp.float32))
-
-    return distance
+    return functools.partial(lpips, lpips_variables(net), net=net)
 
 
 # ----------------------------------------------------------------------------- Inception
@@ -292,12 +294,11 @@ def real_features(source, im_size, *, aspect="center_crop", background=(255, 255
 def generated_features(G, variables, n, key, batch=50):
     """Inception features of n EMA samples (eval mode), uint8-quantised as saved images would be."""
     batch = min(batch, n)
-    apply = jax.jit(lambda v, z, k: G.apply(v, z, train=False, rngs={"noise": k})[0])
     feats = []
     for i in range(0, n, batch):
         m = min(batch, n - i)
         z = jax.random.normal(jax.random.fold_in(key, i), (batch, G.nz))
-        imgs = visual.to_uint8(apply(variables, z, jax.random.fold_in(key, i + 1)))
+        imgs = visual.to_uint8(generate(G, variables, z, jax.random.fold_in(key, i + 1)))
         feats.append(inception_features(imgs, batch=batch)[:m])  # one compiled shape
     return np.concatenate(feats)
 

@@ -236,6 +236,19 @@ TinyGenerator = functools.partial(Generator, im_size=64, ngf=8, nz=32)
 TinyDiscriminator = functools.partial(Discriminator, im_size=64, ndf=8, dec_width=8)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def generate(G: Generator, variables, z, key=None, noise=None):
+    """Eval-mode images [B, S, S, 3] for latents z [B, nz], one compiled program per generator and shape.
+
+    Noise comes from `key`, or from `noise` maps of batch 1 (shapes
+    `noise_shapes(im_size, 1)`) shared by every image.
+    """
+    if noise is not None:
+        noise = [jnp.broadcast_to(m, (z.shape[0], *m.shape[1:])) for m in noise]
+        return G.apply(variables, z, train=False, noise=noise)[0]
+    return G.apply(variables, z, train=False, rngs={"noise": key})[0]
+
+
 def init_generator(module: Generator, key: jax.Array, batch: int = 2):
     """Initialises a generator's variables ({'params', 'batch_stats'})."""
     z = jnp.zeros((batch, module.nz), jnp.float32)

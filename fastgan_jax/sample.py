@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastgan_jax import training, visual
+from fastgan_jax import models, training, visual
 from fastgan_jax.models import noise_shapes
 
 
@@ -29,22 +29,16 @@ def slerp(z0, z1, t):
 
 
 def generate(G, variables, z, key, *, batch=32, shared_noise=False):
-    """Images in [-1, 1] for latents z [N, nz], in batches, eval mode.
+    """Images in [-1, 1] for latents z [N, nz], in batches, eval mode, as float32 numpy.
 
     With `shared_noise` every image gets the same noise maps, so that images
     differ only through their latents (for interpolations).
     """
+    maps = None
     if shared_noise:
         maps = [jax.random.normal(jax.random.fold_in(key, i), s) for i, s in enumerate(noise_shapes(G.im_size, 1))]
-        apply = jax.jit(
-            lambda v, z, k: G.apply(
-                v, z, train=False, noise=[jnp.broadcast_to(m, (len(z), *m.shape[1:])) for m in maps]
-            )[0]
-        )
-    else:
-        apply = jax.jit(lambda v, z, k: G.apply(v, z, train=False, rngs={"noise": k})[0])
     out = [
-        np.asarray(apply(variables, z[i : i + batch], jax.random.fold_in(key, i)), np.float32)
+        np.asarray(models.generate(G, variables, z[i : i + batch], jax.random.fold_in(key, i), maps), np.float32)
         for i in range(0, len(z), batch)
     ]
     return np.concatenate(out)

@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from fastgan_jax import losses
 from fastgan_jax.diffaug import diff_augment, parse_policy
-from fastgan_jax.metrics import LPIPS, fid, generated_features, lpips_variables, real_features
+from fastgan_jax.metrics import fid, generated_features, lpips, lpips_variables, real_features
 from fastgan_jax.models import Discriminator, Generator, init_discriminator, init_generator
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -39,10 +39,7 @@ def recon_params(recon: str):
 
 
 def _distance(recon, params):
-    if recon == "lpips":
-        lpips = LPIPS("vgg")
-        return lambda x, y: lpips.apply(params, x.astype(jnp.float32), y.astype(jnp.float32))
-    return DISTANCES[recon]
+    return functools.partial(lpips, params, net="vgg") if recon == "lpips" else DISTANCES[recon]
 
 
 @flax.struct.dataclass
@@ -236,6 +233,7 @@ def make_train_step(G, D, *, tx_g, tx_d, policy, recon, ema_decay, mesh: Mesh, b
     )
 
 
+@functools.partial(jax.jit, static_argnames=("G", "num_samples", "batch"))
 def recalibrate(G: Generator, params, batch_stats, key, *, num_samples=2048, batch=64):
     """Batch statistics for `params` from `num_samples` latents.
 
@@ -312,21 +310,6 @@ def _fits_on_device(nbytes, mode):
     return limit is None or nbytes <= 0.25 * limit
 
 
-def sample_ema(G, state, z, key, batch=64):
-    """EMA-generator images for the latents `z`, in eval mode (recalibrated stats)."""
-    variables = {"params": state.ema_params, "batch_stats": state.ema_stats}
-    out = []
-    for i in range(0, z.shape[0], batch):
-        img, _ = _eval_g(G, variables, z[i : i + batch], jax.random.fold_in(key, i))
-        out.append(np.asarray(img, np.float32))
-    return np.concatenate(out)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _eval_g(G, variables, z, key):
-    return G.apply(variables, z, train=False, rngs={"noise": key})
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _reconstruct(D, variables, images_u8, part):
     _, recs = D.apply(variables, to_float_images(images_u8), part=part, train=False)
@@ -358,7 +341,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
     import tqdm
     from tensorboardX import SummaryWriter
 
-    from fastgan_jax import checkpoints, data, visual
+    from fastgan_jax import checkpoints, data, sample, visual  # sample imports this module
 
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     workdir = pathlib.Path(workdir)
@@ -459,7 +442,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
         return state
 
     def write_samples(state, step):
-        img = visual.grid(sample_ema(G, state, z_fixed, k_sample))
+        ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
+        img = visual.grid(sample.generate(G, ema, z_fixed, k_sample, batch=64))
         visual.save_png(samples_dir / f"samples_{step:07d}.png", img)
         rec = reconstruction_grid(D, state, rec_batch)
         visual.save_png(samples_dir / f"reconstructions_{step:07d}.png", rec)
