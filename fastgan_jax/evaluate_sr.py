@@ -21,17 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from fastgan_jax import checkpoints, data, metrics, pulse, training
+from fastgan_jax import checkpoints, data, metrics, pulse, superres, training, visual
 from fastgan_jax.downsample import area_downsample
 
 
 def bicubic_up(lr01, size):
     """PIL bicubic enlargement of [B, h, w, 3] images on [0, 1]."""
-    out = []
-    for img in np.asarray(lr01):
-        u8 = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
-        out.append(np.asarray(u8.resize((size, size), Image.BICUBIC), np.float32) / 255)
-    return np.stack(out)
+    return np.stack([superres.enlarge(img, size, Image.BICUBIC) for img in np.asarray(lr01)]).astype(np.float32) / 255
 
 
 def _scores(sr, hr, lr, lpips, eps):
@@ -83,7 +79,7 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
     }
     for name, images in results.items():
         s = _scores(images, hr, lr, lpips, eps)
-        feats = metrics.inception_features(np.clip(images * 255 + 0.5, 0, 255).astype(np.uint8))
+        feats = metrics.inception_features(visual.to_uint8(images, 0.0))
         report[name] = {
             "within_eps": float(s["within_eps"].mean()),
             "lr_mse": float(s["lr_mse"].mean()),

@@ -53,6 +53,22 @@ def spectral_normalize(w_t, u, v, power_iteration):
     return w_t / sigma.astype(w_t.dtype), u, v
 
 
+def _sn_weight(module: nn.Module, kernel, train: bool):
+    """`kernel` divided by its spectral norm, with `u`, `v` kept in `batch_stats`.
+
+    The kernel's last axis is the output channel; `v` follows the order of
+    `kernel.reshape(-1, out)`. Train mode runs one power iteration and stores it.
+    """
+    out, n_in = kernel.shape[-1], kernel.size // kernel.shape[-1]
+    u = module.variable("batch_stats", "u", lambda: _random_unit(module.make_rng("params"), out))
+    v = module.variable("batch_stats", "v", lambda: _random_unit(module.make_rng("params"), n_in))
+    update = train and not module.is_initializing()
+    w_t, u_new, v_new = spectral_normalize(kernel.reshape(n_in, out), u.value, v.value, update)
+    if update:
+        u.value, v.value = u_new, v_new
+    return w_t.reshape(kernel.shape)
+
+
 class SNConv(nn.Module):
     """Spectral-normalised 2D convolution without bias (NHWC, HWIO kernel).
 
@@ -69,19 +85,12 @@ class SNConv(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):  # x: [B, H, W, Cin]
         k, cin = self.kernel_size, x.shape[-1]
-        kernel = self.param("kernel", conv_init, (k, k, cin, self.features))
-        n_in = k * k * cin
-        u = self.variable("batch_stats", "u", lambda: _random_unit(self.make_rng("params"), self.features))
-        v = self.variable("batch_stats", "v", lambda: _random_unit(self.make_rng("params"), n_in))
-        update = train and not self.is_initializing()
-        w_t, u_new, v_new = spectral_normalize(kernel.reshape(n_in, self.features), u.value, v.value, update)
-        if update:
-            u.value, v.value = u_new, v_new
+        kernel = _sn_weight(self, self.param("kernel", conv_init, (k, k, cin, self.features)), train)
         dtype = self.dtype or x.dtype
         p = self.padding
         return jax.lax.conv_general_dilated(
             x.astype(dtype),
-            w_t.reshape(kernel.shape).astype(dtype),
+            kernel.astype(dtype),
             window_strides=(self.stride, self.stride),
             padding=((p, p), (p, p)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -104,16 +113,9 @@ class SNLatentConvTranspose(nn.Module):
     @nn.compact
     def __call__(self, z, train: bool = False):  # z: [B, nz]
         nz, s = z.shape[-1], self.size
-        kernel = self.param("kernel", conv_init, (nz, s, s, self.features))
-        n_in = nz * s * s
-        u = self.variable("batch_stats", "u", lambda: _random_unit(self.make_rng("params"), self.features))
-        v = self.variable("batch_stats", "v", lambda: _random_unit(self.make_rng("params"), n_in))
-        update = train and not self.is_initializing()
-        w_t, u_new, v_new = spectral_normalize(kernel.reshape(n_in, self.features), u.value, v.value, update)
-        if update:
-            u.value, v.value = u_new, v_new
+        kernel = _sn_weight(self, self.param("kernel", conv_init, (nz, s, s, self.features)), train)
         dtype = self.dtype or z.dtype
-        w = w_t.reshape(nz, s * s * self.features).astype(dtype)
+        w = kernel.reshape(nz, s * s * self.features).astype(dtype)
         return (z.astype(dtype) @ w).reshape(z.shape[0], s, s, self.features)  # [B, 4, 4, C]
 
 

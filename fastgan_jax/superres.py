@@ -68,19 +68,15 @@ def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -
     raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
 
 
-def to_uint8_01(x) -> np.ndarray:
-    return np.clip(np.asarray(x, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def enlarge(lr01, size, method) -> np.ndarray:
-    return np.asarray(Image.fromarray(to_uint8_01(lr01)).resize((size, size), method))
+    return np.asarray(Image.fromarray(visual.to_uint8(lr01, 0.0)).resize((size, size), method))
 
 
 def comparison(lr, candidates, best_down) -> np.ndarray:
     """One row: LR (nearest), bicubic enlargement, every candidate, the best one downscaled again (nearest)."""
     size = candidates.shape[1]
     tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
-    tiles += [to_uint8_01(c) for c in candidates]
+    tiles += [visual.to_uint8(c, 0.0) for c in candidates]
     tiles += [enlarge(best_down, size, Image.NEAREST)]
     return visual.grid(np.stack(tiles), ncols=len(tiles))
 
@@ -88,9 +84,9 @@ def comparison(lr, candidates, best_down) -> np.ndarray:
 def write_outputs(out_dir, name, *, lr, images, best, best_down, lr_mse, success, seconds, settings) -> dict:
     """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json."""
     out_dir = pathlib.Path(out_dir)
-    visual.save_png(out_dir / f"{name}_sr.png", to_uint8_01(best))
+    visual.save_png(out_dir / f"{name}_sr.png", visual.to_uint8(best, 0.0))
     for r, img in enumerate(images):
-        visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", to_uint8_01(img))
+        visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", visual.to_uint8(img, 0.0))
     visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down))
     report = {
         "input": name,

@@ -155,28 +155,25 @@ def train_step(
     # One G forward; its VJP carries the generator loss back after the D update.
     fakes, g_vjp, g_stats = jax.vjp(generate, state.g_params, has_aux=True)
 
+    def d_train(params, stats, images, part=None):  # D in train mode: (output, updated batch_stats)
+        out, upd = D.apply({"params": params, "batch_stats": stats}, images, part, train=True, mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+
     def d_loss_fn(d_params):
-        (logits, recs), upd = D.apply(
-            {"params": d_params, "batch_stats": state.d_stats}, real, part=part, train=True, mutable=["batch_stats"]
-        )
+        (logits, recs), stats = d_train(d_params, state.d_stats, real, part)
         d_real = losses.d_real_hinge(key=k_hr, logits=logits)
         rec = losses.reconstruction(images=real, recs=recs, part=part, distance=distance)
-        logits, upd = D.apply(
-            {"params": d_params, "batch_stats": upd["batch_stats"]},
-            jax.lax.stop_gradient(fakes),
-            train=True,
-            mutable=["batch_stats"],
-        )
+        logits, stats = d_train(d_params, stats, jax.lax.stop_gradient(fakes))
         d_fake = losses.d_fake_hinge(key=k_hf, logits=logits)
-        return d_real + rec + d_fake, (upd["batch_stats"], {"d_real": d_real, "d_fake": d_fake, "rec": rec})
+        return d_real + rec + d_fake, (stats, {"d_real": d_real, "d_fake": d_fake, "rec": rec})
 
     (_, (d_stats, metrics)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
     d_updates, d_opt = tx_d.update(d_grads, state.d_opt, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
     def g_loss_fn(fakes):
-        logits, upd = D.apply({"params": d_params, "batch_stats": d_stats}, fakes, train=True, mutable=["batch_stats"])
-        return losses.g_hinge(logits=logits), upd["batch_stats"]
+        logits, stats = d_train(d_params, d_stats, fakes)
+        return losses.g_hinge(logits=logits), stats
 
     (g_loss, d_stats), fake_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(fakes)
     (g_grads,) = g_vjp(fake_grads)

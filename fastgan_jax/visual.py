@@ -7,10 +7,10 @@ import numpy as np
 from PIL import Image
 
 
-def to_uint8(images) -> np.ndarray:
-    """Images in [-1, 1] (any float dtype) to uint8."""
-    x = np.asarray(images, np.float32)
-    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+def to_uint8(images, low: float = -1.0) -> np.ndarray:
+    """Images in [low, 1] (any float dtype; low -1 or 0) to uint8, rounded."""
+    x = (np.asarray(images, np.float32) - low) / (1.0 - low)
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def grid(images, ncols: int | None = None, pad: int = 2) -> np.ndarray:
