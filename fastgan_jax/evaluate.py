@@ -15,7 +15,7 @@ import time
 
 import jax
 
-from fastgan_jax import checkpoints, data, metrics, training
+from fastgan_jax import checkpoints, data, inception, training
 
 
 def evaluate(workdir, *, data_source=None, n=5000, step=None, seed=0, cache_dir=None):
@@ -26,14 +26,14 @@ def evaluate(workdir, *, data_source=None, n=5000, step=None, seed=0, cache_dir=
     step = step if step is not None else mngr.latest_step()
     source = data_source or cfg["data"]
     t0 = time.perf_counter()
-    real = metrics.real_features(
+    real = inception.real_features(
         source, cfg["im_size"], aspect=cfg["aspect"], background=tuple(cfg["background"]), cache_dir=cache_dir
     )
-    fake = metrics.generated_features(G, variables, n, jax.random.key(seed))
+    fake = inception.generated_features(G, variables, n, jax.random.key(seed))
     return {
         "step": int(step),
-        "fid": metrics.fid(fake, real),
-        "kid": metrics.kid(fake, real),
+        "fid": inception.fid(fake, real),
+        "kid": inception.kid(fake, real),
         "n_generated": int(n),
         "n_real": int(len(real)),
         "data": str(source),

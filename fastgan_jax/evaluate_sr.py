@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from fastgan_jax import checkpoints, data, metrics, pulse, superres, training, visual
+from fastgan_jax import checkpoints, data, inception, pulse, similarity, superres, training
 from fastgan_jax.downsample import area_downsample
+from fastgan_jax.images import from_unit
+from fastgan_jax.lpips import lpips_distance
 
 
 def bicubic_up(lr01, size):
@@ -34,8 +36,8 @@ def _scores(sr, hr, lr, lpips, eps):
     lr_mse = np.asarray(jnp.mean((area_downsample(jnp.asarray(sr), lr.shape[1]) - lr) ** 2, axis=(1, 2, 3)))
     return {
         "lr_mse": lr_mse,
-        "psnr": np.asarray(metrics.psnr(sr, hr)),
-        "ssim": np.asarray(metrics.ssim(sr, hr)),
+        "psnr": np.asarray(similarity.psnr(from_unit(sr), from_unit(hr))),
+        "ssim": np.asarray(similarity.ssim(from_unit(sr), from_unit(hr))),
         "lpips": np.asarray(lpips(jnp.asarray(sr) * 2 - 1, jnp.asarray(hr) * 2 - 1)),
         "within_eps": lr_mse <= eps,
     }
@@ -50,7 +52,7 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
     hr_u8 = data.load(hr_source, size, aspect=cfg["aspect"], background=tuple(cfg["background"]))[:n]
     hr = hr_u8.astype(np.float32) / 255
     lr = np.asarray(area_downsample(jnp.asarray(hr), size // factor))
-    lpips = metrics.lpips_distance("alex")
+    lpips = lpips_distance("alex")
     t0 = time.perf_counter()
     sr = []
     for i in range(0, len(lr), batch):
@@ -67,7 +69,7 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
         sr.append(np.asarray(res.best))
     pulse_seconds = time.perf_counter() - t0
     results = {"pulse": np.concatenate(sr), "bicubic": bicubic_up(lr, size)}
-    hr_feats = metrics.inception_features(hr_u8)
+    hr_feats = inception.inception_features(hr_u8)
     report = {
         "n": len(hr),
         "factor": factor,
@@ -79,14 +81,14 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
     }
     for name, images in results.items():
         s = _scores(images, hr, lr, lpips, eps)
-        feats = metrics.inception_features(visual.to_uint8(images, 0.0))
+        feats = inception.inception_features(from_unit(images))
         report[name] = {
             "within_eps": float(s["within_eps"].mean()),
             "lr_mse": float(s["lr_mse"].mean()),
             "psnr": float(s["psnr"].mean()),
             "ssim": float(s["ssim"].mean()),
             "lpips_alex": float(s["lpips"].mean()),
-            "fid": metrics.fid(feats, hr_feats) if len(hr) > 1 else float("nan"),
+            "fid": inception.fid(feats, hr_feats) if len(hr) > 1 else float("nan"),
         }
     return report
 

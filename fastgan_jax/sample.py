@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastgan_jax import models, training, visual
+from fastgan_jax import images, models, training, visual
 from fastgan_jax.models import noise_shapes
 
 
@@ -74,7 +74,7 @@ def main(argv=None):
         imgs = generate(G, variables, z, k_noise, shared_noise=True)  # only the latent moves
         path = visual.save_png(args.out, visual.grid(imgs, ncols=args.frames))
         if args.gif:
-            frames = visual.to_uint8(imgs).reshape(args.interpolate, args.frames, *imgs.shape[1:])
+            frames = images.to_uint8(imgs).reshape(args.interpolate, args.frames, *imgs.shape[1:])
             strips = [visual.grid(frames[:, t], ncols=args.interpolate) for t in range(args.frames)]
             print(f"wrote {visual.save_gif(args.gif, strips)}")
     else:

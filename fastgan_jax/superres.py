@@ -6,6 +6,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageOps
 
+from fastgan_jax import images as images_lib
 from fastgan_jax import visual
 from fastgan_jax.data import EXTENSIONS, to_rgb8
 
@@ -69,14 +70,14 @@ def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -
 
 
 def enlarge(lr01, size, method) -> np.ndarray:
-    return np.asarray(Image.fromarray(visual.to_uint8(lr01, 0.0)).resize((size, size), method))
+    return np.asarray(Image.fromarray(images_lib.to_uint8(images_lib.from_unit(lr01))).resize((size, size), method))
 
 
 def comparison(lr, candidates, best_down) -> np.ndarray:
     """One row: LR (nearest), bicubic enlargement, every candidate, the best one downscaled again (nearest)."""
     size = candidates.shape[1]
     tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
-    tiles += [visual.to_uint8(c, 0.0) for c in candidates]
+    tiles += [images_lib.to_uint8(images_lib.from_unit(c)) for c in candidates]
     tiles += [enlarge(best_down, size, Image.NEAREST)]
     return visual.grid(np.stack(tiles), ncols=len(tiles))
 
@@ -84,9 +85,9 @@ def comparison(lr, candidates, best_down) -> np.ndarray:
 def write_outputs(out_dir, name, *, lr, images, best, best_down, lr_mse, success, seconds, settings) -> dict:
     """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json."""
     out_dir = pathlib.Path(out_dir)
-    visual.save_png(out_dir / f"{name}_sr.png", visual.to_uint8(best, 0.0))
+    visual.save_png(out_dir / f"{name}_sr.png", images_lib.to_uint8(images_lib.from_unit(best)))
     for r, img in enumerate(images):
-        visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", visual.to_uint8(img, 0.0))
+        visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", images_lib.to_uint8(images_lib.from_unit(img)))
     visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down))
     report = {
         "input": name,

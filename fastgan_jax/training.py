@@ -23,7 +23,8 @@ from jax.sharding import PartitionSpec as P
 
 from fastgan_jax import losses
 from fastgan_jax.diffaug import diff_augment, parse_policy
-from fastgan_jax.metrics import fid, generated_features, lpips, lpips_variables, real_features
+from fastgan_jax.inception import fid, generated_features, real_features
+from fastgan_jax.lpips import lpips, lpips_variables
 from fastgan_jax.models import Discriminator, Generator, init_discriminator, init_generator
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -6,17 +6,18 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-
-def to_uint8(images, low: float = -1.0) -> np.ndarray:
-    """Images in [low, 1] (any float dtype; low -1 or 0) to uint8, rounded."""
-    x = (np.asarray(images, np.float32) - low) / (1.0 - low)
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+from fastgan_jax import images as images_lib
 
 
 def grid(images, ncols: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tiles uint8 or [-1, 1] images [N, H, W, 3] into one [rows*H, cols*W, 3] image."""
-    x = images if np.asarray(images).dtype == np.uint8 else to_uint8(images)
-    x = np.asarray(x)
+    """Tiles images [N, H, W, 3] into one uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, 3] image.
+
+    Args:
+      images: uint8 data or float images in [-1, 1].
+      ncols: images per row (default: a square grid).
+      pad: white pixels between and around the tiles.
+    """
+    x = images_lib.to_uint8(images_lib.check_any(np.asarray(images), "images"))
     n, h, w, c = x.shape
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)

