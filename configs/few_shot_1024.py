@@ -1,18 +1,9 @@
-"""The paper's 1024 px few-shot setting.
+"""The bundled recipe fastgan_jax/configs/few_shot_1024.py (its docstring says what it is for).
 
-    python train.py --data DIR --workdir runs/my_1024 --config configs/few_shot_1024.py
-
-Official hyperparameters at 1024 px, batch 8, 50k steps; fits an 8 GB card in
-bfloat16. The paper's 1024 px sets (100-1000 images) give good samples after
-roughly 20-50k steps.
+It lives in the package so that an installed `fastgan-train --config few_shot_1024`
+finds it; this file keeps `python train.py --config configs/few_shot_1024.py` working.
 """
 
-from configs import default
+from fastgan_jax.configs.few_shot_1024 import get_config
 
-
-def get_config():
-    c = default.get_config()
-    c.im_size = 1024
-    c.precision = "bfloat16"
-    c.recalib_batch = 16
-    return c
+__all__ = ["get_config"]

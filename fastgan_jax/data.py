@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ASPECTS = ("center_crop", "stretch")
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parent.parent / "data" / "noto-smileys-512"
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parent / "assets" / "noto-smileys-512"
 
 
 class DataError(ValueError):

@@ -2,7 +2,7 @@
 
 import os
 
-from configs import cpu_quick
+from fastgan_jax.configs import cpu_quick
 
 
 def tiny_config(cache_dir, **overrides):

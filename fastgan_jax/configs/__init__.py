@@ -1,0 +1,52 @@
+"""The bundled training configs: one file per recipe, each with `get_config()`.
+
+`default.py` is the official setting; the others import it and override
+fields. The top-level `configs/*.py` of a checkout re-export these, so that
+`python train.py --config configs/cpu_quick.py` and
+`fastgan-train --config cpu_quick` run the same recipe.
+"""
+
+import importlib.util
+import pathlib
+import re
+
+import ml_collections
+
+DIR = pathlib.Path(__file__).resolve().parent
+# `    c.FIELD = VALUE  # documentation` in default.py.
+_FIELD_LINE = re.compile(r"^\s*c\.(\w+)\s*=.*?\s#\s*(.+)$")
+
+
+def names() -> list[str]:
+    """Names of the bundled configs, e.g. ['cpu_quick', 'default', 'few_shot_1024']."""
+    return sorted(p.stem for p in DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def field_docs() -> dict[str, str]:
+    """{field: one-line documentation} from the trailing comments of default.py's assignments."""
+    lines = (DIR / "default.py").read_text().splitlines()
+    return {m[1]: m[2].strip() for m in map(_FIELD_LINE.match, lines) if m}
+
+
+def resolve(value: str) -> pathlib.Path:
+    """The config file for `--config VALUE`: a bundled name (`cpu_quick`) or a path to a .py file.
+
+    Raises:
+      ValueError: an unknown name (the message lists the bundled ones) or a missing file.
+    """
+    if "/" not in value and not value.endswith(".py"):
+        if value not in names():
+            raise ValueError(f"--config {value}: no such bundled config (bundled: {', '.join(names())})")
+        return DIR / f"{value}.py"
+    if not pathlib.Path(value).is_file():
+        raise ValueError(f"--config {value}: no such file")
+    return pathlib.Path(value)
+
+
+def load(value: str) -> ml_collections.ConfigDict:
+    """`get_config()` of a bundled name or a config file (see `resolve`)."""
+    file = resolve(value)
+    spec = importlib.util.spec_from_file_location(f"_fastgan_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()

@@ -1,0 +1,97 @@
+"""Train FastGAN.
+
+    fastgan-train --workdir RUN [--data DIR] [--config NAME|FILE] [--config.FIELD=VALUE ...]
+    python train.py ...  (the same, from a checkout)
+
+Without --data the embedded Noto smileys are used. Running again on the same
+--workdir resumes from its latest checkpoint. --config takes a bundled config
+by name (cpu_quick, default, few_shot_1024) or a path to a config file;
+every field below can be overridden with --config.FIELD=VALUE.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fastgan_jax import checkpoints, configs, data, training, weights
+
+HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
+CONFIG_FLAGS = ("--config", "-config")
+
+config_flags.DEFINE_config_file(
+    "config", str(configs.DIR / "default.py"), "Training config: a bundled name or a config file."
+)
+flags.DEFINE_string("data", None, "Image folder (searched recursively) or tfds:NAME[:SPLIT]; overrides config.data.")
+flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBoard events.", required=True)
+
+
+def _resolve_config(argv: list[str]) -> tuple[list[str], str]:
+    """argv with a bundled config name after --config replaced by its file, and the (last) --config value.
+
+    Raises:
+      ValueError: an unknown config name or a missing config file.
+    """
+    out, value = list(argv), "default"
+    for i, arg in enumerate(out):
+        if arg in CONFIG_FLAGS and i + 1 < len(out):
+            value, out[i + 1] = out[i + 1], str(configs.resolve(out[i + 1]))
+        elif arg.startswith(tuple(f"{f}=" for f in CONFIG_FLAGS)):
+            flag, value = arg.split("=", 1)
+            out[i] = f"{flag}={configs.resolve(value)}"
+    return out, value
+
+
+def _show(value) -> str:
+    return "''" if value == "" else str(value)
+
+
+def config_help(config, docs: dict[str, str], width: int = 36) -> str:
+    """One line per config field, `--config.FIELD=VALUE  documentation`, in the order of `docs`."""
+    lines = []
+    for field in [*(f for f in docs if f in config), *sorted(set(config) - set(docs))]:
+        flag = f"  --config.{field}={_show(config[field])}"
+        gap = "\n" + " " * (width + 2) if len(flag) > width else " " * (width + 2 - len(flag))
+        lines.append(f"{flag}{gap}{docs.get(field, '')}")
+    return "\n".join(lines)
+
+
+def usage(config_value: str = "default") -> str:
+    """The --help text: how to call, this CLI's flags, and every config field with its value and documentation."""
+    config = configs.load(config_value)
+    module_flags = flags.FLAGS.module_help(sys.modules[__name__])
+    return (
+        f"{__doc__}\nflags:\n{module_flags}\n\n"
+        f"config fields (values of --config {config_value}; override with --config.FIELD=VALUE):\n"
+        f"{config_help(config, configs.field_docs())}\n"
+    )
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    config = flags.FLAGS.config
+    if flags.FLAGS.data:
+        config.data = flags.FLAGS.data
+    try:
+        training.train_and_evaluate(config, flags.FLAGS.workdir)
+    except (data.DataError, checkpoints.ConfigMismatchError, NotADirectoryError, weights.WeightsNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `fastgan-train` command: parses argv (default: sys.argv) and trains."""
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        argv, config_value = _resolve_config(argv)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if any(arg in HELP_ARGS for arg in argv[1:]):
+        print(usage(config_value))
+        return
+    app.run(_main, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
