@@ -1,6 +1,7 @@
 """FID and KID of a run's EMA samples against an image folder.
 
-    python -m fastgan_jax.evaluate --workdir RUN [--data DIR] [--n 5000]
+    fastgan-evaluate --workdir RUN [--data DIR] [--n 5000]
+    python -m fastgan_jax.evaluate ...  (the same)
 
 Real images get the training preprocessing (the run's im_size, aspect and
 background); their Inception features are cached per folder and size.
@@ -41,9 +42,12 @@ def evaluate(workdir, *, data_source=None, n=5000, step=None, seed=0, cache_dir=
     }
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
+def main(argv=None) -> None:
+    """The `fastgan-evaluate` command."""
+    p = argparse.ArgumentParser(
+        prog="fastgan-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--data", default=None, help="real images (default: the run's --data)")
     p.add_argument("--n", type=int, default=5000, help="generated samples")
     p.add_argument("--step", type=int, default=None)
