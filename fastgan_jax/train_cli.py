@@ -19,26 +19,29 @@ from fastgan_jax import checkpoints, configs, data, training, weights
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
 CONFIG_FLAGS = ("--config", "-config")
 
-config_flags.DEFINE_config_file(
-    "config", str(configs.DIR / "default.py"), "Training config: a bundled name or a config file."
-)
+# No default file here: main() adds --config default when it is not given, so that importing this
+# module loads no config (ml_collections loads a default with a deprecated importlib call).
+config_flags.DEFINE_config_file("config", None, "Training config: a bundled name or a config file (default: default).")
 flags.DEFINE_string("data", None, "Image folder (searched recursively) or tfds:NAME[:SPLIT]; overrides config.data.")
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBoard events.", required=True)
 
 
 def _resolve_config(argv: list[str]) -> tuple[list[str], str]:
-    """argv with a bundled config name after --config replaced by its file, and the (last) --config value.
+    """argv with the file of each --config (added when missing), and the (last) --config value as given.
 
     Raises:
       ValueError: an unknown config name or a missing config file.
     """
-    out, value = list(argv), "default"
+    out, value = list(argv), None
     for i, arg in enumerate(out):
         if arg in CONFIG_FLAGS and i + 1 < len(out):
             value, out[i + 1] = out[i + 1], str(configs.resolve(out[i + 1]))
         elif arg.startswith(tuple(f"{f}=" for f in CONFIG_FLAGS)):
             flag, value = arg.split("=", 1)
             out[i] = f"{flag}={configs.resolve(value)}"
+    if value is None:
+        value = "default"
+        out.insert(1, f"--config={configs.resolve(value)}")
     return out, value
 
 
