@@ -12,10 +12,13 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
-# Config fields that may change when a run is resumed (schedule and logging);
-# every other field defines the run, and a mismatch is an error.
+# Config fields that may change when a run is resumed (schedule, logging, the
+# learning rate, and `init_from`, which only matters for a new run); every
+# other field defines the run, and a mismatch is an error.
 RESUMABLE_FIELDS = frozenset(
     {
+        "lr",
+        "init_from",
         "num_steps",
         "log_every",
         "sample_every",

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fastgan_jax.layers import (
     BatchNorm,
@@ -237,16 +238,52 @@ TinyDiscriminator = functools.partial(Discriminator, im_size=64, ndf=8, dec_widt
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def generate(G: Generator, variables, z, key=None, noise=None):
-    """Eval-mode images [B, S, S, 3] for latents z [B, nz], one compiled program per generator and shape.
-
-    Noise comes from `key`, or from `noise` maps of batch 1 (shapes
-    `noise_shapes(im_size, 1)`) shared by every image.
-    """
+def _generate(G: Generator, variables, z, key, noise):
     if noise is not None:
         noise = [jnp.broadcast_to(m, (z.shape[0], *m.shape[1:])) for m in noise]
         return G.apply(variables, z, train=False, noise=noise)[0]
     return G.apply(variables, z, train=False, rngs={"noise": key})[0]
+
+
+def generate(G: Generator, variables, z: jax.Array, key: jax.Array | None = None, noise=None) -> jax.Array:
+    """Eval-mode images for latents, one compiled program per generator and shape.
+
+    In eval mode every image depends only on its latent and its noise, never
+    on the rest of the batch (use an EMA generator with recalibrated
+    statistics, as `load_run` gives).
+
+    Args:
+      G: the generator module.
+      variables: its {'params', 'batch_stats'}.
+      z: latents [B, nz].
+      key: where the noise maps come from (one key for the batch).
+      noise: noise maps of batch 1 (shapes `noise_shapes(im_size, 1)`)
+        shared by every image; then `key` is not used.
+
+    Returns:
+      [B, S, S, 3] float images in [-1, 1] (with `output_tanh`), in G's dtype.
+    """
+    if np.ndim(z) != 2 or np.shape(z)[1] != G.nz:
+        raise ValueError(f"z must be latents of shape [B, {G.nz}], got shape {tuple(np.shape(z))}")
+    if key is None and noise is None:
+        raise ValueError("generate: pass key= (random noise maps) or noise= (fixed maps)")
+    return _generate(G, variables, z, key, noise)
+
+
+def generate_batches(G: Generator, variables, z, key, *, batch: int = 32, shared_noise: bool = False) -> np.ndarray:
+    """`generate` over many latents z [N, nz] in batches, as float32 numpy [N, S, S, 3] in [-1, 1].
+
+    Batch i draws its noise from fold_in(key, i). With `shared_noise` every
+    image gets the same noise maps, so that images differ only through their
+    latents (for interpolations).
+    """
+    maps = None
+    if shared_noise:
+        maps = [jax.random.normal(jax.random.fold_in(key, i), s) for i, s in enumerate(noise_shapes(G.im_size, 1))]
+    out = []
+    for i in range(0, len(z), batch):
+        out.append(np.asarray(generate(G, variables, z[i : i + batch], jax.random.fold_in(key, i), maps), np.float32))
+    return np.concatenate(out)
 
 
 def init_generator(module: Generator, key: jax.Array, batch: int = 2):

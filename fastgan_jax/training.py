@@ -9,8 +9,12 @@ the official code, so its BatchNorm statistics and spectral-norm vectors are
 updated three times.
 """
 
+import dataclasses
 import functools
 import json
+import pathlib
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax
@@ -18,16 +22,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from tensorboardX import SummaryWriter
 
-from fastgan_jax import losses
+from fastgan_jax import checkpoints, data, losses, runs, visual
+from fastgan_jax import images as images_lib
 from fastgan_jax.diffaug import diff_augment, parse_policy
 from fastgan_jax.inception import fid, generated_features, real_features
+from fastgan_jax.layers import nearest_resize
 from fastgan_jax.lpips import lpips, lpips_variables
-from fastgan_jax.models import Discriminator, Generator, init_discriminator, init_generator
+from fastgan_jax.models import Discriminator, Generator, generate_batches
+from fastgan_jax.state import TrainState, create_train_state, make_models, make_optimizer
 
-PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DISTANCES = {"l1": losses.l1_distance, "mse": losses.mse_distance}
 RECONS = ("lpips", *DISTANCES)  # the official reconstruction distance is LPIPS-VGG
 
@@ -43,67 +51,102 @@ def _distance(recon, params):
     return functools.partial(lpips, params, net="vgg") if recon == "lpips" else DISTANCES[recon]
 
 
-@flax.struct.dataclass
-class TrainState:
-    """Everything that training changes; a plain pytree (donated to the step)."""
-
-    step: jax.Array  # int32 scalar
-    g_params: Any
-    g_stats: Any  # BatchNorm running stats and spectral-norm vectors
-    d_params: Any
-    d_stats: Any
-    g_opt: Any
-    d_opt: Any
-    ema_params: Any  # EMA of g_params
-    ema_stats: Any  # batch_stats for ema_params, recalibrated at checkpoints
-
-
-def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32"):
-    """(Generator, Discriminator) with tanh outputs and the given compute dtype."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
-    G = Generator(im_size=im_size, ngf=ngf, nz=nz, output_tanh=True, dtype=dtype)
-    D = Discriminator(im_size=im_size, ndf=ndf, dec_width=dec_width, dtype=dtype)
-    return G, D
-
-
-def make_optimizer(*, lr=2e-4, b1=0.5, b2=0.999):
-    """Adam as the official (lr 2e-4, betas (0.5, 0.999), eps 1e-8)."""
-    return optax.adam(lr, b1=b1, b2=b2, eps=1e-8)
-
-
-def create_train_state(G, D, key, *, tx_g, tx_d) -> TrainState:
-    """Fresh state: official init, EMA generator starting from G's init."""
-    kg, kd = jax.random.split(key)
-    g_vars, d_vars = init_generator(G, kg), init_discriminator(D, kd)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        g_params=g_vars["params"],
-        g_stats=g_vars["batch_stats"],
-        d_params=d_vars["params"],
-        d_stats=d_vars["batch_stats"],
-        g_opt=tx_g.init(g_vars["params"]),
-        d_opt=tx_d.init(d_vars["params"]),
-        # Own buffers: the state is donated, and one buffer cannot be donated twice.
-        ema_params=jax.tree.map(jnp.copy, g_vars["params"]),
-        ema_stats=jax.tree.map(jnp.copy, g_vars["batch_stats"]),
-    )
-
-
-def to_float_images(images_u8):
-    return images_u8.astype(jnp.float32) / 127.5 - 1.0
-
-
 def random_flip(key, images):
     flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
     return jnp.where(flip, images[:, :, ::-1], images)
 
 
+@flax.struct.dataclass
+class StepInputs:
+    """What an extra loss term sees (see `train_step`'s `d_extra_loss` and `g_extra_loss`).
+
+    Attributes:
+      real: the augmented, flipped real batch [B, S, S, 3] in [-1, 1].
+      fakes: the augmented generator outputs (big [B, S, S, 3], small [B, s, s, 3]).
+      z: the latents [B, nz].
+      d_stats: D's batch_stats before the step (for `D.apply(..., train=False)`).
+      part: the quadrant D reconstructs this step.
+      key: a key of the step's own, for the extra term's randomness.
+    """
+
+    real: jax.Array
+    fakes: tuple
+    z: jax.Array
+    d_stats: Any
+    part: jax.Array
+    key: jax.Array
+
+
+def _d_train(D, params, stats, images, part=None):
+    """D in train mode: (output, updated batch_stats)."""
+    out, upd = D.apply({"params": params, "batch_stats": stats}, images, part, train=True, mutable=["batch_stats"])
+    return out, upd["batch_stats"]
+
+
+def d_update(state, inputs: StepInputs, *, D, tx_d, distance, keys, extra_loss=None):
+    """D's step: hinge on the real batch + reconstruction (Eq. 4) + hinge on the stopped fakes [+ extra].
+
+    Returns:
+      (d_params, d_opt, d_stats, metrics).
+    """
+    k_hr, k_hf = keys
+    fakes = jax.lax.stop_gradient(inputs.fakes)
+
+    def loss_fn(d_params):
+        (logits, recs), stats = _d_train(D, d_params, state.d_stats, inputs.real, inputs.part)
+        d_real = losses.d_real_hinge(key=k_hr, logits=logits)
+        rec = losses.reconstruction(images=inputs.real, recs=recs, part=inputs.part, distance=distance)
+        fake_logits, stats = _d_train(D, d_params, stats, fakes)
+        d_fake = losses.d_fake_hinge(key=k_hf, logits=fake_logits)
+        metrics = {"d_real": d_real, "d_fake": d_fake, "rec": rec}
+        metrics |= {"logit_real": jnp.mean(logits), "logit_fake": jnp.mean(fake_logits)}
+        loss = d_real + rec + d_fake
+        if extra_loss is not None:
+            metrics["d_extra"] = extra_loss(d_params, inputs.replace(fakes=fakes))
+            loss = loss + metrics["d_extra"]
+        return loss, (stats, metrics)
+
+    (_, (d_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+    updates, d_opt = tx_d.update(grads, state.d_opt, state.d_params)
+    metrics["d_grad_norm"] = optax.tree.norm(grads)
+    return optax.apply_updates(state.d_params, updates), d_opt, d_stats, metrics
+
+
+def g_update(state, inputs: StepInputs, g_vjp, *, D, d_params, d_stats, tx_g, extra_loss=None):
+    """G's step from -mean D(fakes) [+ extra], D already updated; G's gradient through the VJP of its forward.
+
+    Returns:
+      (g_params, g_opt, d_stats, metrics).
+    """
+
+    def loss_fn(fakes):
+        logits, stats = _d_train(D, d_params, d_stats, fakes)
+        metrics = {"g": losses.g_hinge(logits=logits)}
+        loss = metrics["g"]
+        if extra_loss is not None:
+            metrics["g_extra"] = extra_loss(fakes, inputs)
+            loss = loss + metrics["g_extra"]
+        return loss, (stats, metrics)
+
+    (_, (d_stats, metrics)), fake_grads = jax.value_and_grad(loss_fn, has_aux=True)(inputs.fakes)
+    (grads,) = g_vjp(fake_grads)
+    updates, g_opt = tx_g.update(grads, state.g_opt, state.g_params)
+    metrics["g_grad_norm"] = optax.tree.norm(grads)
+    return optax.apply_updates(state.g_params, updates), g_opt, d_stats, metrics
+
+
+def _draw_batch(images_u8, key, batch_size, batch_sharding):
+    if batch_size is not None:
+        images_u8 = images_u8[jax.random.randint(key, (batch_size,), 0, images_u8.shape[0])]
+    if batch_sharding is not None:
+        images_u8 = jax.lax.with_sharding_constraint(images_u8, batch_sharding)
+    return images_u8
+
+
 def train_step(
     state: TrainState,
-    images_u8,
-    key,
+    images_u8: jax.Array,
+    key: jax.Array,
     recon_params=None,
     *,
     G: Generator,
@@ -115,8 +158,10 @@ def train_step(
     ema_decay: float,
     batch_size: int | None = None,
     batch_sharding: NamedSharding | None = None,
-):
-    """One FastGAN step.
+    d_extra_loss: Callable | None = None,
+    g_extra_loss: Callable | None = None,
+) -> tuple[TrainState, dict]:
+    """One FastGAN step: D update, then G update, then the EMA.
 
     Args:
       state: the train state (donated by `make_train_step`).
@@ -128,20 +173,24 @@ def train_step(
         than baked into the program.
       recon: reconstruction distance, 'lpips' (LPIPS-VGG, official), 'l1', 'mse'.
       batch_sharding: where the batch lives (data parallel over a mesh).
+      d_extra_loss: optional `f(d_params, inputs: StepInputs) -> scalar` added
+        to D's loss (e.g. a gradient penalty: `D.apply` on `inputs.real`).
+      g_extra_loss: optional `f(fakes, inputs: StepInputs) -> scalar` added to
+        G's loss; `fakes` = (big, small) augmented outputs, differentiable
+        with respect to G's parameters.
 
     Returns:
-      (new state, metrics): scalar losses `d_real`, `d_fake`, `g`, `rec`.
+      (new state, metrics): scalars `d_real`, `d_fake`, `rec`, `g`, the mean
+      logits `logit_real` and `logit_fake` (D's, before its update), the
+      gradient norms `d_grad_norm` and `g_grad_norm`, and `d_extra` /
+      `g_extra` when given.
     """
+    images_lib.check_uint8(images_u8, "train_step images", size=G.im_size)
     key = jax.random.fold_in(key, state.step)
     k_idx, k_flip, k_z, k_noise, k_real, k_big, k_small, k_part, k_hr, k_hf = jax.random.split(key, 10)
-    if batch_size is not None:
-        images_u8 = images_u8[jax.random.randint(k_idx, (batch_size,), 0, images_u8.shape[0])]
-    if batch_sharding is not None:
-        images_u8 = jax.lax.with_sharding_constraint(images_u8, batch_sharding)
-    real = diff_augment(k_real, random_flip(k_flip, to_float_images(images_u8)), policy)
+    images_u8 = _draw_batch(images_u8, k_idx, batch_size, batch_sharding)
+    real = diff_augment(k_real, random_flip(k_flip, images_lib.to_float(images_u8)), policy)
     z = jax.random.normal(k_z, (real.shape[0], G.nz), jnp.float32)
-    part = jax.random.randint(k_part, (), 0, 4)
-    distance = _distance(recon, recon_params)
 
     def generate(g_params):
         (big, small), upd = G.apply(
@@ -155,33 +204,16 @@ def train_step(
 
     # One G forward; its VJP carries the generator loss back after the D update.
     fakes, g_vjp, g_stats = jax.vjp(generate, state.g_params, has_aux=True)
-
-    def d_train(params, stats, images, part=None):  # D in train mode: (output, updated batch_stats)
-        out, upd = D.apply({"params": params, "batch_stats": stats}, images, part, train=True, mutable=["batch_stats"])
-        return out, upd["batch_stats"]
-
-    def d_loss_fn(d_params):
-        (logits, recs), stats = d_train(d_params, state.d_stats, real, part)
-        d_real = losses.d_real_hinge(key=k_hr, logits=logits)
-        rec = losses.reconstruction(images=real, recs=recs, part=part, distance=distance)
-        logits, stats = d_train(d_params, stats, jax.lax.stop_gradient(fakes))
-        d_fake = losses.d_fake_hinge(key=k_hf, logits=logits)
-        return d_real + rec + d_fake, (stats, {"d_real": d_real, "d_fake": d_fake, "rec": rec})
-
-    (_, (d_stats, metrics)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_updates, d_opt = tx_d.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
-
-    def g_loss_fn(fakes):
-        logits, stats = d_train(d_params, d_stats, fakes)
-        return losses.g_hinge(logits=logits), stats
-
-    (g_loss, d_stats), fake_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(fakes)
-    (g_grads,) = g_vjp(fake_grads)
-    g_updates, g_opt = tx_g.update(g_grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    part = jax.random.randint(k_part, (), 0, 4)
+    inputs = StepInputs(real=real, fakes=fakes, z=z, d_stats=state.d_stats, part=part, key=jax.random.fold_in(key, 1))
+    distance = _distance(recon, recon_params)
+    d_params, d_opt, d_stats, d_metrics = d_update(
+        state, inputs, D=D, tx_d=tx_d, distance=distance, keys=(k_hr, k_hf), extra_loss=d_extra_loss
+    )
+    g_params, g_opt, d_stats, g_metrics = g_update(
+        state, inputs, g_vjp, D=D, d_params=d_params, d_stats=d_stats, tx_g=tx_g, extra_loss=g_extra_loss
+    )
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, g_params)
-
     new_state = state.replace(
         step=state.step + 1,
         g_params=g_params,
@@ -192,7 +224,7 @@ def train_step(
         d_opt=d_opt,
         ema_params=ema_params,
     )
-    return new_state, {**metrics, "g": g_loss}
+    return new_state, {**d_metrics, **g_metrics}
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -200,11 +232,25 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ("data",))
 
 
-def make_train_step(G, D, *, tx_g, tx_d, policy, recon, ema_decay, mesh: Mesh, batch_size=None):
+def make_train_step(
+    G: Generator,
+    D: Discriminator,
+    *,
+    tx_g: optax.GradientTransformation,
+    tx_d: optax.GradientTransformation,
+    policy: str,
+    recon: str,
+    ema_decay: float,
+    mesh: Mesh,
+    batch_size: int | None = None,
+    d_extra_loss: Callable | None = None,
+    g_extra_loss: Callable | None = None,
+) -> Callable:
     """The jitted `step(state, data, key, recon_params)`: state replicated and donated, batch sharded over `data`.
 
     With `batch_size` the step takes the whole (replicated) data set and
-    draws its batch inside the compiled program.
+    draws its batch inside the compiled program. The extra loss terms are
+    `train_step`'s; the other arguments too.
     """
     parse_policy(policy)
     n = mesh.devices.size
@@ -222,6 +268,8 @@ def make_train_step(G, D, *, tx_g, tx_d, policy, recon, ema_decay, mesh: Mesh, b
         ema_decay=ema_decay,
         batch_size=batch_size,
         batch_sharding=sharded,
+        d_extra_loss=d_extra_loss,
+        g_extra_loss=g_extra_loss,
     )
     return jax.jit(
         step,
@@ -310,48 +358,60 @@ def _fits_on_device(nbytes, mode):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _reconstruct(D, variables, images_u8, part):
-    _, recs = D.apply(variables, to_float_images(images_u8), part=part, train=False)
+    _, recs = D.apply(variables, images_lib.to_float(images_u8), part=part, train=False)
     return recs
 
 
 def reconstruction_grid(D, state, images_u8, part=0):
     """Rows: real, rec_all, rec_small, rec_part (quadrant `part`), all at the real size."""
-    from fastgan_jax import visual
-    from fastgan_jax.layers import nearest_resize
-
     recs = _reconstruct(D, {"params": state.d_params, "batch_stats": state.d_stats}, images_u8, part)
     size = images_u8.shape[1]
-    rows = [to_float_images(images_u8)] + [nearest_resize(r.astype(jnp.float32), size) for r in recs]
+    rows = [images_lib.to_float(images_u8)] + [nearest_resize(r.astype(jnp.float32), size) for r in recs]
     return visual.grid(np.concatenate([np.asarray(r) for r in rows]), ncols=images_u8.shape[0])
 
 
-def train_and_evaluate(config, workdir) -> TrainState:
-    """Trains FastGAN as `config` says, writing everything into `workdir`.
+@dataclasses.dataclass
+class Experiment:
+    """What the loop needs, built once by `setup`; nothing in it changes while training."""
 
-    Resumes from the latest checkpoint in `workdir/checkpoints` (exactly: the
-    step keys and data draws depend only on the seed and the step). A
-    checkpoint from another config raises `checkpoints.ConfigMismatchError`
-    before anything is written.
-    """
-    import pathlib
-    import time
+    cfg: dict
+    workdir: pathlib.Path
+    images: np.ndarray  # uint8 [N, S, S, 3], the decoded data set
+    G: Generator
+    D: Discriminator
+    mesh: Mesh
+    step_fn: Callable  # the jitted train step
+    batches: Iterator  # what the step takes as data, one item per step
+    recon_vars: Any  # LPIPS-VGG weights, or None
+    keys: dict  # named keys derived from the seed: init, train, sample, recal
+    mngr: Any  # the Orbax CheckpointManager
+    real_feats: np.ndarray | None  # Inception features of the data, for FID during training
+    resident: bool  # the data set lives on the device
 
-    import tqdm
-    from tensorboardX import SummaryWriter
 
-    from fastgan_jax import checkpoints, data, sample, visual  # sample imports this module
-
+def resolve_config(config) -> dict:
+    """The config as a dict, with a folder `data` made absolute (so a resumed run compares paths, not spellings)."""
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    workdir = pathlib.Path(workdir)
+    if cfg.get("data") and not str(cfg["data"]).startswith("tfds:"):
+        cfg["data"] = str(pathlib.Path(cfg["data"]).expanduser().resolve())
+    return cfg
+
+
+def _open_workdir(cfg, workdir):
+    """The checkpoint manager and the saved config (None for a new run); refuses a foreign run."""
     if workdir.exists() and not workdir.is_dir():
         raise NotADirectoryError(f"--workdir {workdir} is a file: give a folder")
-    fid_every = cfg.get("fid_every", 0)
-    mngr = checkpoints.manager(workdir, keep=cfg["keep_checkpoints"], keep_best_fid=fid_every > 0)
+    mngr = checkpoints.manager(workdir, keep=cfg["keep_checkpoints"], keep_best_fid=cfg.get("fid_every", 0) > 0)
     saved = checkpoints.saved_config(mngr)
     if saved is not None:
-        checkpoints.check_compatible(saved, cfg, workdir)
+        checkpoints.check_compatible(resolve_config(saved), cfg, workdir)
+        if saved.get("lr") != cfg["lr"]:
+            print(f"resuming with lr {cfg['lr']} (was {saved.get('lr')}); the optimizer state is kept")
+    return mngr, saved
 
-    images = data.load(
+
+def _load_data(cfg):
+    return data.load(
         cfg["data"],
         cfg["im_size"],
         aspect=cfg["aspect"],
@@ -359,6 +419,37 @@ def train_and_evaluate(config, workdir) -> TrainState:
         cache_dir=cfg.get("cache_dir") or None,
         tfds_data_dir=cfg.get("tfds_data_dir") or None,
     )
+
+
+def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
+    """The latest checkpoint's state when resuming; else a fresh one, warm-started from `init_from` if set."""
+    init = functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx)
+    if resume:
+        return checkpoints.restore(mngr, jax.eval_shape(init, key))
+    state = init(key)
+    if cfg.get("init_from"):
+        state = runs.warm_start(state, cfg["init_from"])
+        print(f"starting from the G, D and EMA weights of {cfg['init_from']} (fresh optimizer state)")
+    return state
+
+
+def _batches(cfg, images, mesh, resident, start):
+    if resident:
+        device_data = jax.device_put(images, NamedSharding(mesh, P()))
+        return iter(lambda: device_data, None)
+    host = _host_batches(images, cfg["batch_size"], cfg["seed"], start)
+    return _prefetch(host, NamedSharding(mesh, P("data")))
+
+
+def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Experiment, TrainState]:
+    """Builds the experiment and its start state: resumed, warm-started or fresh.
+
+    Raises `checkpoints.ConfigMismatchError` for a workdir of another run
+    before anything is written.
+    """
+    cfg, workdir = resolve_config(config), pathlib.Path(workdir)
+    mngr, saved = _open_workdir(cfg, workdir)
+    images = _load_data(cfg)
     G, D = make_models(
         im_size=cfg["im_size"],
         ngf=cfg["ngf"],
@@ -369,20 +460,10 @@ def train_and_evaluate(config, workdir) -> TrainState:
     )
     tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
     root = jax.random.key(cfg["seed"])
-    k_init, k_train, k_sample, k_recal = (jax.random.fold_in(root, i) for i in range(4))
-
+    keys = {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "train", "sample", "recal"))}
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
-    recon_vars = jax.device_put(recon_params(cfg["recon"]), replicated)
-    init = functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx)
-    if saved is not None:
-        state = checkpoints.restore(mngr, jax.eval_shape(init, k_init))
-    else:
-        state = init(k_init)
-    state = jax.device_put(state, replicated)
-    start = int(state.step)
-
-    batch = cfg["batch_size"]
+    state = jax.device_put(initial_state(cfg, G, D, tx, keys["init"], mngr, saved is not None), replicated)
     resident = _fits_on_device(images.nbytes, cfg["data_on_device"])
     step_fn = make_train_step(
         G,
@@ -393,140 +474,172 @@ def train_and_evaluate(config, workdir) -> TrainState:
         recon=cfg["recon"],
         ema_decay=cfg["ema_decay"],
         mesh=mesh,
-        batch_size=batch if resident else None,
+        batch_size=cfg["batch_size"] if resident else None,
+        d_extra_loss=d_extra_loss,
+        g_extra_loss=g_extra_loss,
     )
-    if resident:
-        device_data = jax.device_put(images, replicated)
-        batches = iter(lambda: device_data, None)
-    else:
-        batches = _prefetch(_host_batches(images, batch, cfg["seed"], start), NamedSharding(mesh, P("data")))
-
-    z_fixed = jax.random.normal(k_sample, (cfg["num_samples"], G.nz))
-    rec_batch = images[: min(8, len(images))]
-    samples_dir = workdir / "samples"
-    writer = SummaryWriter(str(workdir))
-    total = cfg["num_steps"]
-
     real_feats = None
-    if fid_every > 0:
-        real_feats = real_features(
-            cfg["data"],
-            cfg["im_size"],
-            aspect=cfg["aspect"],
-            background=tuple(cfg["background"]),
-            cache_dir=cfg.get("cache_dir") or None,
-        )
-
-    def checkpoint(state, with_fid):
-        stats = recalibrate(
-            G,
-            state.ema_params,
-            state.g_stats,
-            jax.random.fold_in(k_recal, int(state.step)),
-            num_samples=cfg["recalib_samples"],
-            batch=cfg["recalib_batch"],
-        )
-        state = state.replace(ema_stats=stats)
-        scores = None
-        if with_fid:
-            ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
-            feats = generated_features(G, ema, cfg["fid_samples"], jax.random.fold_in(k_sample, int(state.step)))
-            scores = {"fid": fid(feats, real_feats)}
-            writer.add_scalar("fid", scores["fid"], int(state.step))
-            with open(workdir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": int(state.step), "fid": scores["fid"]}) + "\n")
-            print(f"step {int(state.step)}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
-        checkpoints.save(mngr, int(state.step), state, cfg, scores)
-        return state
-
-    def write_samples(state, step):
-        ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
-        img = visual.grid(sample.generate(G, ema, z_fixed, k_sample, batch=64))
-        visual.save_png(samples_dir / f"samples_{step:07d}.png", img)
-        rec = reconstruction_grid(D, state, rec_batch)
-        visual.save_png(samples_dir / f"reconstructions_{step:07d}.png", rec)
-        writer.add_image("samples", img, step, dataformats="HWC")
-        writer.add_image("reconstructions", rec, step, dataformats="HWC")
-
-    print(
-        f"training {cfg['im_size']}px on {len(images)} images from {cfg['data']}, batch {batch}, "
-        f"{'data on device' if resident else 'streaming from host'}, {mesh.devices.size} device(s): "
-        f"steps {start} -> {total}, workdir {workdir}"
+    if cfg.get("fid_every", 0) > 0:
+        opts = {"aspect": cfg["aspect"], "background": tuple(cfg["background"]), "cache_dir": cfg.get("cache_dir")}
+        real_feats = real_features(cfg["data"], cfg["im_size"], **{**opts, "cache_dir": opts["cache_dir"] or None})
+    exp = Experiment(
+        cfg=cfg,
+        workdir=workdir,
+        images=images,
+        G=G,
+        D=D,
+        mesh=mesh,
+        step_fn=step_fn,
+        batches=_batches(cfg, images, mesh, resident, int(state.step)),
+        recon_vars=jax.device_put(recon_params(cfg["recon"]), replicated),
+        keys=keys,
+        mngr=mngr,
+        real_feats=real_feats,
+        resident=resident,
     )
-    bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=None)
-    t0, t_log, n_log = time.perf_counter(), time.perf_counter(), 0
-    metrics = None
-    time_limit = cfg.get("time_limit_s", 0)
-    done = start
+    return exp, state
+
+
+# ----------------------------------------------------------------------------- periodic actions
+
+
+class Logger:
+    """Scalars to TensorBoard and `metrics.jsonl`, and a progress bar (or a line per log without a terminal)."""
+
+    def __init__(self, workdir, start, total):
+        self.writer = SummaryWriter(str(workdir))
+        self.jsonl = workdir / "metrics.jsonl"
+        self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=None)
+        self.total = total
+        self.t_log, self.n_log = time.perf_counter(), 0
+
+    def write(self, step, values: dict) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(k if k in ("fid", "img_per_s") else f"loss/{k}", v, step)
+        with open(self.jsonl, "a") as f:  # the same scalars, for scripts and plots
+            f.write(json.dumps({"step": step, **values}) + "\n")
+
+    def log_metrics(self, step, metrics, batch) -> None:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite loss {bad} at step {step}: {values}; the last good checkpoint stays in "
+                f"{self.jsonl.parent / 'checkpoints'} (lower config.lr or use precision=float32)"
+            )
+        now = time.perf_counter()
+        img_s = self.n_log * batch / (now - self.t_log)
+        self.t_log, self.n_log = now, 0
+        self.write(step, {**values, "img_per_s": img_s})
+        shown = {k: values[k] for k in ("d_real", "d_fake", "g", "rec") if k in values}
+        self.bar.set_postfix({**{k: f"{v:.3f}" for k, v in shown.items()}, "img/s": f"{img_s:.1f}"})
+        if self.bar.disable:  # not a terminal: one line per log instead of a bar
+            print(f"step {step}/{self.total} " + " ".join(f"{k} {v:.3f}" for k, v in shown.items()), flush=True)
+
+    def tick(self) -> None:
+        self.n_log += 1
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+
+
+def save_checkpoint(exp: Experiment, state: TrainState, logger: Logger, with_fid: bool) -> TrainState:
+    """Recalibrates the EMA generator's statistics, optionally scores FID, and saves the state."""
+    cfg, step = exp.cfg, int(state.step)
+    key = jax.random.fold_in(exp.keys["recal"], step)
+    stats = recalibrate(
+        exp.G, state.ema_params, state.g_stats, key, num_samples=cfg["recalib_samples"], batch=cfg["recalib_batch"]
+    )
+    state = state.replace(ema_stats=stats)
+    scores = None
+    if with_fid:
+        ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
+        feats = generated_features(exp.G, ema, cfg["fid_samples"], jax.random.fold_in(exp.keys["sample"], step))
+        scores = {"fid": fid(feats, exp.real_feats)}
+        logger.write(step, scores)
+        print(f"step {step}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
+    checkpoints.save(exp.mngr, step, state, cfg, scores)
+    return state
+
+
+def write_samples(exp: Experiment, state: TrainState, logger: Logger, step: int) -> None:
+    """The EMA generator's grid of fixed latents and D's reconstructions, as PNGs and in TensorBoard."""
+    ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
+    z = jax.random.normal(exp.keys["sample"], (exp.cfg["num_samples"], exp.G.nz))
+    img = visual.grid(generate_batches(exp.G, ema, z, exp.keys["sample"], batch=64))
+    rec = reconstruction_grid(exp.D, state, exp.images[: min(8, len(exp.images))])
+    for name, picture in (("samples", img), ("reconstructions", rec)):
+        visual.save_png(exp.workdir / "samples" / f"{name}_{step:07d}.png", picture)
+        logger.writer.add_image(name, picture, step, dataformats="HWC")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_loop(exp: Experiment, state: TrainState) -> TrainState:
+    """Steps from `state.step` to `num_steps` (or the time limit) with the periodic actions."""
+    cfg = exp.cfg
+    start, total, batch = int(state.step), cfg["num_steps"], cfg["batch_size"]
+    fid_every, time_limit = cfg.get("fid_every", 0), cfg.get("time_limit_s", 0)
+    logger = Logger(exp.workdir, start, total)
+    t0, done = time.perf_counter(), start
     for step in range(start, total):
-        state, metrics = step_fn(state, next(batches), k_train, recon_vars)
-        n_log += 1
-        bar.update(1)
+        state, metrics = exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
+        logger.tick()
         done = step + 1
         # A time limit ends the run like its last step: logged, checkpointed, sampled.
         last = done == total or bool(time_limit and time.perf_counter() - t0 >= time_limit)
         if done % cfg["log_every"] == 0 or last:
-            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            bad = [k for k, v in values.items() if not np.isfinite(v)]
-            if bad:
-                raise FloatingPointError(
-                    f"non-finite loss {bad} at step {done}: {values}; the last good checkpoint stays in "
-                    f"{workdir / 'checkpoints'} (lower config.lr or use precision=float32)"
-                )
-            now = time.perf_counter()
-            img_s = n_log * batch / (now - t_log)
-            t_log, n_log = now, 0
-            for k, v in values.items():
-                writer.add_scalar(f"loss/{k}", v, done)
-            writer.add_scalar("img_per_s", img_s, done)
-            with open(workdir / "metrics.jsonl", "a") as f:  # the same scalars, for scripts and plots
-                f.write(json.dumps({"step": done, **values, "img_per_s": img_s}) + "\n")
-            bar.set_postfix({**{k: f"{v:.3f}" for k, v in values.items()}, "img/s": f"{img_s:.1f}"})
-            if bar.disable:  # not a terminal: one line per log instead of a bar
-                print(f"step {done}/{total} " + " ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
+            logger.log_metrics(done, metrics, batch)
         with_fid = fid_every > 0 and (done % fid_every == 0 or last)
         if done % cfg["checkpoint_every"] == 0 or last or with_fid:
-            state = checkpoint(state, with_fid)
+            state = save_checkpoint(exp, state, logger, with_fid)
         if done % cfg["sample_every"] == 0 or last:
-            write_samples(state, done)
+            write_samples(exp, state, logger, done)
         if last:
             break
-    bar.close()
-    writer.close()
-    elapsed = time.perf_counter() - t0
-    if start < total:
-        rate = (done - start) * batch / elapsed
-        stopped = f" (time limit; run again to continue to {total})" if done < total else ""
-        print(
-            f"done: steps {start} -> {done} in {elapsed:.0f}s ({rate:.1f} img/s incl. compile){stopped}; "
-            f"checkpoint {workdir / 'checkpoints' / str(done)}, samples {samples_dir}"
-        )
-    else:
-        print(f"nothing to do: {workdir} is already at step {start} of {total}")
+    logger.close()
+    _summary(exp, start, done, time.perf_counter() - t0)
     return state
 
 
-def load_generator(workdir, step: int | None = None, *, ema: bool = True):
-    """The (EMA) generator of a run: `(Generator, variables)` for `G.apply(..., train=False)`.
+def _summary(exp, start, done, elapsed):
+    total, workdir = exp.cfg["num_steps"], exp.workdir
+    if start >= total:
+        print(f"nothing to do: {workdir} is already at step {start} of {total}")
+        return
+    rate = (done - start) * exp.cfg["batch_size"] / elapsed
+    stopped = f" (time limit; run again to continue to {total})" if done < total else ""
+    print(
+        f"done: steps {start} -> {done} in {elapsed:.0f}s ({rate:.1f} img/s incl. compile){stopped}; "
+        f"checkpoint {workdir / 'checkpoints' / str(done)}, samples {workdir / 'samples'}"
+    )
 
-    Args:
-      workdir: the run's folder (with `checkpoints/`).
-      step: checkpoint step (default: the latest).
-      ema: the EMA generator with its recalibrated statistics (default), or
-        the raw generator with its training statistics.
+
+def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> TrainState:
+    """Trains FastGAN as `config` says, writing everything into `workdir`.
+
+    Resumes from the latest checkpoint in `workdir/checkpoints` (exactly: the
+    step keys and data draws depend only on the seed and the step). A
+    checkpoint from another config raises `checkpoints.ConfigMismatchError`
+    before anything is written. `d_extra_loss` and `g_extra_loss` are added
+    to the losses as `train_step` says.
+
+    Returns:
+      The final train state.
     """
-    import pathlib
+    exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
+    print(
+        f"training {exp.cfg['im_size']}px on {len(exp.images)} images from {exp.cfg['data']}, "
+        f"batch {exp.cfg['batch_size']}, {'data on device' if exp.resident else 'streaming from host'}, "
+        f"{exp.mesh.devices.size} device(s): steps {int(state.step)} -> {exp.cfg['num_steps']}, workdir {workdir}"
+    )
+    return train_loop(exp, state)
 
-    from fastgan_jax import checkpoints
 
-    mngr = checkpoints.manager(workdir, create=False) if pathlib.Path(workdir, "checkpoints").is_dir() else None
-    cfg = checkpoints.saved_config(mngr) if mngr is not None else None
-    if cfg is None:
-        raise FileNotFoundError(f"--workdir {workdir}: no checkpoint here (train one with train.py)")
-    G, D = make_models(im_size=cfg["im_size"], ngf=cfg["ngf"], ndf=cfg["ndf"], nz=cfg["nz"], dec_width=cfg["dec_width"])
-    tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
-    abstract = jax.eval_shape(functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx), jax.random.key(0))
-    state = checkpoints.restore(mngr, abstract, step)
-    if ema:
-        return G, {"params": state.ema_params, "batch_stats": state.ema_stats}
-    return G, {"params": state.g_params, "batch_stats": state.g_stats}
+def load_generator(workdir, step: int | None = None, *, ema: bool = True):
+    """(Generator, variables) of a run: `runs.load_run(workdir, step, ema=ema)`'s generator."""
+    run = runs.load_run(workdir, step, ema=ema)
+    return run.generator, run.g_variables

@@ -1,0 +1,64 @@
+"""The train state and what builds it: models, optimizer, a fresh state.
+
+Below `training.py` (the step and the loop) and `runs.py` (runs and
+checkpoints as objects), which both build on it.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from fastgan_jax.models import Discriminator, Generator, init_discriminator, init_generator
+
+PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that training changes; a plain pytree (donated to the step)."""
+
+    step: jax.Array  # int32 scalar
+    g_params: Any
+    g_stats: Any  # BatchNorm running stats and spectral-norm vectors
+    d_params: Any
+    d_stats: Any
+    g_opt: Any
+    d_opt: Any
+    ema_params: Any  # EMA of g_params
+    ema_stats: Any  # batch_stats for ema_params, recalibrated at checkpoints
+
+
+def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32"):
+    """(Generator, Discriminator) with tanh outputs and the given compute dtype."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    G = Generator(im_size=im_size, ngf=ngf, nz=nz, output_tanh=True, dtype=dtype)
+    D = Discriminator(im_size=im_size, ndf=ndf, dec_width=dec_width, dtype=dtype)
+    return G, D
+
+
+def make_optimizer(*, lr=2e-4, b1=0.5, b2=0.999):
+    """Adam as the official (lr 2e-4, betas (0.5, 0.999), eps 1e-8)."""
+    return optax.adam(lr, b1=b1, b2=b2, eps=1e-8)
+
+
+def create_train_state(G, D, key, *, tx_g, tx_d) -> TrainState:
+    """Fresh state: official init, EMA generator starting from G's init."""
+    kg, kd = jax.random.split(key)
+    g_vars, d_vars = init_generator(G, kg), init_discriminator(D, kd)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_vars["params"],
+        g_stats=g_vars["batch_stats"],
+        d_params=d_vars["params"],
+        d_stats=d_vars["batch_stats"],
+        g_opt=tx_g.init(g_vars["params"]),
+        d_opt=tx_d.init(d_vars["params"]),
+        # Own buffers: the state is donated, and one buffer cannot be donated twice.
+        ema_params=jax.tree.map(jnp.copy, g_vars["params"]),
+        ema_stats=jax.tree.map(jnp.copy, g_vars["batch_stats"]),
+    )

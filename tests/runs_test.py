@@ -1,0 +1,144 @@
+"""Runs as objects (load_run, generate), fine-tuning (init_from), resume rules, extra loss terms."""
+
+import json
+import os
+import pathlib
+
+import helpers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fastgan_jax as fj
+from fastgan_jax import checkpoints, runs, state, training
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+def tiny_config(tmp_path, **overrides):
+    return helpers.tiny_config(tmp_path / "cache", **overrides)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    training.train_and_evaluate(tiny_config(tmp), tmp / "run")
+    return tmp / "run"
+
+
+def test_load_run_gives_modules_variables_and_config(run_dir):
+    run = fj.load_run(run_dir)
+    assert run.step == 2 and run.config["ngf"] == 8 and run.generator.nz == 16
+    assert run.generator.dtype == jnp.float32 and run.discriminator.im_size == 64
+    assert run.g_variables["params"] is run.state.ema_params  # EMA by default
+    raw = fj.load_run(run_dir, step=2, ema=False)
+    assert raw.g_variables["params"] is raw.state.g_params
+    z = jax.random.normal(jax.random.key(0), (3, run.generator.nz))
+    images = fj.generate(run.generator, run.g_variables, z, jax.random.key(1))
+    assert images.shape == (3, 64, 64, 3) and float(jnp.abs(images).max()) <= 1.0
+    # Eval mode: an image depends only on its latent and noise, not on the batch around it.
+    one = fj.generate(run.generator, run.g_variables, z[:1], jax.random.key(1))
+    np.testing.assert_allclose(one, images[:1], atol=1e-5)
+    with pytest.raises(ValueError, match=r"z must be latents of shape \[B, 16\]"):
+        fj.generate(run.generator, run.g_variables, z[:, :8], jax.random.key(1))
+    with pytest.raises(runs.RunNotFoundError, match="no checkpoint at step 7"):
+        fj.load_run(run_dir, step=7)
+    with pytest.raises(runs.RunNotFoundError, match="no checkpoint here"):
+        fj.load_run(run_dir / "samples")
+
+
+def test_fine_tuning_from_a_run_starts_from_its_weights_with_fresh_optimizer(run_dir, tmp_path):
+    source = fj.load_run(run_dir).state
+    cfg = tiny_config(tmp_path, init_from=str(run_dir), num_steps=1, lr=0.0)
+    tuned = training.train_and_evaluate(cfg, tmp_path / "tuned")
+    assert int(tuned.step) == 1
+    # lr 0: Adam moves nothing, so G and D are exactly the source's; the optimizer count restarted.
+    jax.tree.map(np.testing.assert_array_equal, tuned.g_params, source.g_params)
+    jax.tree.map(np.testing.assert_array_equal, tuned.d_params, source.d_params)
+    assert int(jax.tree.leaves(tuned.g_opt)[0]) == 1  # Adam's count: one step, not the source's 2 + 1
+
+
+def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
+    pth = DATA / "tiny_all_3.pth"
+    G, D = state.make_models(im_size=256, ngf=2, ndf=4, nz=8, dec_width=2)
+    tx = state.make_optimizer()
+    fresh = state.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    warm = runs.warm_start(fresh, pth)
+    _, g = fj.generator_from_official(pth, ema=False)
+    _, ema = fj.generator_from_official(pth, ema=True)
+    _, d = fj.discriminator_from_official(pth)
+    jax.tree.map(np.testing.assert_array_equal, warm.g_params, g["params"])
+    jax.tree.map(np.testing.assert_array_equal, warm.ema_params, ema["params"])
+    jax.tree.map(np.testing.assert_array_equal, warm.d_stats, d["batch_stats"])
+    assert int(warm.step) == 0
+    jax.tree.map(np.testing.assert_array_equal, warm.g_opt, fresh.g_opt)
+
+    G, D = state.make_models(im_size=256, ngf=4, ndf=4, nz=8, dec_width=2)
+    other = state.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    with pytest.raises(runs.WarmStartError, match=r"init_from .*tiny_all_3.pth: its g_params does not fit"):
+        runs.warm_start(other, pth)
+    with pytest.raises(runs.WarmStartError, match="no such run folder or checkpoint file"):
+        runs.warm_start(other, tmp_path / "missing.pth")
+
+
+def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir, tmp_path, capsys):
+    work = tmp_path / "w"
+    data_dir = fj.data.DEFAULT_DATA
+    training.train_and_evaluate(tiny_config(tmp_path, data=str(data_dir)), work)
+    relative = os.path.relpath(data_dir, pathlib.Path.cwd())
+    resumed = training.train_and_evaluate(tiny_config(tmp_path, data=relative, lr=1e-4, num_steps=3), work)
+    assert int(resumed.step) == 3
+    assert "resuming with lr 0.0001 (was 0.0002)" in capsys.readouterr().out
+    listing = sorted(str(p) for p in work.rglob("*"))
+    with pytest.raises(checkpoints.ConfigMismatchError, match="beta1"):
+        training.train_and_evaluate(tiny_config(tmp_path, beta1=0.0, num_steps=4), work)
+    assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
+
+
+def test_step_metrics_and_extra_loss_terms():
+    G, D = state.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
+    tx = state.make_optimizer()
+    data = jax.random.randint(jax.random.key(1), (8, 64, 64, 3), 0, 256).astype(jnp.uint8)
+
+    def run(**extra):
+        s = state.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+        step = training.make_train_step(
+            G, D, tx_g=tx, tx_d=tx, policy="", recon="l1", ema_decay=0.999, mesh=training.make_mesh(), **extra
+        )
+        return step(s, data[:4], jax.random.key(2), None)
+
+    plain, m = run()
+    assert set(m) == {"d_real", "d_fake", "rec", "g", "logit_real", "logit_fake", "d_grad_norm", "g_grad_norm"}
+    assert all(np.isfinite(float(v)) for v in m.values()) and float(m["g_grad_norm"]) > 0
+
+    def brightness(fakes, inputs):  # pushes G's images towards white
+        return -10.0 * jnp.mean(fakes[0])
+
+    def d_weight_decay(d_params, inputs):
+        return 1e-3 * optax.tree.norm(d_params) ** 2
+
+    extra, m2 = run(g_extra_loss=brightness, d_extra_loss=d_weight_decay)
+    assert {"g_extra", "d_extra"} <= set(m2)
+    np.testing.assert_allclose(m2["d_real"], m["d_real"], rtol=1e-6)  # same batch, same D before the update
+    assert float(m2["g_grad_norm"]) != pytest.approx(float(m["g_grad_norm"]), rel=1e-3)
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, extra.g_params, plain.g_params))
+
+
+def test_train_step_refuses_float_images():
+    G, D = state.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
+    tx = state.make_optimizer()
+    s = state.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    step = training.make_train_step(
+        G, D, tx_g=tx, tx_d=tx, policy="", recon="l1", ema_decay=0.999, mesh=training.make_mesh()
+    )
+    with pytest.raises(ValueError, match="train_step images: expected uint8 data"):
+        step(s, jnp.zeros((4, 64, 64, 3), jnp.float32), jax.random.key(2), None)
+    with pytest.raises(ValueError, match=r"train_step images: expected uint8 images of shape \[B, 64, 64, 3\]"):
+        step(s, jnp.zeros((4, 32, 32, 3), jnp.uint8), jax.random.key(2), None)
+
+
+def test_metrics_jsonl_has_the_new_scalars(run_dir):
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {"logit_real", "logit_fake", "d_grad_norm", "g_grad_norm", "img_per_s"} <= set(logged[0])
