@@ -22,38 +22,39 @@ import numpy as np
 from PIL import Image
 
 from fastgan_jax import checkpoints, data, inception, pulse, similarity, superres, training
+from fastgan_jax import images as images_lib
 from fastgan_jax.downsample import area_downsample
-from fastgan_jax.images import from_unit
 from fastgan_jax.lpips import lpips_distance
 
 
-def bicubic_up(lr01, size):
-    """PIL bicubic enlargement of [B, h, w, 3] images on [0, 1]."""
-    return np.stack([superres.enlarge(img, size, Image.BICUBIC) for img in np.asarray(lr01)]).astype(np.float32) / 255
+def bicubic_up(lr, size) -> np.ndarray:
+    """PIL bicubic enlargement of [B, h, w, 3] images in [-1, 1] (quantised to uint8 first, as a saved LR is)."""
+    lr_u8 = images_lib.to_uint8(lr)
+    return np.asarray(images_lib.to_float(np.stack([superres.enlarge(img, size, Image.BICUBIC) for img in lr_u8])))
 
 
 def _scores(sr, hr, lr, lpips, eps):
-    lr_mse = np.asarray(jnp.mean((area_downsample(jnp.asarray(sr), lr.shape[1]) - lr) ** 2, axis=(1, 2, 3)))
+    """Per image; sr, hr [B, H, W, 3] and lr [B, h, w, 3] in [-1, 1], the LR MSE on PULSE's [0, 1] scale."""
+    sr, hr = jnp.asarray(sr), jnp.asarray(hr)
+    down = images_lib.to_unit(area_downsample(sr, lr.shape[1]))
+    lr_mse = np.asarray(jnp.mean((down - images_lib.to_unit(jnp.asarray(lr))) ** 2, axis=(1, 2, 3)))
     return {
         "lr_mse": lr_mse,
-        "psnr": np.asarray(similarity.psnr(from_unit(sr), from_unit(hr))),
-        "ssim": np.asarray(similarity.ssim(from_unit(sr), from_unit(hr))),
-        "lpips": np.asarray(lpips(jnp.asarray(sr) * 2 - 1, jnp.asarray(hr) * 2 - 1)),
+        "psnr": np.asarray(similarity.psnr(sr, hr)),
+        "ssim": np.asarray(similarity.ssim(sr, hr)),
+        "lpips": np.asarray(lpips(sr, hr)),
         "within_eps": lr_mse <= eps,
     }
 
 
-def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, eps=2e-3, seed=0, batch=4):
-    G, variables = training.load_generator(workdir)
-    cfg = checkpoints.saved_config(checkpoints.manager(workdir, create=False))
-    size = G.im_size
-    if size % factor:
-        raise ValueError(f"--factor {factor} does not divide the generator's {size}px")
-    hr_u8 = data.load(hr_source, size, aspect=cfg["aspect"], background=tuple(cfg["background"]))[:n]
-    hr = hr_u8.astype(np.float32) / 255
-    lr = np.asarray(area_downsample(jnp.asarray(hr), size // factor))
-    lpips = lpips_distance("alex")
-    t0 = time.perf_counter()
+def _load_hr(source, size, cfg) -> np.ndarray:
+    try:
+        return data.load(source, size, aspect=cfg["aspect"], background=tuple(cfg["background"]))
+    except data.DataError as e:  # data.load names the training flag
+        raise data.DataError(str(e).replace("--data", "--hr", 1)) from None
+
+
+def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch):
     sr = []
     for i in range(0, len(lr), batch):
         res = pulse.upscale(
@@ -67,9 +68,36 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
             image_offset=i,
         )
         sr.append(np.asarray(res.best))
+    return np.concatenate(sr)
+
+
+def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, eps=2e-3, seed=0, batch=4) -> dict:
+    """PULSE and bicubic super-resolution of a run's HR images, side by side.
+
+    Args:
+      workdir: the run (its EMA generator and preprocessing).
+      hr_source: folder of HR images or tfds:NAME.
+      factor: the downscaling factor, dividing the generator's resolution.
+      n: use the first n images (default: all).
+      restarts, steps, eps, seed: the PULSE search (`pulse.upscale`); eps on the [0, 1] scale.
+      batch: images per search call.
+
+    Returns:
+      The report: per method within_eps, lr_mse ([0, 1] scale), psnr, ssim, lpips_alex, fid.
+    """
+    if factor < 1:
+        raise ValueError(f"--factor must be a whole number >= 1, got {factor}")
+    G, variables = training.load_generator(workdir)
+    cfg = checkpoints.saved_config(checkpoints.manager(workdir, create=False))
+    size = G.im_size
+    if size % factor:
+        raise ValueError(f"--factor {factor} does not divide the generator's {size}px")
+    hr_u8 = _load_hr(hr_source, size, cfg)[:n]
+    hr = np.asarray(images_lib.to_float(hr_u8))
+    lr = np.asarray(area_downsample(jnp.asarray(hr), size // factor))
+    t0 = time.perf_counter()
+    sr = _pulse(G, variables, lr, restarts=restarts, steps=steps, eps=eps, seed=seed, batch=batch)
     pulse_seconds = time.perf_counter() - t0
-    results = {"pulse": np.concatenate(sr), "bicubic": bicubic_up(lr, size)}
-    hr_feats = inception.inception_features(hr_u8)
     report = {
         "n": len(hr),
         "factor": factor,
@@ -79,29 +107,40 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
         "eps": eps,
         "pulse_seconds": round(pulse_seconds, 1),
     }
-    for name, images in results.items():
+    lpips = lpips_distance("alex")
+    hr_feats = inception.inception_features(hr_u8)
+    for name, images in {"pulse": sr, "bicubic": bicubic_up(lr, size)}.items():
         s = _scores(images, hr, lr, lpips, eps)
-        feats = inception.inception_features(from_unit(images))
         report[name] = {
             "within_eps": float(s["within_eps"].mean()),
             "lr_mse": float(s["lr_mse"].mean()),
             "psnr": float(s["psnr"].mean()),
             "ssim": float(s["ssim"].mean()),
             "lpips_alex": float(s["lpips"].mean()),
-            "fid": inception.fid(feats, hr_feats) if len(hr) > 1 else float("nan"),
+            "fid": inception.fid(inception.inception_features(images), hr_feats) if len(hr) > 1 else float("nan"),
         }
     return report
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True)
     p.add_argument("--hr", required=True, help="folder of high-resolution images (or tfds:NAME)")
-    p.add_argument("--factor", type=int, required=True)
-    p.add_argument("--n", type=int, default=None, help="use the first n images")
-    p.add_argument("--restarts", type=int, default=8)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--eps", type=float, default=2e-3)
+    p.add_argument("--factor", type=_positive_int, required=True, help="dividing the generator's resolution")
+    p.add_argument("--n", type=_positive_int, default=None, help="use the first n images")
+    p.add_argument("--restarts", type=_positive_int, default=8)
+    p.add_argument("--steps", type=_positive_int, default=100)
+    p.add_argument("--eps", type=float, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

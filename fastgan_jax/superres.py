@@ -1,7 +1,13 @@
-"""Files in, files out for `upscale.py`: LR images, fitting, figures, reports."""
+"""Files in, files out for `upscale.py`: LR images, fitting, figures, reports.
+
+LR images are loaded as uint8 data [s, s, 3] (what `pulse.upscale` accepts
+besides [-1, 1] floats); search results come back as [-1, 1] floats and are
+written as 8-bit PNGs.
+"""
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,7 +23,16 @@ class InputError(ValueError):
     """An LR image that cannot be searched as it is."""
 
 
+class UnreadableImage(InputError):
+    """A file that is not a readable image (skipped in a folder of inputs)."""
+
+
 def find_inputs(path) -> list[pathlib.Path]:
+    """The input file, or the image files of a folder (sorted by name).
+
+    Raises:
+      InputError: no such path, or a folder without image files.
+    """
     path = pathlib.Path(path)
     if not path.exists():
         raise InputError(f"--input {path}: no such file or folder")
@@ -33,21 +48,37 @@ def _sizes_dividing(im_size):
     return [s for s in range(1, im_size + 1) if im_size % s == 0]
 
 
-def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -> np.ndarray:
-    """An LR image as float32 [s, s, 3] on [0, 1], s dividing `im_size`.
+def output_name(path) -> str:
+    """The stem of an input's outputs: its file name with the dot replaced, `face.png` -> `face_png`.
 
-    RGBA, grayscale, palette and 16-bit images are converted to RGB. A
-    non-square image or a size that does not divide the generator's is an
-    error, unless `fit` is 'crop' (centre crop to the largest size that fits)
-    or 'pad' (pad with edge pixels to the smallest size that fits).
+    Keeping the extension means `face.png` and `face.jpg` in one folder never
+    overwrite each other's results (extensions have no underscore, so two
+    different file names never give the same stem).
+    """
+    path = pathlib.Path(path)
+    return f"{path.stem}_{path.suffix[1:]}" if path.suffix else path.name
+
+
+def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -> np.ndarray:
+    """An LR image as uint8 data [s, s, 3], s dividing `im_size`.
+
+    RGBA, grayscale, palette and 16-bit images are converted to RGB (alpha
+    composited over `background`). A non-square image or a size that does not
+    divide the generator's is an error, unless `fit` is 'crop' (centre crop to
+    the largest size that fits) or 'pad' (pad with edge pixels to the smallest
+    size that fits).
+
+    Raises:
+      UnreadableImage: not an image file PIL can read.
+      InputError: the wrong size or shape for `fit`.
     """
     path = pathlib.Path(path)
     try:
         with Image.open(path) as img:
             img = to_rgb8(ImageOps.exif_transpose(img), background)
     except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"--input {path}: not a readable image ({e})") from None
-    arr = np.asarray(img, np.float32) / 255.0
+        raise UnreadableImage(f"--input {path}: not a readable image ({e})") from None
+    arr = np.asarray(img, np.uint8)
     h, w = arr.shape[:2]
     ok = h == w and im_size % h == 0
     if ok:
@@ -69,28 +100,54 @@ def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -
     raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
 
 
-def enlarge(lr01, size, method) -> np.ndarray:
-    return np.asarray(Image.fromarray(images_lib.to_uint8(images_lib.from_unit(lr01))).resize((size, size), method))
+def enlarge(lr, size, method) -> np.ndarray:
+    """uint8 [h, w, 3] -> uint8 [size, size, 3] with a PIL resampling `method`."""
+    return np.asarray(Image.fromarray(images_lib.check_uint8(lr, "lr", ndim=3)).resize((size, size), method))
 
 
 def comparison(lr, candidates, best_down) -> np.ndarray:
-    """One row: LR (nearest), bicubic enlargement, every candidate, the best one downscaled again (nearest)."""
+    """One row: LR (nearest), bicubic enlargement, every candidate, the best one downscaled again (nearest).
+
+    Args:
+      lr: uint8 [h, w, 3].
+      candidates: [R, H, W, 3] float in [-1, 1].
+      best_down: [h, w, 3] float in [-1, 1].
+    """
     size = candidates.shape[1]
     tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
-    tiles += [images_lib.to_uint8(images_lib.from_unit(c)) for c in candidates]
-    tiles += [enlarge(best_down, size, Image.NEAREST)]
+    tiles += list(images_lib.to_uint8(candidates))
+    tiles += [enlarge(images_lib.to_uint8(best_down), size, Image.NEAREST)]
     return visual.grid(np.stack(tiles), ncols=len(tiles))
 
 
-def write_outputs(out_dir, name, *, lr, images, best, best_down, lr_mse, success, seconds, settings) -> dict:
-    """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json."""
-    out_dir = pathlib.Path(out_dir)
-    visual.save_png(out_dir / f"{name}_sr.png", images_lib.to_uint8(images_lib.from_unit(best)))
+def write_outputs(out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings) -> dict:
+    """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json, NAME = `output_name(path)`.
+
+    NAME_candidates/ is replaced as a whole, so a rerun with fewer restarts
+    leaves no stale candidates.
+
+    Args:
+      out_dir: the output folder.
+      path: the input file.
+      lr: uint8 [h, w, 3] the LR image.
+      images: [R, H, W, 3] float in [-1, 1], the candidates.
+      best: [H, W, 3] float in [-1, 1], the best candidate.
+      best_down: [h, w, 3] float in [-1, 1], the best candidate downscaled.
+      lr_mse, success: [R] per candidate (LR MSE on the [0, 1] scale).
+      seconds: the search time.
+      settings: recorded in the report.
+
+    Returns:
+      The report written to NAME.json.
+    """
+    out_dir, name = pathlib.Path(out_dir), output_name(path)
+    visual.save_png(out_dir / f"{name}_sr.png", images_lib.to_uint8(best))
+    shutil.rmtree(out_dir / f"{name}_candidates", ignore_errors=True)
     for r, img in enumerate(images):
-        visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", images_lib.to_uint8(images_lib.from_unit(img)))
+        visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", images_lib.to_uint8(img))
     visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down))
     report = {
-        "input": name,
+        "input": str(path),
         "lr_size": int(lr.shape[0]),
         "sr_size": int(best.shape[0]),
         "candidates": [

@@ -77,3 +77,14 @@ def test_evaluate_sr_cli(run):
         assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0
     with pytest.raises(SystemExit, match="--factor 3 does not divide"):
         evaluate_sr.main(["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"])
+    with pytest.raises(SystemExit, match=r"^error: --hr \S*nothing: no such folder$"):
+        evaluate_sr.main(["--workdir", str(tmp / "run"), "--hr", str(tmp / "nothing"), "--factor", "4"])
+
+
+@pytest.mark.parametrize("factor", ["0", "-2"])
+def test_evaluate_sr_factor_must_be_positive(tmp_path, capsys, factor):
+    with pytest.raises(SystemExit) as e:
+        evaluate_sr.main(["--workdir", str(tmp_path), "--hr", str(tmp_path), "--factor", factor])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"error: argument --factor: must be at least 1, got {factor}")

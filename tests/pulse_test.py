@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import fastgan_jax as fj
-from fastgan_jax import pulse, superres, training
+from fastgan_jax import images, pulse, superres, training, upscale_cli
 from fastgan_jax.models import init_generator, noise_shapes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -33,13 +33,19 @@ def generator():
 
 
 @functools.cache
-def targets():
-    """LR images (8x8, factor 8) made from G(z*) with fixed noise."""
+def generated():
+    """Two 64 px images G(z*) with fixed noise, in [-1, 1]."""
     G, v = generator()
     z = pulse._project(jax.random.normal(jax.random.key(5), (2, G.nz)))
     noise = [jax.random.normal(jax.random.key(9), s) for s in noise_shapes(64, 2)]
     hr, _ = G.apply(v, z, noise=noise)
-    return fj.area_downsample((hr + 1) / 2, 8)
+    return hr
+
+
+@functools.cache
+def targets():
+    """LR images (8x8, factor 8) made from `generated`, in [-1, 1]."""
+    return fj.area_downsample(generated(), 8)
 
 
 @functools.cache
@@ -67,9 +73,43 @@ def test_lr_from_the_generator_is_matched_on_the_sphere():
     np.testing.assert_allclose(np.linalg.norm(res.latents, axis=-1), np.sqrt(16), rtol=1e-4)
     assert (res.sphere_error < 1e-5).all()  # z and every noise map back on its sphere after every step
     np.testing.assert_array_equal(res.best_index, np.argmin(res.lr_mse, axis=1))
-    # The reported MSE is the MSE of the returned image.
-    down = fj.area_downsample(jnp.asarray(res.images[:, 0]), 8)
-    np.testing.assert_allclose(np.mean((down - targets()) ** 2, axis=(1, 2, 3)), res.lr_mse[:, 0], rtol=1e-3)
+    # The reported MSE is the MSE of the returned [-1, 1] image, on PULSE's [0, 1] scale.
+    assert -1 <= res.images.min() and res.images.max() <= 1
+    down = images.to_unit(fj.area_downsample(jnp.asarray(res.images[:, 0]), 8))
+    mse = np.mean((down - images.to_unit(targets())) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(mse, res.lr_mse[:, 0], rtol=1e-3)
+
+
+def test_result_renders_again_from_its_latents_and_noise_maps():
+    G, v = generator()
+    res = search()
+    assert [m.shape for m in res.noise] == [(2, 3, *s[1:]) for s in noise_shapes(64, 1)]
+    maps = [m.reshape(6, *m.shape[2:]) for m in res.noise]
+    img, _ = G.apply(v, res.latents.reshape(6, -1), train=False, noise=maps)
+    np.testing.assert_allclose(img.reshape(res.images.shape), res.images, atol=1e-6)
+    np.testing.assert_allclose(pulse.render(G, v, res), res.images, atol=1e-6)
+
+
+def test_fixed_and_zero_noise_maps_are_returned_as_used():
+    G, v = generator()
+    fixed = fj.upscale(G, v, targets()[:1], key=KEY, restarts=2, steps=3, noise="fixed")
+    trained = fj.upscale(G, v, targets()[:1], key=KEY, restarts=2, steps=3)
+    np.testing.assert_allclose(pulse.render(G, v, fixed), fixed.images, atol=1e-6)
+    for m in fixed.noise:  # drawn once, on the sphere, not optimised
+        np.testing.assert_allclose(jnp.mean(jnp.square(m), axis=(2, 3, 4)), 1, rtol=1e-4)
+    assert any(not np.allclose(a, b) for a, b in zip(fixed.noise, trained.noise, strict=True))
+    zero = fj.upscale(G, v, targets()[:1], key=KEY, restarts=2, steps=3, noise="zero")
+    assert all((np.asarray(m) == 0).all() for m in zero.noise)
+    np.testing.assert_allclose(pulse.render(G, v, zero), zero.images, atol=1e-6)
+
+
+def test_uint8_and_float_inputs_give_the_same_search():
+    G, v = generator()
+    lr_u8 = images.to_uint8(targets())
+    a = fj.upscale(G, v, lr_u8, key=KEY, restarts=2, steps=5)
+    b = fj.upscale(G, v, images.to_float(lr_u8), key=KEY, restarts=2, steps=5)
+    np.testing.assert_allclose(a.latents, b.latents, atol=1e-5)
+    np.testing.assert_allclose(a.lr_mse, b.lr_mse, rtol=1e-4)
 
 
 def test_projection_onto_the_sphere():
@@ -88,20 +128,63 @@ def test_same_seed_same_result_independent_of_grouping():
 
 def test_gan_inversion_at_factor_one_and_zero_noise():
     G, v = generator()
-    hr = jnp.repeat(jnp.linspace(0.2, 0.8, 64)[None, :, None, None], 64, axis=2) * jnp.ones((1, 64, 64, 3))
+    hr = jnp.repeat(jnp.linspace(-0.6, 0.6, 64)[None, :, None, None], 64, axis=2) * jnp.ones((1, 64, 64, 3))
     res = fj.upscale(G, v, hr, key=KEY, restarts=2, steps=30, noise="zero")
     assert res.images.shape == (1, 2, 64, 64, 3)
     assert float(res.history[0, :, -1].min()) < float(res.history[0, :, 0].min())
 
 
-def test_bad_inputs():
+def test_gan_inversion_with_lpips_reaches_a_low_error():
     G, v = generator()
-    with pytest.raises(ValueError, match="must be square"):
-        fj.upscale(G, v, jnp.zeros((1, 8, 4, 3)), key=KEY)
-    with pytest.raises(ValueError, match="not a whole multiple of the 12px"):
-        fj.upscale(G, v, jnp.zeros((1, 12, 12, 3)), key=KEY)
+    hr = generated()[:1]  # factor 1: invert a 64 px image of the generator; VGG makes each step slow on a CPU
+    res = fj.upscale(G, v, hr, key=KEY, restarts=1, steps=30, lpips_weight=1.0, lpips_variables=lpips_vgg())
+    plain = fj.upscale(G, v, hr, key=KEY, restarts=1, steps=30)
+    assert float(res.history[0, 0, 0]) > float(plain.history[0, 0, 0])  # same start, plus the LPIPS term
+    assert float(res.lr_mse[0, 0]) < 5e-3, res.lr_mse  # an RMS error of ~18 of 255 levels after 30 steps
+    assert res.history[0, 0, -1] < res.history[0, 0, 0] / 5
+
+
+def lpips_vgg():
+    from fastgan_jax import lpips
+
+    return lpips.lpips_variables("vgg")
+
+
+def test_lpips_only_at_factor_one():
+    G, v = generator()
+    with pytest.raises(ValueError, match="lpips_weight: the LPIPS term is for GAN inversion .* got 8px"):
+        fj.upscale(G, v, targets(), key=KEY, lpips_weight=1.0)
+
+
+@pytest.mark.parametrize(
+    "lr, match",
+    [
+        (np.zeros((1, 8, 4, 3), np.float32), "lr_images: LR images must be square, got 8x4"),
+        (np.zeros((1, 12, 12, 3), np.float32), "lr_images: the generator's 64px is not a whole multiple of the 12px"),
+        (np.full((1, 8, 8, 3), 200.0, np.float32), r"lr_images: float images must lie in \[-1, 1\]"),
+        (np.zeros((1, 8, 8, 1), np.float32), r"lr_images: expected float images of shape \[B, H, W, 3\]"),
+        (np.zeros((1, 8, 8, 1), np.uint8), r"lr_images: expected uint8 images of shape"),
+        (np.zeros((8, 8, 3), np.float32), "lr_images: expected float images of shape"),
+        (np.zeros((1, 8, 8, 3), np.int32), "lr_images: expected float images in \\[-1, 1\\], got dtype int32"),
+        (np.zeros((0, 8, 8, 3), np.float32), "lr_images: the batch is empty"),
+    ],
+)
+def test_bad_lr_images_are_one_line_errors(lr, match):
+    G, v = generator()
+    with pytest.raises(ValueError, match=match) as e:
+        fj.upscale(G, v, lr, key=KEY)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_settings():
+    G, v = generator()
+    lr = jnp.zeros((1, 8, 8, 3))
     with pytest.raises(ValueError, match="noise must be one of"):
-        fj.upscale(G, v, jnp.zeros((1, 8, 8, 3)), key=KEY, noise="random")
+        fj.upscale(G, v, lr, key=KEY, noise="random")
+    with pytest.raises(ValueError, match="restarts and steps must be at least 1"):
+        fj.upscale(G, v, lr, key=KEY, restarts=0)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        fj.upscale(G, v, lr, key=KEY, eps=-1)
 
 
 def test_load_lr_conversions_and_fitting(tmp_path):
@@ -110,8 +193,9 @@ def test_load_lr_conversions_and_fitting(tmp_path):
     Image.new("P", (16, 16)).save(tmp_path / "pal.png")
     Image.new("RGB", (20, 12), (9, 9, 9)).save(tmp_path / "wide.png")
     Image.new("RGB", (12, 12), (9, 9, 9)).save(tmp_path / "odd.png")
-    np.testing.assert_allclose(superres.load_lr(tmp_path / "rgba.png", 64)[0, 0], [1, 1, 1])
-    np.testing.assert_allclose(superres.load_lr(tmp_path / "g16.png", 64)[0, 0], [1, 1, 1])
+    assert superres.load_lr(tmp_path / "rgba.png", 64).dtype == np.uint8
+    np.testing.assert_array_equal(superres.load_lr(tmp_path / "rgba.png", 64)[0, 0], [255, 255, 255])
+    np.testing.assert_array_equal(superres.load_lr(tmp_path / "g16.png", 64)[0, 0], [255, 255, 255])
     assert superres.load_lr(tmp_path / "pal.png", 64).shape == (16, 16, 3)
     with pytest.raises(superres.InputError, match="wide.png is 20x12, not square; pass --fit crop or --fit pad"):
         superres.load_lr(tmp_path / "wide.png", 64)
@@ -148,8 +232,72 @@ def test_upscale_cli_end_to_end(tmp_path):
     res = subprocess.run(cmd + ["--fit", "pad"], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "done: " in res.stdout
-    report = json.loads((tmp_path / "out" / "face.json").read_text())
+    report = json.loads((tmp_path / "out" / "face_png.json").read_text())
     assert len(report["candidates"]) == 2 and report["sr_size"] == 64 and report["lr_size"] == 16
-    assert (tmp_path / "out" / "face_sr.png").exists() and (tmp_path / "out" / "face_candidates" / "r1.png").exists()
-    with Image.open(tmp_path / "out" / "face_compare.png") as fig:
+    assert (tmp_path / "out" / "face_png_sr.png").exists()
+    assert (tmp_path / "out" / "face_png_candidates" / "r1.png").exists()
+    with Image.open(tmp_path / "out" / "face_png_compare.png") as fig:
         assert fig.size == (5 * 66 + 2, 66 + 2)  # LR, bicubic, 2 candidates, best downscaled
+
+
+def cli(tmp_path, *flags):
+    """upscale_cli.main in-process on the tiny generator (no run to train)."""
+    return upscale_cli.main(["--workdir", str(tmp_path / "unused"), "--out", str(tmp_path / "out"), *flags])
+
+
+@pytest.fixture
+def tiny_generator(monkeypatch):
+    monkeypatch.setattr(upscale_cli, "load_generator", lambda args: generator())
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--restarts", "0"], "argument --restarts: must be at least 1, got 0"),
+        (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+        (["--eps", "-1"], "argument --eps: must be > 0, got -1"),
+        (["--eps", "0"], "argument --eps: must be > 0, got 0"),
+        (["--lpips", "-1"], "argument --lpips: must be >= 0, got -1"),
+    ],
+)
+def test_upscale_cli_bad_numbers_are_one_line_errors(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, "--input", str(tmp_path), *flags)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+
+
+def test_upscale_cli_out_that_is_a_file_fails_before_the_search(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(upscale_cli, "load_generator", lambda args: pytest.fail("loaded before checking --out"))
+    (tmp_path / "out").write_text("")
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, "--input", str(tmp_path))
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("is a file; give a folder for the results")
+
+
+def test_upscale_cli_same_stems_unreadable_files_and_reruns(tmp_path, capsys, tiny_generator):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8), (200, 180, 20)).save(tmp_path / "in" / "face.png")
+    Image.new("RGB", (8, 8), (20, 40, 200)).save(tmp_path / "in" / "face.jpg")
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    cli(tmp_path, "--input", str(tmp_path / "in"), "--restarts", "3", "--steps", "2")
+    out = capsys.readouterr()
+    warning = [line for line in out.err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "broken.png: not a readable image" in warning[0] and warning[0].endswith("skipped")
+    assert "done: " in out.out and "2 input(s)" in out.out
+    png, jpg = (json.loads((tmp_path / "out" / f"face_{e}.json").read_text()) for e in ("png", "jpg"))
+    assert png["input"].endswith("face.png") and jpg["input"].endswith("face.jpg")
+    with Image.open(tmp_path / "out" / "face_png_sr.png") as a, Image.open(tmp_path / "out" / "face_jpg_sr.png") as b:
+        assert np.asarray(a).tolist() != np.asarray(b).tolist()  # two searches, two results
+    cli(tmp_path, "--input", str(tmp_path / "in" / "face.png"), "--restarts", "2", "--steps", "2")
+    assert sorted(p.name for p in (tmp_path / "out" / "face_png_candidates").iterdir()) == ["r0.png", "r1.png"]
+    with pytest.raises(SystemExit, match="broken.png: not a readable image"):  # a single input is not skipped
+        cli(tmp_path, "--input", str(tmp_path / "in" / "broken.png"))
+
+
+def test_upscale_cli_lpips_is_for_inversion_only(tmp_path, tiny_generator):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8), (200, 180, 20)).save(tmp_path / "in" / "lr.png")
+    with pytest.raises(SystemExit, match=r"error: --lpips is for GAN inversion .*lr\.png is 8px"):
+        cli(tmp_path, "--input", str(tmp_path / "in"), "--lpips", "1")

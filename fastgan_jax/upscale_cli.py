@@ -1,0 +1,174 @@
+"""PULSE super-resolution with a FastGAN generator (`python upscale.py`, `fastgan-upscale`).
+
+    python upscale.py --workdir RUN --input LR.png --out DIR
+    python upscale.py --official all_50000.pth --input LR_DIR --out DIR --restarts 8 --steps 100
+    python upscale.py --workdir RUN --input HR.png --out DIR --lpips 1    # GAN inversion (factor 1)
+
+Per input file, outputs are named after the file name with its dot replaced
+(NAME = face_png for face.png, so face.png and face.jpg never collide):
+NAME_sr.png (the best candidate), NAME_candidates/rK.png (replaced as a
+whole on every run), NAME_compare.png (LR, bicubic, the candidates, the best
+one downscaled again) and NAME.json (each candidate's LR MSE and success
+flag, the time taken). An unreadable file in an input folder is skipped with
+a warning.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+import tqdm
+
+from fastgan_jax import convert, pulse, superres, training
+from fastgan_jax import lpips as lpips_lib
+from fastgan_jax.downsample import DOWNSAMPLERS
+
+
+def _number(kind, test, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+_POSITIVE_INT = _number(int, lambda v: v >= 1, "at least 1")
+_POSITIVE = _number(float, lambda v: v > 0, "> 0")
+_NON_NEGATIVE = _number(float, lambda v: v >= 0, ">= 0")
+_NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, ">= 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a run of train.py (its EMA generator)")
+    src.add_argument("--official", help="an official FastGAN checkpoint (.pth or .npz)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step of --workdir (default: latest)")
+    p.add_argument("--input", required=True, help="an LR image or a folder of them")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--restarts", type=_POSITIVE_INT, default=8)
+    p.add_argument("--steps", type=_POSITIVE_INT, default=100)
+    p.add_argument("--eps", type=_POSITIVE, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
+    p.add_argument("--downsample", default="area", choices=sorted(DOWNSAMPLERS), help="how the LR was made")
+    p.add_argument("--noise", default="trainable", choices=pulse.NOISE_MODES)
+    p.add_argument("--l1", type=_NON_NEGATIVE, default=0.0, help="weight of an extra L1 term")
+    p.add_argument(
+        "--lpips", type=_NON_NEGATIVE, default=0.0, help="weight of an LPIPS-VGG term (GAN inversion, factor 1 only)"
+    )
+    p.add_argument("--fit", default="none", choices=superres.FITS, help="non-square or odd-sized LR: crop or pad")
+    p.add_argument(
+        "--recalibrate", type=_NON_NEGATIVE_INT, default=2048, help="--official: z for BatchNorm recalibration (0: off)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def load_generator(args):
+    """(Generator, variables) of --workdir or --official, in eval mode."""
+    if args.workdir:
+        return training.load_generator(args.workdir, args.step)
+    G, variables = convert.generator_from_official(args.official)
+    if args.recalibrate:  # the official g_ema comes with g's running statistics
+        stats = training.recalibrate(
+            G, variables["params"], variables["batch_stats"], jax.random.key(args.seed), num_samples=args.recalibrate
+        )
+        variables = {"params": variables["params"], "batch_stats": stats}
+    return G, variables
+
+
+def load_inputs(paths, im_size: int, fit: str, *, skip_unreadable: bool) -> list[tuple[pathlib.Path, np.ndarray]]:
+    """(path, uint8 LR image) per input; unreadable files are skipped with a warning when `skip_unreadable`."""
+    inputs = []
+    for path in paths:
+        try:
+            inputs.append((path, superres.load_lr(path, im_size, fit)))
+        except superres.UnreadableImage as e:
+            if not skip_unreadable:
+                raise
+            print(f"warning: {e}; skipped", file=sys.stderr)
+    if not inputs:
+        raise superres.InputError(f"--input {paths[0].parent}: none of the {len(paths)} image files could be read")
+    return inputs
+
+
+def _lpips_variables(args, inputs, im_size):
+    """LPIPS-VGG weights for --lpips, which is GAN inversion: every input at the generator's size."""
+    if not args.lpips:
+        return None
+    for path, lr in inputs:
+        if lr.shape[0] != im_size:
+            raise superres.InputError(
+                f"--lpips is for GAN inversion (inputs at the generator's {im_size}px); {path} is {lr.shape[0]}px"
+            )
+    return lpips_lib.lpips_variables("vgg")
+
+
+def _upscale_one(G, variables, lpips_variables, path, lr, index, args, settings) -> dict:
+    t0 = time.perf_counter()
+    res = pulse.upscale(
+        G,
+        variables,
+        lr[None],
+        key=jax.random.key(args.seed),
+        restarts=args.restarts,
+        steps=args.steps,
+        eps=args.eps,
+        noise=args.noise,
+        downsample=args.downsample,
+        l1_weight=args.l1,
+        lpips_weight=args.lpips,
+        lpips_variables=lpips_variables,
+        image_offset=index,
+    )
+    res = jax.device_get(res)
+    seconds = time.perf_counter() - t0
+    best_down = np.asarray(DOWNSAMPLERS[args.downsample](res.best, lr.shape[0]))[0]
+    return superres.write_outputs(
+        args.out,
+        path,
+        lr=lr,
+        images=res.images[0],
+        best=res.best[0],
+        best_down=best_down,
+        lr_mse=res.lr_mse[0],
+        success=res.success[0],
+        seconds=seconds,
+        settings=settings,
+    )
+
+
+def main(argv=None):
+    """Runs the command: `argv` as sys.argv[1:] (default: those of the process)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file; give a folder for the results")
+    try:
+        paths = superres.find_inputs(args.input)
+        G, variables = load_generator(args)
+        inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
+        lpips_variables = _lpips_variables(args, inputs, G.im_size)
+    except (superres.InputError, FileNotFoundError, convert.OfficialCheckpointError) as e:  # incl. missing weights
+        sys.exit(f"error: {e}")
+    print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
+    names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "seed")
+    settings = {k: getattr(args, k) for k in names}
+    successes = 0
+    for i, (path, lr) in enumerate(tqdm.tqdm(inputs, unit="image", disable=None)):
+        report = _upscale_one(G, variables, lpips_variables, path, lr, i, args, settings)
+        successes += any(c["success"] for c in report["candidates"])
+    print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
