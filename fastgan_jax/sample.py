@@ -1,18 +1,26 @@
-"""Samples and latent interpolations from a trained run's EMA generator.
+"""Samples and latent interpolations from a trained run (the EMA generator unless --raw).
 
-python -m fastgan_jax.sample --workdir RUN -n 64 --out grid.png
-python -m fastgan_jax.sample --workdir RUN --interpolate 8 --out lerp.png --gif lerp.gif
+    fastgan-sample --workdir RUN -n 64 --out grid.png
+    fastgan-sample --workdir RUN -n 16 --individual samples/      # samples/000000.png, 000001.png, ...
+    fastgan-sample --workdir RUN --latents z.npy --out mine.png   # your latents, float [N, nz]
+    fastgan-sample --workdir RUN --interpolate 8 --out lerp.png --gif lerp.gif
+
+`python -m fastgan_jax.sample` is the same command. Images depend only on
+their latent, the noise (from --seed) and the checkpoint, never on the rest
+of the batch.
 """
 
 import argparse
+import pathlib
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from fastgan_jax import images, models, training, visual
-from fastgan_jax.models import noise_shapes
+from fastgan_jax import images, runs, visual
+from fastgan_jax.models import generate_batches
 
 
 def slerp(z0, z1, t):
@@ -28,59 +36,112 @@ def slerp(z0, z1, t):
     return w0 * z0 + w1 * z1
 
 
-def generate(G, variables, z, key, *, batch=32, shared_noise=False):
-    """Images in [-1, 1] for latents z [N, nz], in batches, eval mode, as float32 numpy.
+def load_latents(path, nz: int) -> np.ndarray:
+    """The latents of a .npy file as float32 [N, nz].
 
-    With `shared_noise` every image gets the same noise maps, so that images
-    differ only through their latents (for interpolations).
+    Raises:
+      ValueError: a missing or unreadable file, or an array that is not finite floats of shape [N, nz].
     """
-    maps = None
-    if shared_noise:
-        maps = [jax.random.normal(jax.random.fold_in(key, i), s) for i, s in enumerate(noise_shapes(G.im_size, 1))]
-    out = [
-        np.asarray(models.generate(G, variables, z[i : i + batch], jax.random.fold_in(key, i), maps), np.float32)
-        for i in range(0, len(z), batch)
-    ]
-    return np.concatenate(out)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--latents {path}: cannot read a .npy array ({e})") from None
+    if not np.issubdtype(z.dtype, np.floating):
+        raise ValueError(f"--latents {path}: dtype {z.dtype}, expected floats")
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] != nz:
+        raise ValueError(f"--latents {path}: shape {list(z.shape)}, expected [N, {nz}] (N >= 1) for this run")
+    if not np.isfinite(z).all():
+        raise ValueError(f"--latents {path}: holds NaN or infinite values")
+    return z.astype(np.float32)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True, help="run folder written by train.py")
+def interpolation_latents(key, rows: int, frames: int, nz: int) -> jax.Array:
+    """`rows` slerp strips of `frames` latents between random ends, row-major: [rows * frames, nz]."""
+    ends = jax.random.normal(key, (2, rows, nz))
+    z = slerp(ends[0], ends[1], jnp.linspace(0, 1, frames))  # [T, R, nz]
+    return jnp.swapaxes(z, 0, 1).reshape(-1, nz)
+
+
+def _writable(path: str) -> bool:
+    """Whether PIL can write an image named `path` (its suffix names a format PIL saves)."""
+    return Image.registered_extensions().get(pathlib.Path(path).suffix.lower()) in Image.SAVE
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad input exits with one line, `error: ...`, as the other commands do."""
+
+    def error(self, message):
+        sys.exit(f"error: {message}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line of `fastgan-sample`; bad input exits with a one-line error."""
+    p = _Parser(prog="fastgan-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("-n", type=int, default=64, help="number of samples in the grid")
-    p.add_argument("--out", default="samples.png", help="output PNG")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--interpolate",
-        type=int,
-        default=0,
-        metavar="ROWS",
-        help="instead of a grid, ROWS slerp strips between random latents",
-    )
-    p.add_argument("--frames", type=int, default=10, help="frames per interpolation strip")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", default=None, help="grid (or strip) PNG; default samples.png unless --individual")
+    p.add_argument("--individual", default=None, metavar="DIR", help="also write every image as DIR/000000.png, ...")
+    p.add_argument("--raw", action="store_true", help="the raw generator instead of its EMA")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents and the noise maps")
+    p.add_argument("--latents", default=None, metavar="FILE", help="a .npy of float latents [N, nz] instead of -n")
+    p.add_argument("--interpolate", type=int, default=0, metavar="ROWS", help="ROWS slerp strips instead of samples")
+    p.add_argument("--frames", type=int, default=10, help="frames per interpolation strip (default 10)")
     p.add_argument("--gif", default=None, help="also write the interpolation as an animated GIF")
     args = p.parse_args(argv)
-    try:
-        G, variables = training.load_generator(args.workdir, args.step)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
-    key = jax.random.key(args.seed)
-    k_z, k_noise = jax.random.split(key)
+    problems = [
+        (args.n < 1, f"-n {args.n}: give at least 1"),
+        (args.interpolate < 0, f"--interpolate {args.interpolate}: give a number of rows >= 1"),
+        (args.frames < 2, f"--frames {args.frames}: give at least 2"),
+        (args.gif and not args.interpolate, "--gif needs --interpolate ROWS"),
+        (args.latents and args.interpolate, "--latents cannot be combined with --interpolate (random ends)"),
+        (args.out and not _writable(args.out), f"--out {args.out}: not an image file name (.png, .jpg, ...)"),
+    ]
+    for bad, message in problems:
+        if bad:
+            p.error(message)
+    if args.out is None and args.individual is None:
+        args.out = "samples.png"
+    return args
+
+
+def _write(imgs: np.ndarray, args: argparse.Namespace, ncols: int | None) -> None:
+    if args.out:
+        print(f"wrote {visual.save_png(args.out, visual.grid(imgs, ncols=ncols))}")
+    if args.individual:
+        folder = pathlib.Path(args.individual)
+        for i, image in enumerate(images.to_uint8(imgs)):
+            visual.save_png(folder / f"{i:06d}.png", image)
+        print(f"wrote {len(imgs)} images to {folder}")
+    if args.gif:
+        frames = images.to_uint8(imgs).reshape(args.interpolate, args.frames, *imgs.shape[1:])
+        strips = [visual.grid(frames[:, t], ncols=args.interpolate) for t in range(args.frames)]
+        print(f"wrote {visual.save_gif(args.gif, strips)}")
+
+
+def _latents(args: argparse.Namespace, nz: int, key) -> jax.Array | np.ndarray:
     if args.interpolate:
-        ends = jax.random.normal(k_z, (2, args.interpolate, G.nz))
-        z = slerp(ends[0], ends[1], jnp.linspace(0, 1, args.frames))  # [T, R, nz]
-        z = jnp.swapaxes(z, 0, 1).reshape(-1, G.nz)  # row-major strips
-        imgs = generate(G, variables, z, k_noise, shared_noise=True)  # only the latent moves
-        path = visual.save_png(args.out, visual.grid(imgs, ncols=args.frames))
-        if args.gif:
-            frames = images.to_uint8(imgs).reshape(args.interpolate, args.frames, *imgs.shape[1:])
-            strips = [visual.grid(frames[:, t], ncols=args.interpolate) for t in range(args.frames)]
-            print(f"wrote {visual.save_gif(args.gif, strips)}")
-    else:
-        z = jax.random.normal(k_z, (args.n, G.nz))
-        path = visual.save_png(args.out, visual.grid(generate(G, variables, z, k_noise)))
-    print(f"wrote {path}")
+        return interpolation_latents(key, args.interpolate, args.frames, nz)
+    if args.latents:
+        return load_latents(args.latents, nz)
+    return jax.random.normal(key, (args.n, nz))
+
+
+def main(argv=None) -> None:
+    """The `fastgan-sample` command."""
+    args = parse_args(argv)
+    k_z, k_noise = jax.random.split(jax.random.key(args.seed))
+    try:
+        run = runs.load_run(args.workdir, args.step, ema=not args.raw)
+        z = _latents(args, run.generator.nz, k_z)
+    except (runs.RunNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    # Interpolation strips share their noise maps, so that only the latent moves.
+    imgs = generate_batches(run.generator, run.g_variables, z, k_noise, shared_noise=bool(args.interpolate))
+    try:
+        _write(imgs, args, ncols=args.frames if args.interpolate else None)
+    except OSError as e:
+        sys.exit(f"error: cannot write the output: {e}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""The wheel: what it holds, and its commands run from a non-editable install in a folder outside the checkout.
+
+    pip wheel SRC --no-deps -w DIST
+    pip install --no-deps --target TARGET DIST/fastgan_jax-*.whl
+    cd ELSEWHERE && PYTHONPATH=TARGET python TARGET/bin/fastgan-train --workdir W --config cpu_quick ...
+
+The project's dependencies are already installed; building needs setuptools
+from the package index, as any `pip install` of the project does.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import jax
+import pytest
+
+from fastgan_jax import configs, data, train_cli
+from fastgan_jax.configs import default
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# What a wheel is built from (copied, so that the build leaves nothing in the checkout).
+SOURCES = ("pyproject.toml", "README.md", "fastgan_jax", "configs", "train.py")
+COMMANDS = ("fastgan-train", "fastgan-sample", "fastgan-upscale", "fastgan-evaluate")
+TINY = [  # cpu_quick shrunk as tests/helpers.py does
+    "--config.ngf=8",
+    "--config.ndf=8",
+    "--config.nz=16",
+    "--config.dec_width=4",
+    "--config.batch_size=4",
+    "--config.num_samples=4",
+    "--config.recalib_samples=8",
+    "--config.recalib_batch=4",
+    "--config.log_every=1",
+    "--config.sample_every=5",
+    "--config.checkpoint_every=5",
+]
+
+
+def pip(*args: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> pathlib.Path:
+    tmp = tmp_path_factory.mktemp("wheel")
+    (tmp / "src").mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, tmp / "src" / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, tmp / "src" / name)
+    pip("wheel", str(tmp / "src"), "--no-deps", "-w", str(tmp / "dist"))
+    (found,) = (tmp / "dist").glob("fastgan_jax-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def target(wheel) -> pathlib.Path:
+    folder = wheel.parent.parent / "target"
+    pip("install", "--no-deps", "--target", str(folder), str(wheel))
+    return folder
+
+
+def run(target: pathlib.Path, cwd: pathlib.Path, *args) -> subprocess.CompletedProcess:
+    """`python ARGS` in `cwd`, where TARGET (not the checkout) provides fastgan_jax."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(target),
+        JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "",
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+    )
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"fastgan_jax/configs/{n}.py" for n in ("__init__", "default", "cpu_quick", "few_shot_1024")} <= names
+    smileys = "fastgan_jax/assets/noto-smileys-512"
+    pngs = {f"{smileys}/{p.name}" for p in data.find_images(data.DEFAULT_DATA)}
+    assert len(pngs) == 111 and pngs | {f"{smileys}/LICENSE", f"{smileys}/NOTICE.md"} <= names
+    assert not [n for n in names if not n.startswith(("fastgan_jax/", "fastgan_jax-"))]  # no configs/, train.py
+    meta = {n.split("/")[-1]: zipfile.ZipFile(wheel).read(n).decode() for n in names if ".dist-info/" in n}
+    assert meta["top_level.txt"].split() == ["fastgan_jax"]
+    assert all(f"{c} = " in meta["entry_points.txt"] for c in COMMANDS)
+
+
+def test_installed_commands_train_and_sample_outside_the_checkout(target, tmp_path):
+    where = run(target, tmp_path, "-c", "import fastgan_jax.train_cli as m; print(m.__file__)")
+    assert where.stdout.strip() == str(target / "fastgan_jax" / "train_cli.py"), where.stderr[-2000:]
+    commands = target / "bin"  # the console scripts pip wrote
+
+    train = ["--workdir", "W", "--config", "cpu_quick", "--config.num_steps=5", *TINY]
+    res = run(target, tmp_path, commands / "fastgan-train", *train, f"--config.cache_dir={tmp_path / 'cache'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"from {target / 'fastgan_jax' / 'assets' / 'noto-smileys-512'}" in res.stdout  # the bundled smileys
+    assert "done: steps 0 -> 5" in res.stdout
+    assert (tmp_path / "W" / "checkpoints" / "5").is_dir()
+    assert (tmp_path / "W" / "samples" / "samples_0000005.png").exists()
+
+    sample = ["--workdir", "W", "-n", "4", "--out", "grid.png", "--individual", "ind"]
+    res = run(target, tmp_path, commands / "fastgan-sample", *sample)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "grid.png").exists() and len(list((tmp_path / "ind").glob("*.png"))) == 4
+
+    for command in COMMANDS:
+        res = run(target, tmp_path, commands / command, "--help")
+        assert res.returncode == 0 and "--workdir" in res.stdout, (command, res.stderr[-2000:])
+
+
+def test_help_lists_every_config_field_with_its_value_and_doc(capsys):
+    docs = configs.field_docs()
+    assert set(docs) == set(default.get_config()), "every field of default.py needs a trailing # doc comment"
+    train_cli.main(["fastgan-train", "--config", "cpu_quick", "--help"])
+    out = capsys.readouterr().out
+    for field, value in configs.load("cpu_quick").items():
+        assert f"--config.{field}={value if value != '' else repr('')}" in out and docs[field] in out, field
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("nope", "error: --config nope: no such bundled config (bundled: cpu_quick, default, few_shot_1024)"),
+        ("configs/nope.py", "error: --config configs/nope.py: no such file"),
+    ],
+)
+def test_unknown_config_is_a_one_line_error(config, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["fastgan-train", "--workdir", "W", f"--config={config}"])
+    assert exit_info.value.code == message
+
+
+def test_bundled_names_and_checkout_files_give_the_same_configs():
+    for name in configs.names():
+        assert configs.load(name) == configs.load(str(ROOT / "configs" / f"{name}.py")), name
