@@ -34,7 +34,7 @@ from fastgan_jax.inception import fid, generated_features, real_features
 from fastgan_jax.layers import nearest_resize
 from fastgan_jax.lpips import lpips, lpips_variables
 from fastgan_jax.models import Discriminator, Generator, generate_batches
-from fastgan_jax.state import TrainState, create_train_state, make_models, make_optimizer
+from fastgan_jax.state import PRECISIONS, TrainState, create_train_state, make_models, make_optimizer  # noqa: F401
 
 DISTANCES = {"l1": losses.l1_distance, "mse": losses.mse_distance}
 RECONS = ("lpips", *DISTANCES)  # the official reconstruction distance is LPIPS-VGG

@@ -46,7 +46,7 @@ def test_train_step_updates_everything():
     data = jax.random.randint(jax.random.key(1), (10, 64, 64, 3), 0, 256).astype(jnp.uint8)
     state, metrics = step(state, data, jax.random.key(2), training.recon_params("lpips"))
     assert int(state.step) == 1
-    assert set(metrics) == {"d_real", "d_fake", "g", "rec"}
+    assert {"d_real", "d_fake", "g", "rec", "logit_real", "logit_fake", "d_grad_norm", "g_grad_norm"} == set(metrics)
     assert all(np.isfinite(float(v)) for v in metrics.values())
     for name in ("g_params", "g_stats", "d_params", "d_stats", "g_opt", "d_opt", "ema_params"):
         assert not leaves_equal(getattr(before, name), getattr(state, name)), name

@@ -44,6 +44,7 @@ def get_config():
     c.recon = "lpips"  # reconstruction distance: "lpips" (LPIPS-VGG, official), "l1" or "mse"
     c.num_steps = 50_000  # train until this step (a resumed run continues to it)
     c.seed = 0  # root random seed
+    c.init_from = ""  # fine-tune: a run folder or an official .pth/.npz whose G, D and EMA weights start this run
     c.time_limit_s = 0.0  # > 0: stop (checkpointed) after this many seconds; running again continues
     # Logging and checkpoints.
     c.log_every = 100  # steps between logged losses (TensorBoard, metrics.jsonl, console)
