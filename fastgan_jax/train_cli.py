@@ -21,7 +21,8 @@ CONFIG_FLAGS = ("--config", "-config")
 
 # No default file here: main() adds --config default when it is not given, so that importing this
 # module loads no config (ml_collections loads a default with a deprecated importlib call).
-config_flags.DEFINE_config_file("config", None, "Training config: a bundled name or a config file (default: default).")
+config_flags.DEFINE_config_file("config", None, "Training config: a bundled name or a config file.")
+flags.FLAGS["config"].default_as_str = "'default'"  # what main() adds, shown by --help
 flags.DEFINE_string("data", None, "Image folder (searched recursively) or tfds:NAME[:SPLIT]; overrides config.data.")
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBoard events.", required=True)
 

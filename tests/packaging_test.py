@@ -137,3 +137,15 @@ def test_unknown_config_is_a_one_line_error(config, message):
 def test_bundled_names_and_checkout_files_give_the_same_configs():
     for name in configs.names():
         assert configs.load(name) == configs.load(str(ROOT / "configs" / f"{name}.py")), name
+
+
+def test_config_argument_forms():
+    resolve = train_cli._resolve_config
+    default_file, quick_file = str(configs.DIR / "default.py"), str(configs.DIR / "cpu_quick.py")
+    assert resolve(["t", "--workdir", "W"]) == (["t", f"--config={default_file}", "--workdir", "W"], "default")
+    assert resolve(["t", "--config", "cpu_quick", "--config.nz=8"]) == (
+        ["t", "--config", quick_file, "--config.nz=8"],
+        "cpu_quick",
+    )
+    path = str(ROOT / "configs" / "cpu_quick.py")
+    assert resolve(["t", f"--config={path}"]) == (["t", f"--config={path}"], path)
