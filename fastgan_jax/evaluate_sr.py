@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from fastgan_jax import checkpoints, data, inception, pulse, similarity, superres, training
+from fastgan_jax import data, inception, pulse, runs, similarity, superres
 from fastgan_jax import images as images_lib
 from fastgan_jax.downsample import area_downsample
 from fastgan_jax.lpips import lpips_distance
@@ -87,8 +87,8 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
     """
     if factor < 1:
         raise ValueError(f"--factor must be a whole number >= 1, got {factor}")
-    G, variables = training.load_generator(workdir)
-    cfg = checkpoints.saved_config(checkpoints.manager(workdir, create=False))
+    run = runs.load_run(workdir)
+    G, variables, cfg = run.generator, run.g_variables, run.config
     size = G.im_size
     if size % factor:
         raise ValueError(f"--factor {factor} does not divide the generator's {size}px")

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import tqdm
 
-from fastgan_jax import convert, pulse, superres, training
+from fastgan_jax import convert, pulse, runs, superres, training
 from fastgan_jax import lpips as lpips_lib
 from fastgan_jax.downsample import DOWNSAMPLERS
 
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def load_generator(args):
     """(Generator, variables) of --workdir or --official, in eval mode."""
     if args.workdir:
-        return training.load_generator(args.workdir, args.step)
+        run = runs.load_run(args.workdir, args.step)
+        return run.generator, run.g_variables
     G, variables = convert.generator_from_official(args.official)
     if args.recalibrate:  # the official g_ema comes with g's running statistics
         stats = training.recalibrate(
