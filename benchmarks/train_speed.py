@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from fastgan_jax import training, weights  # noqa: E402
+from fastgan_jax import state, training, weights  # noqa: E402
 
 # Dense peak FLOP/s by device kind: (float32 incl. TF32 tensor cores, bfloat16).
 PEAK_FLOPS = {
@@ -112,7 +112,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--im-size", type=int, nargs="+", default=[256])
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(training.PRECISIONS))
+    p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(state.PRECISIONS))
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--nz", type=int, default=256)

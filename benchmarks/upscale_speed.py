@@ -20,7 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 
-from fastgan_jax import pulse, training  # noqa: E402
+from fastgan_jax import pulse, state  # noqa: E402
 from fastgan_jax.models import init_generator  # noqa: E402
 
 
@@ -32,13 +32,13 @@ def main():
     p.add_argument("--lr-size", type=int, default=16)
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--nz", type=int, default=256)
-    p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(training.PRECISIONS))
+    p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(state.PRECISIONS))
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     dev = jax.local_devices()[0]
     for im_size in args.im_size:
         for precision in args.precision:
-            G, _ = training.make_models(im_size=im_size, ngf=args.ngf, ndf=8, nz=args.nz, precision=precision)
+            G, _ = state.make_models(im_size=im_size, ngf=args.ngf, ndf=8, nz=args.nz, precision=precision)
             variables = init_generator(G, jax.random.key(0))
             lr = jax.random.uniform(jax.random.key(1), (1, args.lr_size, args.lr_size, 3), minval=-1.0, maxval=1.0)
 

@@ -16,15 +16,13 @@ import time
 
 import jax
 
-from fastgan_jax import checkpoints, data, inception, training
+from fastgan_jax import data, inception, runs
 
 
 def evaluate(workdir, *, data_source=None, n=5000, step=None, seed=0, cache_dir=None):
     """{'fid', 'kid', ...} of the run's EMA generator against its data (or `data_source`)."""
-    G, variables = training.load_generator(workdir, step)  # a clear error when there is no run
-    mngr = checkpoints.manager(workdir, create=False)
-    cfg = checkpoints.saved_config(mngr)
-    step = step if step is not None else mngr.latest_step()
+    run = runs.load_run(workdir, step)  # a clear error when there is no run
+    G, variables, cfg, step = run.generator, run.g_variables, run.config, run.step
     source = data_source or cfg["data"]
     t0 = time.perf_counter()
     real = inception.real_features(

@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fastgan_jax import checkpoints, configs, data, training, weights
+from fastgan_jax import checkpoints, configs, convert, data, runs, training, weights
 
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
 CONFIG_FLAGS = ("--config", "-config")
@@ -80,7 +80,14 @@ def _main(argv):
         config.data = flags.FLAGS.data
     try:
         training.train_and_evaluate(config, flags.FLAGS.workdir)
-    except (data.DataError, checkpoints.ConfigMismatchError, NotADirectoryError, weights.WeightsNotFoundError) as e:
+    except (
+        data.DataError,
+        checkpoints.ConfigMismatchError,
+        NotADirectoryError,
+        weights.WeightsNotFoundError,
+        runs.WarmStartError,
+        convert.OfficialCheckpointError,
+    ) as e:
         sys.exit(f"error: {e}")
 
 

@@ -34,7 +34,7 @@ from fastgan_jax.inception import fid, generated_features, real_features
 from fastgan_jax.layers import nearest_resize
 from fastgan_jax.lpips import lpips, lpips_variables
 from fastgan_jax.models import Discriminator, Generator, generate_batches
-from fastgan_jax.state import PRECISIONS, TrainState, create_train_state, make_models, make_optimizer  # noqa: F401
+from fastgan_jax.state import TrainState, create_train_state, make_models, make_optimizer
 
 DISTANCES = {"l1": losses.l1_distance, "mse": losses.mse_distance}
 RECONS = ("lpips", *DISTANCES)  # the official reconstruction distance is LPIPS-VGG
@@ -637,9 +637,3 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
         f"{exp.mesh.devices.size} device(s): steps {int(state.step)} -> {exp.cfg['num_steps']}, workdir {workdir}"
     )
     return train_loop(exp, state)
-
-
-def load_generator(workdir, step: int | None = None, *, ema: bool = True):
-    """(Generator, variables) of a run: `runs.load_run(workdir, step, ema=ema)`'s generator."""
-    run = runs.load_run(workdir, step, ema=ema)
-    return run.generator, run.g_variables

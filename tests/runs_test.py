@@ -3,6 +3,8 @@
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import helpers
 import jax
@@ -142,3 +144,21 @@ def test_train_step_refuses_float_images():
 def test_metrics_jsonl_has_the_new_scalars(run_dir):
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {"logit_real", "logit_fake", "d_grad_norm", "g_grad_norm", "img_per_s"} <= set(logged[0])
+
+
+def test_cli_init_from_that_does_not_fit_is_one_line(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastgan_jax.train_cli",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--config",
+        "cpu_quick",
+        f"--config.init_from={DATA / 'tiny_all_3.pth'}",
+        f"--config.cache_dir={tmp_path / 'cache'}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --config.init_from ")
+    assert "does not fit this run's networks" in result.stderr

@@ -133,16 +133,31 @@ state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
 step = training.make_train_step(G, D, tx_g=tx, tx_d=tx, policy="color,translation",
     recon="l1", ema_decay=0.999, mesh=training.make_mesh(), batch_size=8)
 data = jax.random.randint(jax.random.key(1), (16, 64, 64, 3), 0, 256).astype(jnp.uint8)
-for _ in range(2):
+for i in (1, 2):
     state, m = step(state, data, jax.random.key(2), None)
-leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves((state.g_params, state.d_params, state.d_stats))]
-np.savez(sys.argv[1], *leaves)
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves((state.g_params, state.d_params, state.d_stats))]
+    np.savez(sys.argv[1] + f".{i}.npz", *leaves)
+    json.dump({k: float(v) for k, v in m.items()}, open(sys.argv[1] + f".{i}.json", "w"))
 print(len(jax.devices()))
 """
 
+LR = 2e-4  # make_optimizer's default: an Adam step moves each parameter by about lr at most
+
+
+def assert_close_but_for_adam_flips(xs, ys, *, tight, steps):
+    """Sharding changes reduction orders: tiny differences, except where a gradient near 0 changes sign and
+    Adam moves that parameter by about lr the other way. So: every value within a few Adam steps, and all
+    but a handful within `tight`."""
+    flat_x = np.concatenate([np.ravel(x) for x in xs])
+    flat_y = np.concatenate([np.ravel(y) for y in ys])
+    diff = np.abs(flat_x - flat_y)
+    assert diff.max() <= 3 * LR * steps + 1e-5, diff.max()
+    off = diff > tight * (1 + np.abs(flat_y))
+    assert off.sum() <= 1e-3 * off.size, (off.sum(), off.size, diff.max())
+
 
 def test_one_and_four_devices_agree(tmp_path):
-    out = {}
+    out, metrics = {}, {}
     for n in (1, 4):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", PYTHONPATH=str(ROOT))
         env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir or ""
@@ -155,10 +170,15 @@ def test_one_and_four_devices_agree(tmp_path):
         )
         assert res.returncode == 0, res.stderr[-2000:]
         assert res.stdout.split()[-1] == str(n)
-        with np.load(tmp_path / f"{n}.npz") as z:
-            out[n] = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
-    for x, y in zip(out[1], out[4], strict=True):
-        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+        for i in (1, 2):
+            with np.load(tmp_path / f"{n}.npz.{i}.npz") as z:
+                out[n, i] = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+            metrics[n, i] = json.loads((tmp_path / f"{n}.npz.{i}.json").read_text())
+    # The first step's losses come from the same initial networks: equal up to reduction order.
+    for k, v in metrics[1, 1].items():
+        assert v == pytest.approx(metrics[4, 1][k], rel=1e-4, abs=1e-6), k
+    assert_close_but_for_adam_flips(out[1, 1], out[4, 1], tight=2e-5, steps=1)
+    assert_close_but_for_adam_flips(out[1, 2], out[4, 2], tight=2e-4, steps=2)
 
 
 def test_cli_quick_start_and_bad_input(tmp_path):

@@ -1,0 +1,56 @@
+"""Executes README.md's Python blocks in order, in one namespace, as a reader would paste them.
+
+The files a reader brings are supplied: `runs/quick` is a tiny trained run,
+`all_50000.pth` a tiny official checkpoint written by torch (tests/data).
+Blocks at the paper's sizes run at small ones (SMALL: each replaced text must
+be in the README, so an edit there cannot silently skip the replacement).
+"""
+
+import pathlib
+import re
+import shutil
+
+import helpers
+
+from fastgan_jax import training
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+SMALL = {
+    "fj.Generator(im_size=256, ngf=64, nz=256)": "fj.Generator(im_size=64, ngf=8, nz=16)",
+    "fj.Discriminator(im_size=256, ndf=64)": "fj.Discriminator(im_size=64, ndf=8, dec_width=4)",
+    "config = cpu_quick.get_config()": "config = helpers.tiny_config('cache')",
+}
+
+
+def python_blocks():
+    return BLOCK.findall((ROOT / "README.md").read_text())
+
+
+def small(blocks):
+    """The blocks with SMALL's replacements; each replaced text must occur exactly once in the README."""
+    text = "\n".join(blocks)
+    for old in SMALL:
+        assert text.count(old) == 1, f"README.md no longer has {old!r} once: update SMALL in {__file__}"
+    out = []
+    for block in blocks:
+        for old, new in SMALL.items():
+            block = block.replace(old, new)
+        out.append(block)
+    return out
+
+
+def test_readme_has_python_blocks():
+    assert len(python_blocks()) >= 4
+
+
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    training.train_and_evaluate(helpers.tiny_config(tmp_path / "cache"), tmp_path / "runs" / "quick")
+    shutil.copy(pathlib.Path(__file__).parent / "data" / "tiny_all_3.pth", tmp_path / "all_50000.pth")
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme", "helpers": helpers}
+    for i, block in enumerate(small(python_blocks())):
+        try:
+            exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
+        except Exception as e:
+            raise AssertionError(f"README.md python block {i + 1} failed: {e!r}\n{block}") from e
