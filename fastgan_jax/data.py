@@ -1,11 +1,20 @@
 """Image folders -> uint8 arrays [N, H, W, 3] -> batches.
 
-A folder is searched recursively for jpg/jpeg/png/webp/bmp files, decoded
-once in parallel threads (EXIF orientation applied; RGBA, LA and palette
-transparency composited on a background; grayscale, CMYK and 16-bit converted
-to 8-bit RGB), resized with Lanczos (`center_crop` or `stretch`), and cached
-on disk under a key made of the files' paths, sizes and modification times
-and the preprocessing settings, so a restart does not decode again.
+A folder is searched recursively for jpg/jpeg/png/webp/bmp files, following
+symbolic links to folders and files (each real folder is searched once, so a
+link cycle ends), decoded once in parallel threads (EXIF orientation applied;
+RGBA, LA and palette transparency composited on a background; grayscale, CMYK
+and 16-bit converted to 8-bit RGB), resized with Lanczos (`center_crop` or
+`stretch`), and cached on disk under a key made of the files' paths, sizes and
+modification times and the preprocessing settings, so a restart does not
+decode again. Files that cannot be read are skipped with one warning that
+says why, on every run, cached or not.
+
+The cache is best effort: one `.npz` per key (the images, and the skipped
+files with their reasons), written to a temporary file in the same folder and
+renamed into place. A cache that cannot be written is a warning; one that
+cannot be read back (truncated, CRC or shape mismatch) is a warning, deleted
+and rebuilt.
 """
 
 import concurrent.futures
@@ -20,6 +29,7 @@ from PIL import Image, ImageOps
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ASPECTS = ("center_crop", "stretch")
+_CACHE_VERSION = 2  # 2: .npz with the decode failures; symbolic links followed
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parent / "assets" / "noto-smileys-512"
 
 
@@ -33,18 +43,65 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def find_images(folder) -> list[pathlib.Path]:
-    """Image files under `folder`, recursively, in a stable order."""
+    """Image files under `folder`, recursively, in a stable order.
+
+    Symbolic links to folders and files are followed; a real folder reached
+    twice (a link cycle, or two links to one folder) is searched once, at the
+    first path in sorted depth-first order.
+
+    Raises:
+      DataError: `folder` is missing, not a folder, unlistable, or holds no image file.
+    """
+    return _walk(folder)[0]
+
+
+def _may_be_images(name: str) -> bool:
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in EXTENSIONS or not suffix  # no suffix: a link to a folder, most likely
+
+
+def _walk(folder):
+    """`find_images`, plus (path, why) for each broken link or unlistable folder that may have held images."""
     folder = pathlib.Path(folder)
     if not folder.exists():
         raise DataError(f"--data {folder}: no such folder")
     if not folder.is_dir():
         raise DataError(f"--data {folder}: not a folder (give a folder of images, or tfds:NAME)")
-    files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file() and ".fastgan" not in p.parts
-    )
+    files, skipped, seen = [], [], set()
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if d == folder:
+                raise DataError(f"--data {folder}: cannot list the folder ({_reason(e, d)})") from None
+            skipped.append((d, f"cannot list the folder ({_reason(e, d)})"))
+            continue
+        subdirs = []
+        for e in entries:
+            p = d / e.name
+            try:
+                if e.is_dir():  # follows links
+                    if e.name != ".fastgan":
+                        subdirs.append(p)
+                elif e.is_file():
+                    if p.suffix.lower() in EXTENSIONS:
+                        files.append(p)
+                elif e.is_symlink() and _may_be_images(e.name):
+                    skipped.append((p, f"broken symbolic link to {os.readlink(p)}"))
+            except OSError as err:  # e.g. a link to itself: too many levels of symbolic links
+                if _may_be_images(e.name):
+                    skipped.append((p, _reason(err, p)))
+        stack.extend(reversed(subdirs))  # depth first, in name order
     if not files:
         raise DataError(f"--data {folder}: no {'/'.join(e[1:] for e in EXTENSIONS)} images in this folder")
-    return files
+    return sorted(files), skipped
 
 
 def to_rgb8(img: Image.Image, background) -> Image.Image:
@@ -80,22 +137,112 @@ def preprocess(img: Image.Image, im_size: int, aspect: str = "center_crop", back
     return np.asarray(img, np.uint8), upscaled
 
 
+def _reason(e: BaseException, path) -> str:
+    """Why `path` failed, in one short line without the path itself."""
+    if isinstance(e, OSError) and e.strerror:
+        msg = e.strerror
+    else:
+        msg = str(e).replace(f" {os.fspath(path)!r}", "") or type(e).__name__
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= 100 else msg[:97] + "..."
+
+
 def _decode(path, im_size, aspect, background):
+    """((uint8 image, upscaled), None), or (None, why the file cannot be read)."""
     try:
+        if os.path.getsize(path) == 0:
+            return None, "empty file (0 bytes)"
         with Image.open(path) as img:
             img.load()
-            return preprocess(img, im_size, aspect, background)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
+            return preprocess(img, im_size, aspect, background), None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        return None, _reason(e, path)
 
 
 def _cache_key(files, im_size, aspect, background) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([im_size, aspect, list(background), 1]).encode())
+    h.update(json.dumps([im_size, aspect, list(background), _CACHE_VERSION]).encode())
     for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = f.stat()
+            h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:  # gone since the search: it fails to decode, and the next run gets another key
+            h.update(f"{f}\0missing\n".encode())
     return h.hexdigest()[:24]
+
+
+def _read_cache(cache: pathlib.Path, im_size: int):
+    """(images, decode failures, number upscaled) from `cache`; None when absent or damaged (then deleted)."""
+    if not cache.exists():
+        return None
+    try:
+        # The zip's CRC-32 covers every byte of the images; truncation loses the central directory.
+        with open(cache, "rb") as f:
+            z = np.load(f)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz file")
+            meta = json.loads(str(z["meta"]))
+            images = z["images"]
+        expected = (meta["n"], im_size, im_size, 3)
+        if images.dtype != np.uint8 or images.shape != expected:
+            raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {expected}")
+        failed = [(pathlib.Path(p), str(why)) for p, why in meta["failed"]]
+        return images, failed, int(meta["upscaled"])
+    except MemoryError:
+        raise
+    except Exception as e:  # a damaged file fails in many ways: BadZipFile, KeyError, ValueError, OSError, ...
+        warnings.warn(
+            f"decode cache {cache} is unreadable ({type(e).__name__}: {_reason(e, cache)}); deleted, decoding again",
+            stacklevel=3,
+        )
+        try:
+            cache.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return None
+
+
+def _write_cache(cache: pathlib.Path, images, failed, upscaled: int):
+    """Writes `cache` atomically (same-folder temp file, fsync, rename); a failure is a warning."""
+    meta = {"n": len(images), "failed": [[str(p), why] for p, why in failed], "upscaled": upscaled}
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            np.savez(f, images=images, meta=np.array(json.dumps(meta)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, cache)
+    except OSError as e:
+        warnings.warn(f"cannot write the decode cache {cache} ({_reason(e, tmp)}); continuing without it", stacklevel=3)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _decode_all(folder, files, im_size, aspect, background, num_threads):
+    threads = num_threads or min(32, (os.cpu_count() or 1) + 4)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda f: _decode(f, im_size, aspect, background), files))
+    good = [r for r, _ in results if r is not None]
+    failed = [(f.relative_to(folder), why) for f, (r, why) in zip(files, results, strict=True) if r is None]
+    if not good:
+        name, why = failed[0]
+        raise DataError(f"--data {folder}: none of the {len(files)} image files could be read (e.g. {name}: {why})")
+    return np.stack([arr for arr, _ in good]), failed, sum(up for _, up in good)
+
+
+def _skipped_message(folder, skipped, show: int = 10) -> str:
+    n_dirs = sum(why.startswith("cannot list the folder") for _, why in skipped)
+    head = f"skipped {len(skipped) - n_dirs} unreadable image file(s)"
+    if n_dirs:
+        head += f" and {n_dirs} unreadable folder(s)"
+    lines = [f"{head} in {folder}:"] + [f"  {p}: {why}" for p, why in skipped[:show]]
+    if len(skipped) > show:
+        lines.append(f"  and {len(skipped) - show} more")
+    return "\n".join(lines)
 
 
 def load_folder(
@@ -109,8 +256,10 @@ def load_folder(
 ) -> np.ndarray:
     """Decodes every image under `folder` into uint8 [N, im_size, im_size, 3].
 
-    Unreadable files are skipped with one warning; smaller images are
-    upscaled with one warning. The result is cached in `cache_dir`
+    Unreadable files (and broken links, unlistable subfolders) are skipped
+    with one warning that names each with the reason, up to ten; smaller
+    images are upscaled with one warning. Both warnings repeat when the
+    images come from the cache. The result is cached in `cache_dir`
     (default: ~/.cache/fastgan_jax; `False` disables the cache).
 
     Raises:
@@ -118,33 +267,25 @@ def load_folder(
     """
     if aspect not in ASPECTS:
         raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
-    files = find_images(folder)
+    folder = pathlib.Path(folder)
+    files, unreachable = _walk(folder)
     background = tuple(int(c) for c in background)
-    cache = None
+    cache = cached = None
     if cache_dir is not False:
-        cache = pathlib.Path(cache_dir or default_cache_dir()) / f"{_cache_key(files, im_size, aspect, background)}.npy"
-        if cache.exists():
-            return np.load(cache)
-
-    threads = num_threads or min(32, (os.cpu_count() or 1) + 4)
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(lambda f: _decode(f, im_size, aspect, background), files))
-    bad = [f for f, r in zip(files, results, strict=True) if r is None]
-    good = [r for r in results if r is not None]
-    if not good:
-        raise DataError(f"--data {folder}: none of the {len(files)} image files could be read")
-    if bad:
-        names = ", ".join(str(b) for b in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        warnings.warn(f"skipped {len(bad)} unreadable image file(s): {names}", stacklevel=2)
-    small = sum(up for _, up in good)
-    if small:
-        warnings.warn(f"{small} image(s) smaller than {im_size}px were upscaled", stacklevel=2)
-    images = np.stack([arr for arr, _ in good])
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, images)
-        os.replace(tmp, cache)
+        cache = pathlib.Path(cache_dir or default_cache_dir()) / f"{_cache_key(files, im_size, aspect, background)}.npz"
+        cached = _read_cache(cache, im_size)
+    if cached is not None:
+        images, failed, upscaled = cached
+    else:
+        images, failed, upscaled = _decode_all(folder, files, im_size, aspect, background, num_threads)
+        if cache is not None:
+            _write_cache(cache, images, failed, upscaled)
+    # Broken links and unlistable folders are not in the cache key, so they come from this run's search.
+    skipped = sorted([(p.relative_to(folder), why) for p, why in unreachable] + failed)
+    if skipped:
+        warnings.warn(_skipped_message(folder, skipped), stacklevel=2)
+    if upscaled:
+        warnings.warn(f"{upscaled} image(s) smaller than {im_size}px were upscaled", stacklevel=2)
     return images
 
 

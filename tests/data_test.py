@@ -1,4 +1,6 @@
+import errno
 import io
+import os
 
 import numpy as np
 import pytest
@@ -83,16 +85,47 @@ def test_errors(tmp_path):
         data.load_folder(bad, 32, cache_dir=False)
 
 
-def test_corrupt_files_are_skipped_with_one_warning(tmp_path):
-    for i in range(5):
-        (tmp_path / f"broken{i}.jpg").write_bytes(b"\xff\xd8 not really")
+def _broken_files(folder, n_garbage):
+    """Unreadable files of three kinds: garbage, a truncated JPEG, an empty PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_garbage):
+        (folder / f"broken{i:02d}.jpg").write_bytes(b"\xff\xd8 not really")
     buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "PNG")
-    (tmp_path / "truncated.png").write_bytes(buf.getvalue()[:40])
-    save(tmp_path / "good.png", Image.new("RGB", (64, 64), (9, 9, 9)))
-    with pytest.warns(UserWarning, match=r"skipped 6 unreadable image file\(s\): .*broken0.jpg.*, \.\.\.") as rec:
-        out = data.load_folder(tmp_path, 32, cache_dir=False)
-    assert len(rec) == 1 and out.shape == (1, 32, 32, 3)
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (folder / "empty.png").write_bytes(b"")
+
+
+def test_corrupt_files_are_skipped_with_their_reasons_cached_or_not(tmp_path, monkeypatch):
+    folder, cache = tmp_path / "imgs", tmp_path / "cache"
+    _broken_files(folder, 3)
+    save(folder / "good.png", Image.new("RGB", (64, 64), (9, 9, 9)))
+    for run, cache_dir in enumerate((False, cache, cache)):  # uncached, first cached run, cache hit
+        if run == 2:
+            monkeypatch.setattr(data, "_decode", None)  # the cache hit must not decode
+        with pytest.warns(UserWarning, match=r"skipped 5 unreadable image file\(s\) in ") as rec:
+            out = data.load_folder(folder, 32, cache_dir=cache_dir)
+        assert len(rec) == 1 and out.shape == (1, 32, 32, 3)
+        lines = str(rec[0].message).splitlines()
+        assert lines[1:5] == [
+            "  broken00.jpg: cannot identify image file",
+            "  broken01.jpg: cannot identify image file",
+            "  broken02.jpg: cannot identify image file",
+            "  empty.png: empty file (0 bytes)",
+        ]
+        assert lines[5].startswith("  truncated.jpg: image file is truncated") and len(lines) == 6
+
+
+def test_long_skipped_list_is_capped(tmp_path):
+    _broken_files(tmp_path, 12)
+    good = save(tmp_path / "sub" / "good.png", Image.new("RGB", (8, 8)))
+    with pytest.warns(UserWarning, match=r"skipped 14 unreadable image file\(s\)") as rec:
+        data.load_folder(tmp_path, 8, cache_dir=False)
+    lines = str(rec[0].message).splitlines()
+    assert len(lines) == 12 and lines[-1] == "  and 4 more"
+    good.unlink()
+    with pytest.raises(data.DataError, match=r"none of the 14 image files could be read \(e.g. broken00.jpg: cannot"):
+        data.load_folder(tmp_path, 8, cache_dir=False)
 
 
 def test_small_images_are_upscaled_with_a_warning(tmp_path):
@@ -107,7 +140,7 @@ def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     folder, cache = tmp_path / "imgs", tmp_path / "cache"
     save(folder / "a.png", Image.new("RGB", (32, 32), (100, 0, 0)))
     first = data.load_folder(folder, 16, cache_dir=cache)
-    assert len(list(cache.glob("*.npy"))) == 1
+    assert len(list(cache.glob("*.npz"))) == 1
 
     def no_decode(*args):
         raise AssertionError("decoded again")
@@ -118,7 +151,7 @@ def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     save(folder / "b.png", Image.new("RGB", (32, 32), (0, 100, 0)))  # the folder changed
     assert data.load_folder(folder, 16, cache_dir=cache).shape == (2, 16, 16, 3)
     assert data.load_folder(folder, 8, cache_dir=cache).shape == (2, 8, 8, 3)  # another size
-    assert len(list(cache.glob("*.npy"))) == 3
+    assert len(list(cache.glob("*.npz"))) == 3
 
 
 def test_embedded_default_set():
@@ -166,3 +199,72 @@ def test_tfds_source(tmp_path, monkeypatch):
     assert data.load("tfds:fastgan_test_images:test", 16, tfds_data_dir=str(tmp_path)).shape == (2, 16, 16, 3)
     with pytest.raises(data.DataError, match="tfds:no_such_set: cannot open the dataset"):
         data.load("tfds:no_such_set", 16, tfds_data_dir=str(tmp_path))
+
+
+def test_symlinked_folders_and_files_are_followed_once(tmp_path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    save(root / "a.png", Image.new("RGB", (8, 8)))
+    save(elsewhere / "x.png", Image.new("RGB", (8, 8)))
+    save(elsewhere / "deep" / "y.png", Image.new("RGB", (8, 8)))
+    (root / "more").symlink_to(elsewhere, target_is_directory=True)
+    (root / "zz_same").symlink_to(elsewhere, target_is_directory=True)  # reached twice: searched once
+    (root / "loop").symlink_to(".", target_is_directory=True)  # a cycle to the root
+    (elsewhere / "back").symlink_to(root, target_is_directory=True)  # a cycle through the link
+    (root / "one.png").symlink_to(elsewhere / "x.png")
+    (root / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "notes.txt").symlink_to(tmp_path / "nowhere.txt")  # not an image: ignored silently
+    rel = [str(p.relative_to(root)) for p in data.find_images(root)]
+    assert rel == ["a.png", "more/deep/y.png", "more/x.png", "one.png"]
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable") as rec:
+        assert data.load_folder(root, 8, cache_dir=False).shape == (4, 8, 8, 3)
+    assert str(rec[0].message).splitlines()[1] == f"  gone.png: broken symbolic link to {tmp_path / 'nowhere.png'}"
+
+
+def _one_image(folder):
+    save(folder / "a.png", Image.new("RGB", (16, 16), (100, 0, 0)))
+    return data.load_folder(folder, 8, cache_dir=False)
+
+
+def test_cache_write_failures_are_warnings_and_leave_no_temp_file(tmp_path, monkeypatch):
+    folder, cache = tmp_path / "imgs", tmp_path / "cache"
+    expected = _one_image(folder)
+
+    def disk_full(f, **arrays):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def cannot_rename(src, dst):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    failures = [(np, "savez", disk_full, "No space left"), (os, "replace", cannot_rename, "cross")]
+    for module, name, fake, reason in failures:
+        with monkeypatch.context() as m:
+            m.setattr(module, name, fake)
+            with pytest.warns(UserWarning, match=f"cannot write the decode cache {cache}.*{reason}.*without it") as rec:
+                np.testing.assert_array_equal(data.load_folder(folder, 8, cache_dir=cache), expected)
+        assert len(rec) == 1 and "\n" not in str(rec[0].message)
+        assert list(cache.iterdir()) == []
+    (tmp_path / "file").write_text("")  # a cache folder that cannot be made
+    with pytest.warns(UserWarning, match="cannot write the decode cache .*Not a directory"):
+        np.testing.assert_array_equal(data.load_folder(folder, 8, cache_dir=tmp_path / "file" / "c"), expected)
+
+
+def test_damaged_cache_is_named_deleted_and_rebuilt(tmp_path):
+    folder, cache = tmp_path / "imgs", tmp_path / "cache"
+    expected = _one_image(folder)
+    data.load_folder(folder, 8, cache_dir=cache)
+    (path,) = cache.iterdir()
+    good = path.read_bytes()
+    flipped = bytearray(good)
+    flipped[good.index(bytes([100, 0, 0]) * 4)] ^= 1  # one bit of a pixel
+    buf = io.BytesIO()
+    np.savez(buf, images=np.zeros((2, 8, 8, 3), np.uint8), meta=np.array('{"n": 1, "failed": [], "upscaled": 0}'))
+    damages = {"truncated": good[: len(good) // 2], "CRC": bytes(flipped), "shape": buf.getvalue(), "empty": b""}
+    for damage in damages.values():
+        path.write_bytes(damage)
+        with pytest.warns(UserWarning, match=f"decode cache {path} is unreadable .*deleted, decoding again") as rec:
+            np.testing.assert_array_equal(data.load_folder(folder, 8, cache_dir=cache), expected)
+        assert len(rec) == 1 and "\n" not in str(rec[0].message)
+        assert list(cache.iterdir()) == [path]  # rebuilt
+        with np.load(path) as z:
+            np.testing.assert_array_equal(z["images"], expected)
