@@ -12,7 +12,10 @@ init layer's ConvTranspose2d weight [in, out, kh, kw] becomes [in, kh, kw,
 out], with `v` unchanged (PyTorch normalises it along dim 1).
 """
 
+import io
+import math
 import os
+import zipfile
 from collections.abc import Mapping
 
 import jax
@@ -210,10 +213,8 @@ def _read(source):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            flat = {k: z[k] for k in z.files}
         nested = {}
-        for k, v in flat.items():
+        for k, v in _read_npz(path).items():
             head, sep, rest = k.partition("/")
             if sep and head in ("g", "d", "g_ema"):
                 nested.setdefault(head, {})[rest] = v
@@ -224,11 +225,57 @@ def _read(source):
         obj = torch_pickle.load(path)
     except torch_pickle.UnsafePickleError as e:
         raise OfficialCheckpointError(f"{path}: {e}") from None
-    except ValueError as e:
+    except torch_pickle.CheckpointFormatError as e:  # its message names the file
         raise OfficialCheckpointError(str(e)) from None
     if not isinstance(obj, Mapping):
         raise OfficialCheckpointError(f"{path}: holds a {type(obj).__name__}, not a FastGAN state dict")
+    for where, names in [("", obj), *((f"{k!r:.40} ", v) for k, v in obj.items() if isinstance(v, Mapping))]:
+        bad = [k for k in names if not isinstance(k, str)]  # state dicts, and the file's top level, are keyed by names
+        if bad:
+            raise OfficialCheckpointError(f"{path}: {where}has the key {bad[0]!r:.40}, not a FastGAN state dict")
     return dict(obj), path
+
+
+def _one_line(e):
+    return " ".join(str(e).split())
+
+
+def _read_npz(path):
+    """The arrays of an `.npz`, each `.npy` header checked against its record before use."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        why = "a truncated or damaged zip archive (no end-of-archive record)" if head == b"PK\x03\x04" else "not a zip"
+        raise OfficialCheckpointError(f"{path}: not an .npz archive: {why}")
+    try:
+        with torch_pickle.open_zip(path) as zf:
+            records = {info.filename: zf.read(info) for info in zf.infolist()}
+    except torch_pickle.ZIP_ERRORS as e:
+        raise OfficialCheckpointError(f"{path}: damaged zip archive: {_one_line(e)}") from None
+    return {name.removesuffix(".npy"): _parse_npy(raw, f"{path}: {name}") for name, raw in records.items()}
+
+
+def _parse_npy(raw, what):
+    headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    f = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in headers:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, fortran, dtype = headers[version](f)
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
+        raise OfficialCheckpointError(f"{what} is not a .npy array: {_one_line(e)}") from None
+    if dtype.hasobject:
+        raise OfficialCheckpointError(f"{what} is an object array (pickled Python objects), not numbers")
+    if dtype.kind not in "biuf":
+        raise OfficialCheckpointError(f"{what} holds {dtype}, not numbers")
+    if any(n < 0 for n in shape):
+        raise OfficialCheckpointError(f"{what} has shape {list(shape)}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if len(raw) - f.tell() != nbytes:
+        got = len(raw) - f.tell()
+        raise OfficialCheckpointError(f"{what} has shape {list(shape)} ({nbytes} bytes) but holds {got} bytes")
+    return np.frombuffer(raw, dtype, offset=f.tell()).reshape(shape, order="F" if fortran else "C")
 
 
 def _pick(entries, name, which):
