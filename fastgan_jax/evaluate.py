@@ -52,6 +52,10 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON output (default: RUN/eval/fid_<step>.json)")
     args = p.parse_args(argv)
+    if args.n < 2:
+        p.error(f"--n {args.n}: FID and KID need at least 2 generated samples")
+    if args.step is not None and args.step < 0:
+        p.error(f"--step {args.step}: give a checkpoint step >= 0 (default: the latest)")
     try:
         result = evaluate(args.workdir, data_source=args.data, n=args.n, step=args.step, seed=args.seed)
     except (FileNotFoundError, data.DataError) as e:

@@ -11,10 +11,12 @@ every field below can be overridden with --config.FIELD=VALUE.
 
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from fastgan_jax import checkpoints, configs, convert, data, runs, training, weights
+from fastgan_jax.validate import ConfigError, check_fields, validate
 
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
 CONFIG_FLAGS = ("--config", "-config")
@@ -71,6 +73,17 @@ def usage(config_value: str = "default") -> str:
     )
 
 
+def _usage_error(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _override_fields(argv: list[str]) -> list[str]:
+    """FIELD of each --config.FIELD[=VALUE] in argv."""
+    prefixes = tuple(f"{f}." for f in CONFIG_FLAGS)
+    return [arg.split("=", 1)[0].split(".", 1)[1] for arg in argv[1:] if arg.startswith(prefixes)]
+
+
 def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -78,6 +91,10 @@ def _main(argv):
     config = flags.FLAGS.config
     if flags.FLAGS.data:
         config.data = flags.FLAGS.data
+    try:  # before any data is loaded or anything compiled
+        validate(config, num_devices=jax.local_device_count(), workdir=flags.FLAGS.workdir)
+    except ConfigError as e:
+        _usage_error(str(e))
     try:
         training.train_and_evaluate(config, flags.FLAGS.workdir)
     except (
@@ -101,7 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     if any(arg in HELP_ARGS for arg in argv[1:]):
         print(usage(config_value))
         return
-    app.run(_main, argv=argv)
+    try:
+        check_fields(_override_fields(argv))  # ml_collections would raise a bare AttributeError
+    except ConfigError as e:
+        _usage_error(str(e))
+    try:
+        app.run(_main, argv=argv)
+    except KeyboardInterrupt:  # Ctrl-C that the training loop does not handle itself (e.g. while starting up)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,257 @@
+"""Checks a training config and its workdir before anything is loaded, compiled or written.
+
+    validate(config, num_devices=jax.local_device_count(), workdir="runs/x")
+
+raises `ConfigError` with one line that names the flag as it is typed, its
+value and what is allowed: `--config.batch_size=-3: must be an int >= 1 ...`.
+Every field of `configs/default.py` has a rule in `RULES` (a test checks it, so a new
+field cannot skip the check); a field that is not in `default.py` is an error.
+"""
+
+import math
+import numbers
+import os
+import pathlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastgan_jax import diffaug, state
+from fastgan_jax.configs import default
+from fastgan_jax.data import ASPECTS
+from fastgan_jax.models import D_MULT, G_MULT, IM_SIZES
+
+DATA_ON_DEVICE = ("auto", "yes", "no")
+SEED_LIMIT = 2**32  # jax.random.key(2**32) is key(0); numpy's host batches refuse a negative seed
+
+
+class ConfigError(ValueError):
+    """A config field or workdir that training cannot use; the message is one line."""
+
+
+# A rule takes (value, the whole config, num_devices) and returns what is allowed when the value is
+# not, else None.
+Rule = Callable[[Any, Mapping, int], str | None]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _type_note(v, ok: bool) -> str:
+    if ok:
+        return ""
+    name = type(v).__name__
+    return ", not None" if v is None else f", not {'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _int(lo: int, hi: int | None = None) -> Rule:
+    allowed = f"must be an int >= {lo}" if hi is None else f"must be an int in [{lo}, {hi})"
+
+    def rule(v, cfg, num_devices):
+        if not _is_int(v) or v < lo or (hi is not None and v >= hi):
+            return allowed + _type_note(v, _is_int(v))
+        return None
+
+    return rule
+
+
+def _real(lo: float, hi: float | None = None, finite: bool = False) -> Rule:
+    allowed = f"must be a number >= {lo}" if hi is None else f"must be a number in [{lo}, {hi})"
+    allowed += " and finite" if finite else ""
+
+    def rule(v, cfg, num_devices):
+        ok = _is_real(v) and v >= lo and (hi is None or v < hi) and (math.isfinite(v) or not finite)
+        return None if ok else allowed + _type_note(v, _is_real(v))
+
+    return rule
+
+
+def _choice(choices: Callable[[], tuple]) -> Rule:
+    """One of `choices()`, read at check time (another module may add to its table)."""
+
+    def rule(v, cfg, num_devices):
+        allowed = tuple(choices())
+        return None if isinstance(v, str) and v in allowed else f"choose from {', '.join(allowed)}"
+
+    return rule
+
+
+def _string(v, cfg, num_devices):
+    return None if isinstance(v, str) else f"must be a string{_type_note(v, False)}"
+
+
+def _data(v, cfg, num_devices):
+    if not isinstance(v, str) or not v:
+        return "must be an image folder or tfds:NAME[:SPLIT]"
+    parts = v.split(":")
+    if v.startswith("tfds:") and (len(parts) not in (2, 3) or not parts[1]):
+        return "expected tfds:NAME or tfds:NAME:SPLIT"
+    return None  # whether the folder exists is data.load's one-line error, before anything compiles
+
+
+def _im_size(v, cfg, num_devices):
+    if _is_int(v) and v in IM_SIZES:
+        return None
+    return f"choose from {', '.join(map(str, IM_SIZES))}" + _type_note(v, _is_int(v))
+
+
+def _background(v, cfg, num_devices):
+    ok = isinstance(v, (tuple, list)) and len(v) == 3 and all(_is_int(c) and 0 <= c <= 255 for c in v)
+    return None if ok else "must be 3 ints 0-255 (R, G, B), e.g. (255, 255, 255)"
+
+
+def _data_on_device(v, cfg, num_devices):
+    return None if isinstance(v, bool) or v in DATA_ON_DEVICE else f"choose from {', '.join(DATA_ON_DEVICE)}"
+
+
+def _channels(mult: dict, largest: Callable[[int], int], net: str) -> Rule:
+    """A width for which the official table `int(mult[r] * width)` is whole and >= 1 at every used resolution."""
+
+    def rule(v, cfg, num_devices):
+        if not _is_int(v) or v < 1:
+            return "must be an int >= 1" + _type_note(v, _is_int(v))
+        top = largest(cfg["im_size"])
+        smallest = min(m for r, m in mult.items() if r <= top)
+        multiple = max(1, round(1 / smallest))
+        if v % multiple:
+            return (
+                f"at im_size {cfg['im_size']} must be a multiple of {multiple} "
+                f"(the {net}'s channels at {top} px are {smallest} * width)"
+            )
+        return None
+
+    return rule
+
+
+def _batch_size(v, cfg, num_devices):
+    if not _is_int(v) or v < 1 or v % num_devices:
+        return f"must be an int >= 1 and a multiple of the {num_devices} local device(s){_type_note(v, _is_int(v))}"
+    return None
+
+
+def _policy(v, cfg, num_devices):
+    if not isinstance(v, str):
+        return f"must be a comma-separated string{_type_note(v, False)}"
+    try:
+        diffaug.parse_policy(v)
+    except ValueError:
+        return f"comma-separated ops from {', '.join(sorted(diffaug.AUGMENTS))}, or '' for none"
+    return None
+
+
+def _recons() -> tuple:
+    from fastgan_jax.training import RECONS  # training.py imports this module: not at the top
+
+    return RECONS
+
+
+def _init_from(v, cfg, num_devices):
+    if not isinstance(v, str):
+        return f"must be a path or ''{_type_note(v, False)}"
+    if v and not pathlib.Path(v).expanduser().exists():
+        return "no such file or folder (give a run folder, an official .pth/.npz, or '')"
+    return None
+
+
+# One rule per field of default.py, in its order: im_size comes before the widths that depend on it.
+RULES: dict[str, Rule] = {
+    "data": _data,
+    "im_size": _im_size,
+    "aspect": _choice(lambda: ASPECTS),
+    "background": _background,
+    "data_on_device": _data_on_device,
+    "cache_dir": _string,
+    "tfds_data_dir": _string,
+    "ngf": _channels(G_MULT, lambda im_size: im_size, "generator"),
+    # D's stem below 512 px has the channels of twice its resolution (models.Discriminator).
+    "ndf": _channels(D_MULT, lambda im_size: 1024 if im_size == 1024 else min(2 * im_size, 512), "discriminator"),
+    "nz": _int(1),
+    "dec_width": _int(1),  # the decoders use G_MULT up to 128 px, where every factor is >= 1
+    "precision": _choice(lambda: sorted(state.PRECISIONS)),
+    "batch_size": _batch_size,
+    "lr": _real(0, finite=True),  # 0 is allowed: it freezes the weights (a fine-tuning check uses it)
+    "beta1": _real(0, 1),
+    "beta2": _real(0, 1),
+    "ema_decay": _real(0, 1),
+    "policy": _policy,
+    "recon": _choice(_recons),
+    "num_steps": _int(1),
+    "seed": _int(0, SEED_LIMIT),
+    "init_from": _init_from,
+    "time_limit_s": _real(0),  # inf: no limit, as 0 is
+    "log_every": _int(1),
+    "sample_every": _int(1),
+    "checkpoint_every": _int(1),
+    "keep_checkpoints": _int(1),
+    "num_samples": _int(1),
+    "recalib_samples": _int(1),
+    "recalib_batch": _int(1),
+    "fid_every": _int(0),
+    "fid_samples": _int(2),  # FID needs a covariance
+}
+
+
+# Fields whose values are strings are shown as typed (`--config.recon=bogus`); others as Python
+# literals, so that a string where a number belongs reads `--config.lr='2e-4'`.
+_STRING_FIELDS = {field for field, value in default.get_config().items() if isinstance(value, str)}
+
+
+def _show(field, v) -> str:
+    if isinstance(v, str) and field in _STRING_FIELDS and v and v.strip() == v:
+        return v
+    return repr(v)
+
+
+def check_fields(names) -> None:
+    """Raises `ConfigError` for the first name (`FIELD` or `FIELD.SUB`) that is not a config field."""
+    for name in names:
+        if name.split(".")[0] not in RULES:
+            raise ConfigError(f"--config.{name}: no such config field; see fastgan-train --help")
+
+
+def check_workdir(workdir) -> None:
+    """Raises `ConfigError` unless `workdir` is a writable folder or can be created as one."""
+    if str(workdir) == "":
+        raise ConfigError("--workdir '': give a folder")
+    path = pathlib.Path(workdir).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"--workdir {workdir}: is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"--workdir {workdir}: the folder is not writable")
+        return
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--workdir {workdir}: cannot be created, {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: cannot be created, {ancestor} is not writable")
+
+
+def validate(config, *, num_devices: int, workdir=None) -> None:
+    """Checks every field of a training config, and the workdir when given.
+
+    Args:
+      config: a `ConfigDict` or a dict with the fields of `configs/default.py`.
+      num_devices: devices the batch is split over (`jax.local_device_count()`).
+      workdir: the run folder; None skips its check.
+
+    Raises:
+      ConfigError: one line, `--config.FIELD=VALUE: what is allowed`, for the
+        first bad, unknown or missing field, or a workdir that cannot be used.
+    """
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    check_fields(cfg)
+    for field, rule in RULES.items():
+        if field not in cfg:
+            raise ConfigError(f"--config.{field}: missing; every field of fastgan_jax/configs/default.py is needed")
+        complaint = rule(cfg[field], cfg, num_devices)
+        if complaint:
+            raise ConfigError(f"--config.{field}={_show(field, cfg[field])}: {complaint}")
+    if workdir is not None:
+        check_workdir(workdir)

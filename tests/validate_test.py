@@ -1,0 +1,189 @@
+"""Config and workdir validation: one-line errors before anything is loaded, compiled or written."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fastgan_jax import evaluate, state, train_cli
+from fastgan_jax.configs import cpu_quick, default, few_shot_1024
+from fastgan_jax.validate import RULES, ConfigError, validate
+
+MISSING = object()  # an override that deletes the field
+
+# (overrides of cpu_quick, num_devices, the start of the error). Each passed unnoticed before
+# validation (or failed only after compiling, as a traceback).
+BAD = [
+    ({"im_size": 300}, 1, "--config.im_size=300: choose from 64, 128, 256, 512, 1024"),
+    ({"im_size": "64"}, 1, "--config.im_size='64': choose from 64, 128, 256, 512, 1024, not a str"),
+    ({"precision": "fp8"}, 1, "--config.precision=fp8: choose from bfloat16, float32"),
+    ({"policy": "foo"}, 1, "--config.policy=foo: comma-separated ops from color, cutout, translation"),
+    ({"policy": None}, 1, "--config.policy=None: must be a comma-separated string, not None"),
+    ({"recon": "bogus"}, 1, "--config.recon=bogus: choose from lpips, l1, mse"),
+    ({"foo": 1}, 1, "--config.foo: no such config field; see fastgan-train --help"),
+    ({"remat": True}, 1, "--config.remat: no such config field"),
+    ({"nz": MISSING}, 1, "--config.nz: missing"),
+    ({"batch_size": -3}, 1, "--config.batch_size=-3: must be an int >= 1 and a multiple of the 1 local device(s)"),
+    ({"batch_size": 0}, 1, "--config.batch_size=0: must be an int >= 1"),
+    ({"batch_size": 3}, 2, "--config.batch_size=3: must be an int >= 1 and a multiple of the 2 local device(s)"),
+    (
+        {"batch_size": 8.0},
+        1,
+        "--config.batch_size=8.0: must be an int >= 1 and a multiple of the 1 local device(s), not a float",
+    ),
+    (
+        {"batch_size": "8"},
+        1,
+        "--config.batch_size='8': must be an int >= 1 and a multiple of the 1 local device(s), not a str",
+    ),
+    (
+        {"batch_size": True},
+        1,
+        "--config.batch_size=True: must be an int >= 1 and a multiple of the 1 local device(s), not a bool",
+    ),
+    ({"checkpoint_every": 0}, 1, "--config.checkpoint_every=0: must be an int >= 1"),
+    ({"log_every": 0}, 1, "--config.log_every=0: must be an int >= 1"),
+    ({"sample_every": -1}, 1, "--config.sample_every=-1: must be an int >= 1"),
+    ({"keep_checkpoints": 0}, 1, "--config.keep_checkpoints=0: must be an int >= 1"),
+    ({"num_samples": 0}, 1, "--config.num_samples=0: must be an int >= 1"),
+    ({"recalib_samples": 0}, 1, "--config.recalib_samples=0: must be an int >= 1"),
+    ({"recalib_batch": 0}, 1, "--config.recalib_batch=0: must be an int >= 1"),
+    ({"fid_every": -1}, 1, "--config.fid_every=-1: must be an int >= 0"),
+    ({"fid_samples": 1}, 1, "--config.fid_samples=1: must be an int >= 2"),
+    ({"num_steps": -5}, 1, "--config.num_steps=-5: must be an int >= 1"),
+    ({"num_steps": 1e3}, 1, "--config.num_steps=1000.0: must be an int >= 1, not a float"),
+    ({"lr": -1}, 1, "--config.lr=-1: must be a number >= 0 and finite"),
+    ({"lr": float("nan")}, 1, "--config.lr=nan: must be a number >= 0 and finite"),
+    ({"lr": float("inf")}, 1, "--config.lr=inf: must be a number >= 0 and finite"),
+    ({"lr": "2e-4"}, 1, "--config.lr='2e-4': must be a number >= 0 and finite, not a str"),
+    ({"beta1": 1.0}, 1, "--config.beta1=1.0: must be a number in [0, 1)"),
+    ({"beta2": -0.1}, 1, "--config.beta2=-0.1: must be a number in [0, 1)"),
+    ({"ema_decay": 1}, 1, "--config.ema_decay=1: must be a number in [0, 1)"),
+    ({"time_limit_s": -1.0}, 1, "--config.time_limit_s=-1.0: must be a number >= 0"),
+    ({"seed": -1}, 1, "--config.seed=-1: must be an int in [0, 4294967296)"),
+    ({"seed": 2**32}, 1, "--config.seed=4294967296: must be an int in [0, 4294967296)"),
+    ({"seed": 1.5}, 1, "--config.seed=1.5: must be an int in [0, 4294967296), not a float"),
+    ({"ngf": 0}, 1, "--config.ngf=0: must be an int >= 1"),
+    ({"ngf": 3, "im_size": 256}, 1, "--config.ngf=3: at im_size 256 must be a multiple of 2"),
+    ({"ngf": 4, "im_size": 1024}, 1, "--config.ngf=4: at im_size 1024 must be a multiple of 8"),
+    ({"ndf": 2, "im_size": 256}, 1, "--config.ndf=2: at im_size 256 must be a multiple of 4"),
+    ({"ndf": 4, "im_size": 1024}, 1, "--config.ndf=4: at im_size 1024 must be a multiple of 8"),
+    ({"nz": 0}, 1, "--config.nz=0: must be an int >= 1"),
+    ({"dec_width": -8}, 1, "--config.dec_width=-8: must be an int >= 1"),
+    ({"background": (1, 2)}, 1, "--config.background=(1, 2): must be 3 ints 0-255"),
+    ({"background": (0, 0, 256)}, 1, "--config.background=(0, 0, 256): must be 3 ints 0-255"),
+    ({"background": "white"}, 1, "--config.background='white': must be 3 ints 0-255"),
+    ({"data_on_device": "maybe"}, 1, "--config.data_on_device=maybe: choose from auto, yes, no"),
+    ({"aspect": "squash"}, 1, "--config.aspect=squash: choose from center_crop, stretch"),
+    ({"data": ""}, 1, "--config.data='': must be an image folder or tfds:NAME[:SPLIT]"),
+    ({"data": "tfds:"}, 1, "--config.data=tfds:: expected tfds:NAME or tfds:NAME:SPLIT"),
+    ({"cache_dir": None}, 1, "--config.cache_dir=None: must be a string, not None"),
+    ({"tfds_data_dir": 3}, 1, "--config.tfds_data_dir=3: must be a string, not an int"),
+    ({"init_from": "/nonexistent/run"}, 1, "--config.init_from=/nonexistent/run: no such file or folder"),
+]
+
+
+def _config(overrides):
+    cfg = cpu_quick.get_config().to_dict()
+    for field, value in overrides.items():
+        if value is MISSING:
+            del cfg[field]
+        else:
+            cfg[field] = value
+    return cfg
+
+
+@pytest.mark.parametrize(("overrides", "num_devices", "error"), BAD, ids=[e.split(":")[0] for *_, e in BAD])
+def test_bad_fields_are_one_line_errors(overrides, num_devices, error):
+    with pytest.raises(ConfigError) as info:
+        validate(_config(overrides), num_devices=num_devices)
+    message = str(info.value)
+    assert message.startswith(error) and "\n" not in message, message
+
+
+def test_bundled_configs_validate():
+    for module in (default, cpu_quick, few_shot_1024):
+        validate(module.get_config(), num_devices=1)
+    validate(default.get_config(), num_devices=8)
+
+
+def test_accepted_spellings(tmp_path):
+    (tmp_path / "old_run").mkdir()
+    for overrides in (
+        {"lr": 1, "beta1": 0, "time_limit_s": 5, "ema_decay": 0.0},  # ints where floats are expected
+        {"lr": 0.0, "time_limit_s": float("inf")},  # lr 0 freezes the weights; no time limit
+        {"policy": "", "background": [0, 0, 0], "data_on_device": "no"},
+        {"policy": " cutout , color", "init_from": str(tmp_path / "old_run"), "fid_every": 0},
+        {"data": "tfds:cats:train", "im_size": 1024, "ngf": 8, "ndf": 8},
+        {"im_size": 128, "ngf": 3, "ndf": 2, "dec_width": 1, "seed": 2**32 - 1},
+    ):
+        validate(_config(overrides), num_devices=1)
+
+
+def test_precisions_are_read_from_state(monkeypatch):
+    monkeypatch.setitem(state.PRECISIONS, "float16", None)
+    validate(_config({"precision": "float16"}), num_devices=1)
+    with pytest.raises(ConfigError, match="choose from bfloat16, float16, float32$"):
+        validate(_config({"precision": "fp8"}), num_devices=1)
+
+
+def test_every_default_field_has_a_rule():
+    fields = set(default.get_config())
+    assert fields - set(RULES) == set(), "give each new field of default.py a rule in fastgan_jax/validate.py"
+    assert set(RULES) - fields == set(), "a rule for a field that default.py no longer has"
+
+
+def test_workdir(tmp_path):
+    cfg = cpu_quick.get_config()
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "run").mkdir()
+    validate(cfg, num_devices=1, workdir=tmp_path / "run")  # an existing folder: resume
+    validate(cfg, num_devices=1, workdir=tmp_path / "new" / "deeper")  # created with its parents
+    with pytest.raises(ConfigError, match=r"^--workdir .*/file: is a file, not a folder$"):
+        validate(cfg, num_devices=1, workdir=tmp_path / "file")
+    # Under a regular file nothing can be created, not even by root.
+    with pytest.raises(ConfigError, match=r"^--workdir .*/file/run: cannot be created, .*/file is a file$"):
+        validate(cfg, num_devices=1, workdir=tmp_path / "file" / "run")
+    with pytest.raises(ConfigError, match=r"^--workdir .*/file/a/b: cannot be created, .*/file is a file$"):
+        validate(cfg, num_devices=1, workdir=str(tmp_path / "file" / "a" / "b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]  # nothing written
+
+
+def test_cli_unknown_field_and_ctrl_c_are_one_line(capsys, monkeypatch):
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(["fastgan-train", "--workdir", "W", "--config", "cpu_quick", "--config.foo=1"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "error: --config.foo: no such config field; see fastgan-train --help\n"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli.app, "run", interrupted)
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(["fastgan-train", "--workdir", "W", "--config", "cpu_quick"])
+    assert info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--n", "1"], "--n 1: FID and KID need at least 2"),
+        (["--step", "-1"], "--step -1: give a checkpoint step >= 0"),
+    ],
+)
+def test_evaluate_arguments(tmp_path, capsys, args, error):
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--workdir", str(tmp_path), *args])
+    assert info.value.code == 2
+    assert f"fastgan-evaluate: error: {error}" in capsys.readouterr().err
+
+
+def test_cli_bad_flag_exits_2_before_writing(tmp_path):
+    work = tmp_path / "W"
+    cmd = [sys.executable, "-m", "fastgan_jax.train_cli", "--workdir", str(work), "--config", "cpu_quick"]
+    res = subprocess.run([*cmd, "--config.batch_size=-3"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: --config.batch_size=-3: must be an int >= 1")
+    assert "Traceback" not in res.stderr
+    assert not work.exists()
