@@ -5,6 +5,7 @@ with the items `state` (StandardSave of the TrainState pytree) and `config`
 (JSON). The last `keep` checkpoints are preserved.
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -92,10 +93,29 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, metrics: d
     mngr.wait_until_finished()
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
-    """Restores the state at `step` (default: the latest) into `abstract_state`'s structure."""
+def _restore(mngr, step, abstract):
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None, *, defaults: dict | None = None):
+    """Restores the state at `step` (default: the latest) into `abstract_state`'s structure.
+
+    Args:
+      mngr: the run's manager.
+      abstract_state: a train state dataclass of shapes (`jax.eval_shape`).
+      step: the checkpoint's step (default: the latest).
+      defaults: values of fields that older checkpoints do not have; such a
+        checkpoint restores with these.
+    """
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    try:
+        return _restore(mngr, step, abstract_state)
+    except ValueError:
+        if not defaults:
+            raise
+    fields = [f.name for f in dataclasses.fields(abstract_state) if f.name not in defaults]
+    restored = _restore(mngr, step, {name: getattr(abstract_state, name) for name in fields})
+    return abstract_state.replace(**restored, **defaults)

@@ -17,7 +17,7 @@ import numpy as np
 
 from fastgan_jax import checkpoints, convert
 from fastgan_jax.models import Discriminator, Generator
-from fastgan_jax.state import TrainState, create_train_state, make_models, make_optimizer
+from fastgan_jax.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -95,7 +95,7 @@ def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
     G, D = _models(cfg)
     tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
     abstract = jax.eval_shape(functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx), jax.random.key(0))
-    state = checkpoints.restore(mngr, abstract, step)
+    state = checkpoints.restore(mngr, abstract, step, defaults=legacy_defaults())
     g_vars = (state.ema_params, state.ema_stats) if ema else (state.g_params, state.g_stats)
     return Run(
         workdir=pathlib.Path(workdir),

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fastgan_jax.models import Discriminator, Generator, init_discriminator, init_generator
+from fastgan_jax.models import REMATS, Discriminator, Generator, init_discriminator, init_generator
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -29,15 +29,29 @@ class TrainState:
     d_opt: Any
     ema_params: Any  # EMA of g_params
     ema_stats: Any  # batch_stats for ema_params, recalibrated at checkpoints
+    # Non-finite handling (see training.train_step): the learning rate's scale (halved at each rollback)
+    # and the number of consecutive steps whose losses or gradients were not finite (and not applied).
+    lr_scale: jax.Array = None  # float32 scalar
+    nonfinite: jax.Array = None  # int32 scalar
 
 
-def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32"):
-    """(Generator, Discriminator) with tanh outputs and the given compute dtype."""
+def legacy_defaults() -> dict:
+    """Values of the fields that checkpoints written before them lack (for `checkpoints.restore`)."""
+    return {"lr_scale": jnp.ones((), jnp.float32), "nonfinite": jnp.zeros((), jnp.int32)}
+
+
+def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32", remat="none"):
+    """(Generator, Discriminator) with tanh outputs, the given compute dtype and rematerialisation.
+
+    `remat` ('none', 'blocks', 'full'; see `models`) changes memory and compute, never results or variables.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if remat not in REMATS:
+        raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
     dtype = PRECISIONS[precision]
-    G = Generator(im_size=im_size, ngf=ngf, nz=nz, output_tanh=True, dtype=dtype)
-    D = Discriminator(im_size=im_size, ndf=ndf, dec_width=dec_width, dtype=dtype)
+    G = Generator(im_size=im_size, ngf=ngf, nz=nz, output_tanh=True, dtype=dtype, remat=remat)
+    D = Discriminator(im_size=im_size, ndf=ndf, dec_width=dec_width, dtype=dtype, remat=remat)
     return G, D
 
 
@@ -61,4 +75,6 @@ def create_train_state(G, D, key, *, tx_g, tx_d) -> TrainState:
         # Own buffers: the state is donated, and one buffer cannot be donated twice.
         ema_params=jax.tree.map(jnp.copy, g_vars["params"]),
         ema_stats=jax.tree.map(jnp.copy, g_vars["batch_stats"]),
+        lr_scale=jnp.ones((), jnp.float32),
+        nonfinite=jnp.zeros((), jnp.int32),
     )

@@ -34,7 +34,8 @@ from fastgan_jax.inception import fid, generated_features, real_features
 from fastgan_jax.layers import nearest_resize
 from fastgan_jax.lpips import lpips, lpips_variables
 from fastgan_jax.models import Discriminator, Generator, generate_batches
-from fastgan_jax.state import TrainState, create_train_state, make_models, make_optimizer
+from fastgan_jax.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
+from fastgan_jax.validate import validate
 
 DISTANCES = {"l1": losses.l1_distance, "mse": losses.mse_distance}
 RECONS = ("lpips", *DISTANCES)  # the official reconstruction distance is LPIPS-VGG
@@ -67,6 +68,8 @@ class StepInputs:
       d_stats: D's batch_stats before the step (for `D.apply(..., train=False)`).
       part: the quadrant D reconstructs this step.
       key: a key of the step's own, for the extra term's randomness.
+      step: the step being taken (0 for the first), for schedules.
+      lr_scale: the state's learning-rate scale (1 unless a rollback halved it).
     """
 
     real: jax.Array
@@ -75,6 +78,8 @@ class StepInputs:
     d_stats: Any
     part: jax.Array
     key: jax.Array
+    step: jax.Array
+    lr_scale: jax.Array
 
 
 def _d_train(D, params, stats, images, part=None):
@@ -109,7 +114,7 @@ def d_update(state, inputs: StepInputs, *, D, tx_d, distance, keys, extra_loss=N
     (_, (d_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
     updates, d_opt = tx_d.update(grads, state.d_opt, state.d_params)
     metrics["d_grad_norm"] = optax.tree.norm(grads)
-    return optax.apply_updates(state.d_params, updates), d_opt, d_stats, metrics
+    return optax.apply_updates(state.d_params, _scaled(updates, state.lr_scale)), d_opt, d_stats, metrics
 
 
 def g_update(state, inputs: StepInputs, g_vjp, *, D, d_params, d_stats, tx_g, extra_loss=None):
@@ -132,7 +137,32 @@ def g_update(state, inputs: StepInputs, g_vjp, *, D, d_params, d_stats, tx_g, ex
     (grads,) = g_vjp(fake_grads)
     updates, g_opt = tx_g.update(grads, state.g_opt, state.g_params)
     metrics["g_grad_norm"] = optax.tree.norm(grads)
-    return optax.apply_updates(state.g_params, updates), g_opt, d_stats, metrics
+    return optax.apply_updates(state.g_params, _scaled(updates, state.lr_scale)), g_opt, d_stats, metrics
+
+
+def _scaled(updates, scale):
+    """Adam's updates times the state's lr scale (1 unless a rollback halved it; x * 1.0 is exact)."""
+    return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
+
+
+def all_finite(tree) -> jax.Array:
+    """True when every floating-point leaf of `tree` is finite (a boolean scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _guard(state: TrainState, new_state: TrainState, metrics: dict) -> tuple[TrainState, dict]:
+    """Applies the step only when every loss and gradient norm is finite; the step counter always advances.
+
+    A skipped step leaves G, D, the optimizers and the EMA as they were and
+    counts in `nonfinite` (consecutive skipped steps; the loop rolls back to
+    the last checkpoint when it grows).
+    """
+    ok = jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])))
+    ok &= all_finite((new_state.g_params, new_state.d_params))  # an update can overflow from finite gradients
+    kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+    kept = kept.replace(step=state.step + 1, nonfinite=jnp.where(ok, 0, state.nonfinite + 1))
+    return kept, {**metrics, "skipped": 1.0 - ok.astype(jnp.float32)}
 
 
 def _draw_batch(images_u8, key, batch_size, batch_sharding):
@@ -182,8 +212,9 @@ def train_step(
     Returns:
       (new state, metrics): scalars `d_real`, `d_fake`, `rec`, `g`, the mean
       logits `logit_real` and `logit_fake` (D's, before its update), the
-      gradient norms `d_grad_norm` and `g_grad_norm`, and `d_extra` /
-      `g_extra` when given.
+      gradient norms `d_grad_norm` and `g_grad_norm`, `d_extra` / `g_extra`
+      when given, and `skipped` (1 when a loss or gradient was not finite:
+      then nothing but the step counter and `state.nonfinite` changed).
     """
     images_lib.check_uint8(images_u8, "train_step images", size=G.im_size)
     key = jax.random.fold_in(key, state.step)
@@ -205,7 +236,16 @@ def train_step(
     # One G forward; its VJP carries the generator loss back after the D update.
     fakes, g_vjp, g_stats = jax.vjp(generate, state.g_params, has_aux=True)
     part = jax.random.randint(k_part, (), 0, 4)
-    inputs = StepInputs(real=real, fakes=fakes, z=z, d_stats=state.d_stats, part=part, key=jax.random.fold_in(key, 1))
+    inputs = StepInputs(
+        real=real,
+        fakes=fakes,
+        z=z,
+        d_stats=state.d_stats,
+        part=part,
+        key=jax.random.fold_in(key, 1),
+        step=state.step,
+        lr_scale=state.lr_scale,
+    )
     distance = _distance(recon, recon_params)
     d_params, d_opt, d_stats, d_metrics = d_update(
         state, inputs, D=D, tx_d=tx_d, distance=distance, keys=(k_hr, k_hf), extra_loss=d_extra_loss
@@ -215,7 +255,6 @@ def train_step(
     )
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, g_params)
     new_state = state.replace(
-        step=state.step + 1,
         g_params=g_params,
         g_stats=g_stats,
         d_params=d_params,
@@ -224,7 +263,7 @@ def train_step(
         d_opt=d_opt,
         ema_params=ema_params,
     )
-    return new_state, {**d_metrics, **g_metrics}
+    return _guard(state, new_state, {**d_metrics, **g_metrics})
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -380,6 +419,7 @@ class Experiment:
     G: Generator
     D: Discriminator
     mesh: Mesh
+    tx: optax.GradientTransformation  # both networks' optimizer
     step_fn: Callable  # the jitted train step
     batches: Iterator  # what the step takes as data, one item per step
     recon_vars: Any  # LPIPS-VGG weights, or None
@@ -425,7 +465,7 @@ def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
     """The latest checkpoint's state when resuming; else a fresh one, warm-started from `init_from` if set."""
     init = functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx)
     if resume:
-        return checkpoints.restore(mngr, jax.eval_shape(init, key))
+        return checkpoints.restore(mngr, jax.eval_shape(init, key), defaults=legacy_defaults())
     state = init(key)
     if cfg.get("init_from"):
         state = runs.warm_start(state, cfg["init_from"])
@@ -444,10 +484,12 @@ def _batches(cfg, images, mesh, resident, start):
 def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Experiment, TrainState]:
     """Builds the experiment and its start state: resumed, warm-started or fresh.
 
-    Raises `checkpoints.ConfigMismatchError` for a workdir of another run
-    before anything is written.
+    Raises `validate.ConfigError` for a bad config and
+    `checkpoints.ConfigMismatchError` for a workdir of another run, before
+    anything is loaded, compiled or written.
     """
     cfg, workdir = resolve_config(config), pathlib.Path(workdir)
+    validate(cfg, num_devices=jax.local_device_count(), workdir=workdir)
     mngr, saved = _open_workdir(cfg, workdir)
     images = _load_data(cfg)
     G, D = make_models(
@@ -489,6 +531,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
         G=G,
         D=D,
         mesh=mesh,
+        tx=tx,
         step_fn=step_fn,
         batches=_batches(cfg, images, mesh, resident, int(state.step)),
         recon_vars=jax.device_put(recon_params(cfg["recon"]), replicated),
@@ -515,18 +558,18 @@ class Logger:
 
     def write(self, step, values: dict) -> None:
         for k, v in values.items():
-            self.writer.add_scalar(k if k in ("fid", "img_per_s") else f"loss/{k}", v, step)
+            self.writer.add_scalar(k if k in ("fid", "img_per_s", "lr_scale", "nonfinite") else f"loss/{k}", v, step)
         with open(self.jsonl, "a") as f:  # the same scalars, for scripts and plots
             f.write(json.dumps({"step": step, **values}) + "\n")
 
-    def log_metrics(self, step, metrics, batch) -> None:
+    def log_metrics(self, step, metrics, batch, state) -> None:
+        """Logs the step's finite scalars, the state's lr scale and its count of consecutive skipped steps."""
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        bad = [k for k, v in values.items() if not np.isfinite(v)]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite loss {bad} at step {step}: {values}; the last good checkpoint stays in "
-                f"{self.jsonl.parent / 'checkpoints'} (lower config.lr or use precision=float32)"
-            )
+        if values.get("skipped"):
+            bad = sorted(k for k, v in values.items() if not np.isfinite(v))
+            print(f"step {step}: non-finite {', '.join(bad)}: the step was skipped", flush=True)
+        values = {k: v for k, v in values.items() if np.isfinite(v)}
+        values |= {"lr_scale": float(state.lr_scale), "nonfinite": int(state.nonfinite)}
         now = time.perf_counter()
         img_s = self.n_log * batch / (now - self.t_log)
         self.t_log, self.n_log = now, 0
@@ -553,6 +596,8 @@ def save_checkpoint(exp: Experiment, state: TrainState, logger: Logger, with_fid
         exp.G, state.ema_params, state.g_stats, key, num_samples=cfg["recalib_samples"], batch=cfg["recalib_batch"]
     )
     state = state.replace(ema_stats=stats)
+    if not bool(_all_finite_jit(state)):  # the step never applies a non-finite update; this is the last guard
+        raise NonFiniteError(f"refusing to checkpoint a non-finite state at step {step} (nothing was written)")
     scores = None
     if with_fid:
         ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
@@ -578,21 +623,59 @@ def write_samples(exp: Experiment, state: TrainState, logger: Logger, step: int)
 # ----------------------------------------------------------------------------- the loop
 
 
+_all_finite_jit = jax.jit(all_finite)
+NONFINITE_PATIENCE = 10  # consecutive skipped (non-finite) steps, seen at a log step, before a rollback
+MAX_ROLLBACKS = 3  # rollbacks in one run before it stops
+
+
+class NonFiniteError(FloatingPointError):
+    """Training kept producing non-finite losses after every rollback."""
+
+
+def roll_back(exp: Experiment, state: TrainState, rollbacks: int) -> TrainState:
+    """The last checkpoint's state (the start state when there is none) with half the lr scale.
+
+    Raises:
+      NonFiniteError: after MAX_ROLLBACKS rollbacks.
+    """
+    last = exp.mngr.latest_step()
+    if rollbacks >= MAX_ROLLBACKS:
+        where = f"step {last} in {exp.workdir / 'checkpoints'}" if last is not None else "none was written"
+        raise NonFiniteError(
+            f"losses stayed non-finite at step {int(state.step)} after {rollbacks} rollbacks, down to lr scale "
+            f"{float(state.lr_scale):g}; the last finite checkpoint is {where}. Resume with a lower "
+            "--config.lr (a resumed run accepts a new lr) or precision=float32"
+        )
+    restored = initial_state(exp.cfg, exp.G, exp.D, exp.tx, exp.keys["init"], exp.mngr, last is not None)
+    restored = restored.replace(lr_scale=state.lr_scale * 0.5, nonfinite=jnp.zeros((), jnp.int32))
+    print(
+        f"step {int(state.step)}: {int(state.nonfinite)} consecutive non-finite steps; rolled back to step "
+        f"{int(restored.step)} with the learning rate scaled by {float(restored.lr_scale):g}",
+        flush=True,
+    )
+    return jax.device_put(restored, NamedSharding(exp.mesh, P()))
+
+
 def train_loop(exp: Experiment, state: TrainState) -> TrainState:
-    """Steps from `state.step` to `num_steps` (or the time limit) with the periodic actions."""
+    """Steps from `state.step` to `num_steps` (or the time limit) with the periodic actions and rollbacks."""
     cfg = exp.cfg
     start, total, batch = int(state.step), cfg["num_steps"], cfg["batch_size"]
     fid_every, time_limit = cfg.get("fid_every", 0), cfg.get("time_limit_s", 0)
     logger = Logger(exp.workdir, start, total)
-    t0, done = time.perf_counter(), start
-    for step in range(start, total):
+    t0, done, rollbacks = time.perf_counter(), start, 0
+    while done < total:
         state, metrics = exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
         logger.tick()
-        done = step + 1
+        done += 1
         # A time limit ends the run like its last step: logged, checkpointed, sampled.
         last = done == total or bool(time_limit and time.perf_counter() - t0 >= time_limit)
         if done % cfg["log_every"] == 0 or last:
-            logger.log_metrics(done, metrics, batch)
+            logger.log_metrics(done, metrics, batch, state)
+            if int(state.nonfinite) >= NONFINITE_PATIENCE or (last and int(state.nonfinite)):
+                state, rollbacks = roll_back(exp, state, rollbacks), rollbacks + 1
+                done = int(state.step)
+                exp.batches = _batches(cfg, exp.images, exp.mesh, exp.resident, done)
+                continue
         with_fid = fid_every > 0 and (done % fid_every == 0 or last)
         if done % cfg["checkpoint_every"] == 0 or last or with_fid:
             state = save_checkpoint(exp, state, logger, with_fid)

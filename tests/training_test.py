@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastgan_jax import checkpoints, sample, training
+from fastgan_jax import checkpoints, runs, sample, training
 from fastgan_jax.models import noise_shapes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -46,7 +46,8 @@ def test_train_step_updates_everything():
     data = jax.random.randint(jax.random.key(1), (10, 64, 64, 3), 0, 256).astype(jnp.uint8)
     state, metrics = step(state, data, jax.random.key(2), training.recon_params("lpips"))
     assert int(state.step) == 1
-    assert {"d_real", "d_fake", "g", "rec", "logit_real", "logit_fake", "d_grad_norm", "g_grad_norm"} == set(metrics)
+    logits_and_norms = {"logit_real", "logit_fake", "d_grad_norm", "g_grad_norm"}
+    assert set(metrics) == {"d_real", "d_fake", "rec", "g", "skipped"} | logits_and_norms
     assert all(np.isfinite(float(v)) for v in metrics.values())
     for name in ("g_params", "g_stats", "d_params", "d_stats", "g_opt", "d_opt", "ema_params"):
         assert not leaves_equal(getattr(before, name), getattr(state, name)), name
@@ -119,9 +120,64 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
     assert sorted(str(p) for p in a.rglob("*")) == listing  # nothing written
 
 
-def test_non_finite_loss_is_an_error(tmp_path):
-    with pytest.raises(FloatingPointError, match="non-finite loss"):
-        training.train_and_evaluate(tiny_config(tmp_path, lr=float("inf"), num_steps=1), tmp_path / "nan")
+def test_a_non_finite_step_is_skipped_not_applied():
+    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
+    tx = training.make_optimizer()
+    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    before = jax.tree.map(np.asarray, state)
+    step = training.make_train_step(
+        G,
+        D,
+        tx_g=tx,
+        tx_d=tx,
+        policy="",
+        recon="l1",
+        ema_decay=0.999,
+        mesh=training.make_mesh(),
+        d_extra_loss=lambda d_params, inputs: jnp.where(inputs.step == 0, jnp.nan, 0.0),
+    )
+    data = jax.random.randint(jax.random.key(1), (4, 64, 64, 3), 0, 256).astype(jnp.uint8)
+    state, metrics = step(state, data, jax.random.key(2), None)
+    assert float(metrics["skipped"]) == 1.0 and int(state.nonfinite) == 1 and int(state.step) == 1
+    for name in ("g_params", "g_stats", "d_params", "d_stats", "g_opt", "d_opt", "ema_params"):
+        assert leaves_equal(getattr(before, name), getattr(state, name)), name
+    state, metrics = step(state, data, jax.random.key(2), None)  # step 1 is finite: applied, count reset
+    assert float(metrics["skipped"]) == 0.0 and int(state.nonfinite) == 0
+    assert not leaves_equal(before.g_params, state.g_params)
+
+
+def nan_from(first_step, *, only_at_full_lr):
+    def extra(d_params, inputs):
+        bad = inputs.step >= first_step
+        if only_at_full_lr:
+            bad &= inputs.lr_scale == 1.0
+        return jnp.where(bad, jnp.nan, 0.0)
+
+    return extra
+
+
+def test_nan_rolls_back_to_the_last_checkpoint_at_half_lr_and_recovers(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, num_steps=16, log_every=4, checkpoint_every=4, sample_every=16)
+    state = training.train_and_evaluate(cfg, tmp_path / "r", d_extra_loss=nan_from(6, only_at_full_lr=True))
+    out = capsys.readouterr().out
+    assert (
+        "step 16: 10 consecutive non-finite steps; rolled back to step 12 with the learning rate scaled by 0.5" in out
+    )
+    assert int(state.step) == 16 and float(state.lr_scale) == 0.5 and int(state.nonfinite) == 0
+    assert bool(training.all_finite(state))
+    for step in (8, 12, 16):  # every kept checkpoint is finite
+        assert bool(training.all_finite(runs.load_run(tmp_path / "r", step).state))
+    logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == 16 and logged[-1]["lr_scale"] == 0.5 and logged[-1]["skipped"] == 0.0
+
+
+def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path, num_steps=3, log_every=1, checkpoint_every=1, sample_every=3)
+    with pytest.raises(training.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
+        training.train_and_evaluate(cfg, tmp_path / "n", d_extra_loss=nan_from(2, only_at_full_lr=False))
+    assert "the last finite checkpoint is step 2" in str(e.value) and "\n" not in str(e.value)
+    for step in (1, 2):
+        assert bool(training.all_finite(runs.load_run(tmp_path / "n", step).state))
 
 
 SHARDING_SCRIPT = """
