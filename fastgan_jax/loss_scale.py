@@ -1,0 +1,221 @@
+"""Dynamic loss scaling for float16 mixed precision (float32 parameters, float16 compute).
+
+Why float16 needs it: GPUs such as Volta and Turing (V100, T4, RTX 20xx) run
+float16 fast on their tensor cores but have no bfloat16 arithmetic (that
+begins with Ampere). float16 keeps float32's precision of a few digits only
+with a far smaller range: its largest value is 65504, its smallest normal
+2**-14 ~ 6.1e-5 and its smallest subnormal 2**-24 ~ 6.0e-8. The forward
+activations fit, but in the backward pass the gradients of the float16
+activations are often smaller than that and round to 0 (a mean over a batch
+of pixels alone divides by ~1e5), so their parameters get no gradient.
+bfloat16 has float32's range and needs none of this.
+
+The remedy (Micikevicius et al., "Mixed Precision Training", ICLR 2018):
+multiply the loss by a scale S before the backward pass, so that every
+gradient in it is S times larger and stays representable; divide the
+parameters' gradients by S afterwards, in float32. Too large an S makes
+gradients overflow to inf; then the step is skipped and S halved. This
+module is that rule as pure functions of a two-scalar state, with
+`jmp.DynamicLossScale` / `torch.cuda.amp.GradScaler` semantics:
+
+    finite step:      good_steps += 1; at growth_interval: S *= growth_factor, good_steps = 0
+    non-finite step:  S = max(S * backoff_factor, min_scale), good_steps = 0
+
+The defaults: S starts at 2**15 (most gradients survive from the first step;
+a start that is too large costs one skipped step per halving);
+growth_interval=2000 finite steps before trying a scale twice as large (the
+needed scale drifts during training; the probe costs a skipped step when it
+is too large); growth_factor=2 and backoff_factor=0.5 keep S a power of two,
+so scaling and unscaling change exponents only and are exact; min_scale=1
+because gradients that overflow without any scale are a fault of the model or
+the learning rate, not of the scale (the train step's guard handles those).
+
+Use (one `DynamicScale` per network, kept in the train state):
+
+    (loss, aux), grads, finite = scaled_value_and_grad(loss_fn, ds, has_aux=True)(params)
+    new = select(finite, optimizer_step(params, grads), params)  # skip the step on overflow
+    ds = adjust(ds, finite)
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+
+# The project's precision names -> the modules' compute dtype; parameters, optimizer and EMA stay float32.
+PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(precision: str) -> jnp.dtype:
+    """The compute dtype of a precision name ('float32', 'bfloat16', 'float16').
+
+    Raises:
+      ValueError: for another name.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def needs_loss_scale(precision: str) -> bool:
+    """True when training at `precision` needs a dynamic loss scale: float16 only (bfloat16 has float32's range).
+
+    Raises:
+      ValueError: for an unknown precision name.
+    """
+    return compute_dtype(precision) == jnp.float16
+
+
+@flax.struct.dataclass
+class DynamicScale:
+    """A dynamic loss scale: two scalars that change, and a static rule (see the module docstring).
+
+    Build it with `create_dynamic_scale`. The rule's fields are static (part of
+    the tree structure, so not saved in checkpoints and compiled in).
+
+    Attributes:
+      scale: float32 scalar, the factor the loss is multiplied by.
+      good_steps: int32 scalar, consecutive steps with finite gradients since the last change of `scale`.
+      growth_interval: finite steps after which `scale` grows.
+      growth_factor: what `scale` is multiplied by when it grows.
+      backoff_factor: what `scale` is multiplied by after a non-finite step.
+      min_scale: the smallest scale a backoff reaches.
+    """
+
+    scale: jax.Array
+    good_steps: jax.Array
+    growth_interval: int = flax.struct.field(pytree_node=False, default=2000)
+    growth_factor: float = flax.struct.field(pytree_node=False, default=2.0)
+    backoff_factor: float = flax.struct.field(pytree_node=False, default=0.5)
+    min_scale: float = flax.struct.field(pytree_node=False, default=1.0)
+
+
+def create_dynamic_scale(
+    initial_scale: float = 2.0**15,
+    *,
+    growth_interval: int = 2000,
+    growth_factor: float = 2.0,
+    backoff_factor: float = 0.5,
+    min_scale: float = 1.0,
+) -> DynamicScale:
+    """A fresh `DynamicScale` at `initial_scale` with no finite steps counted.
+
+    Args:
+      initial_scale: the first scale (>= min_scale).
+      growth_interval: finite steps before the scale grows (>= 1).
+      growth_factor: growth multiplier (>= 1).
+      backoff_factor: multiplier after a non-finite step (in (0, 1)).
+      min_scale: the floor of the scale (> 0).
+
+    Returns:
+      The state, its scalars as float32 and int32 arrays.
+    """
+    if not (growth_interval >= 1 and growth_factor >= 1 and 0 < backoff_factor < 1 and 0 < min_scale):
+        raise ValueError(
+            "need growth_interval >= 1, growth_factor >= 1, 0 < backoff_factor < 1 and min_scale > 0, got "
+            f"{growth_interval}, {growth_factor}, {backoff_factor}, {min_scale}"
+        )
+    if initial_scale < min_scale:
+        raise ValueError(f"initial_scale {initial_scale} is below min_scale {min_scale}")
+    return DynamicScale(
+        scale=jnp.asarray(initial_scale, jnp.float32),
+        good_steps=jnp.zeros((), jnp.int32),
+        growth_interval=growth_interval,
+        growth_factor=growth_factor,
+        backoff_factor=backoff_factor,
+        min_scale=min_scale,
+    )
+
+
+def scale(loss: jax.Array, ds: DynamicScale) -> jax.Array:
+    """The loss times the scale, in float32 (a float16 loss of 2 times 2**15 would already overflow).
+
+    Args:
+      loss: a scalar loss of any float dtype.
+      ds: the loss scale.
+
+    Returns:
+      float32 scalar `loss * ds.scale`: differentiate this one.
+    """
+    return jnp.asarray(loss, jnp.float32) * ds.scale
+
+
+def unscale(grads: Any, ds: DynamicScale) -> Any:
+    """Gradients of a scaled loss divided by the scale, in float32.
+
+    Args:
+      grads: a pytree of gradients of `scale(loss, ds)`.
+      ds: the loss scale they were computed with.
+
+    Returns:
+      The gradients of the loss itself: floating leaves as float32 (the
+      parameters' dtype in mixed precision; a float16 gradient divided in
+      float16 would underflow again), other leaves unchanged.
+    """
+
+    def one(g):
+        return g.astype(jnp.float32) / ds.scale if jnp.issubdtype(g.dtype, jnp.floating) else g
+
+    return jax.tree.map(one, grads)
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True when every floating-point leaf of `tree` is finite (a boolean scalar; True for no such leaf)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def adjust(ds: DynamicScale, finite: jax.Array) -> DynamicScale:
+    """The scale after a step: backed off when the gradients were not finite, grown after enough finite steps.
+
+    Args:
+      ds: the scale the step's gradients were computed with.
+      finite: boolean scalar, `all_finite` of the step's (unscaled) gradients.
+
+    Returns:
+      The next step's `DynamicScale` (same static rule).
+    """
+    good = ds.good_steps + 1
+    grow = finite & (good >= ds.growth_interval)
+    grown = jnp.where(grow, ds.scale * ds.growth_factor, ds.scale)
+    backed_off = jnp.maximum(ds.scale * ds.backoff_factor, ds.min_scale)
+    return ds.replace(
+        scale=jnp.where(finite, grown, backed_off).astype(jnp.float32),
+        good_steps=jnp.where(finite & ~grow, good, 0).astype(jnp.int32),
+    )
+
+
+def select(finite: jax.Array, new_tree: Any, old_tree: Any) -> Any:
+    """`new_tree` where `finite`, else `old_tree`, leaf by leaf (both the same structure): a skipped update."""
+    return jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_tree, old_tree)
+
+
+def scaled_value_and_grad(fn: Callable, ds: DynamicScale, *, has_aux: bool = False) -> Callable:
+    """`jax.value_and_grad(fn)` with the loss scaled before the backward pass and the gradients unscaled after.
+
+    Args:
+      fn: the loss function, differentiated with respect to its first argument;
+        returns a scalar loss, or `(loss, aux)` with `has_aux`.
+      ds: the loss scale.
+      has_aux: as in `jax.value_and_grad`.
+
+    Returns:
+      A function of `fn`'s arguments that returns `(value, grads, finite)`:
+      `value` as `fn` returned it (the unscaled loss, or `(loss, aux)`),
+      `grads` the loss's gradients as `unscale` gives them, and `finite` the
+      boolean scalar `all_finite(grads)` for `adjust` and `select`.
+    """
+
+    def scaled_fn(*args):
+        out = fn(*args)
+        loss = out[0] if has_aux else out
+        return scale(loss, ds), out
+
+    def value_and_grad(*args):
+        (_, value), grads = jax.value_and_grad(scaled_fn, has_aux=True)(*args)
+        grads = unscale(grads, ds)
+        return value, grads, all_finite(grads)
+
+    return value_and_grad
