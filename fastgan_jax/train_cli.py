@@ -104,8 +104,13 @@ def _main(argv):
         weights.WeightsNotFoundError,
         runs.WarmStartError,
         convert.OfficialCheckpointError,
+        training.DiskFullError,
+        training.NonFiniteError,
     ) as e:
         sys.exit(f"error: {e}")
+    except training.Interrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,10 +9,15 @@ the official code, so its BatchNorm statistics and spectral-norm vectors are
 updated three times.
 """
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
+import os
 import pathlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -550,11 +555,22 @@ class Logger:
     """Scalars to TensorBoard and `metrics.jsonl`, and a progress bar (or a line per log without a terminal)."""
 
     def __init__(self, workdir, start, total):
-        self.writer = SummaryWriter(str(workdir))
         self.jsonl = workdir / "metrics.jsonl"
+        self.truncate(start)
+        # TensorBoard hides events past `purge_step` that a killed segment wrote after its last checkpoint.
+        self.writer = SummaryWriter(str(workdir), purge_step=start + 1 if start else None, flush_secs=30)
         self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=None)
         self.total = total
         self.t_log, self.n_log = time.perf_counter(), 0
+
+    def truncate(self, step) -> None:
+        """Drops `metrics.jsonl` lines after `step` (a resumed or rolled-back run logs those steps again)."""
+        if not self.jsonl.exists():
+            return
+        lines = self.jsonl.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
+        if kept != lines:
+            _write_atomic(self.jsonl, "".join(kept))
 
     def write(self, step, values: dict) -> None:
         for k, v in values.items():
@@ -588,6 +604,38 @@ class Logger:
         self.writer.close()
 
 
+def _write_atomic(path, text) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class DiskFullError(OSError):
+    """The disk filled up while writing a checkpoint, samples or logs."""
+
+
+def _no_space(error: BaseException) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _disk_full_is_one_line(path, exp):
+    """Turns a full disk under `path` into DiskFullError naming the path and the checkpoint that survives."""
+    try:
+        yield
+    except Exception as e:
+        if not _no_space(e):
+            raise
+        last = exp.mngr.latest_step()
+        kept = f"checkpoint {last} is intact" if last is not None else "no checkpoint was written"
+        advice = "free space and run the same command to continue"
+        raise DiskFullError(f"{path}: no space left on device; {kept}; {advice}") from None
+
+
 def save_checkpoint(exp: Experiment, state: TrainState, logger: Logger, with_fid: bool) -> TrainState:
     """Recalibrates the EMA generator's statistics, optionally scores FID, and saves the state."""
     cfg, step = exp.cfg, int(state.step)
@@ -605,7 +653,9 @@ def save_checkpoint(exp: Experiment, state: TrainState, logger: Logger, with_fid
         scores = {"fid": fid(feats, exp.real_feats)}
         logger.write(step, scores)
         print(f"step {step}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
-    checkpoints.save(exp.mngr, step, state, cfg, scores)
+    with _disk_full_is_one_line(exp.workdir / "checkpoints", exp):
+        checkpoints.save(exp.mngr, step, state, cfg, scores)
+        logger.writer.flush()
     return state
 
 
@@ -616,7 +666,9 @@ def write_samples(exp: Experiment, state: TrainState, logger: Logger, step: int)
     img = visual.grid(generate_batches(exp.G, ema, z, exp.keys["sample"], batch=64))
     rec = reconstruction_grid(exp.D, state, exp.images[: min(8, len(exp.images))])
     for name, picture in (("samples", img), ("reconstructions", rec)):
-        visual.save_png(exp.workdir / "samples" / f"{name}_{step:07d}.png", picture)
+        path = exp.workdir / "samples" / f"{name}_{step:07d}.png"
+        with _disk_full_is_one_line(path, exp):
+            visual.save_png(path, picture)
         logger.writer.add_image(name, picture, step, dataformats="HWC")
 
 
@@ -656,45 +708,90 @@ def roll_back(exp: Experiment, state: TrainState, rollbacks: int) -> TrainState:
     return jax.device_put(restored, NamedSharding(exp.mesh, P()))
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM, after saving a checkpoint."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Yields a list that receives the first SIGINT/SIGTERM; a second one interrupts at once."""
+    received = []
+    if threading.current_thread() is not threading.main_thread():  # handlers only work in the main thread
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        print(
+            f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (again to stop at once)", flush=True
+        )
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
 def train_loop(exp: Experiment, state: TrainState) -> TrainState:
-    """Steps from `state.step` to `num_steps` (or the time limit) with the periodic actions and rollbacks."""
+    """Steps from `state.step` to `num_steps` with the periodic actions and rollbacks.
+
+    A time limit, SIGINT or SIGTERM end the run like its last step: logged,
+    checkpointed, sampled (the signals then raise `Interrupted`).
+    """
     cfg = exp.cfg
     start, total, batch = int(state.step), cfg["num_steps"], cfg["batch_size"]
     fid_every, time_limit = cfg.get("fid_every", 0), cfg.get("time_limit_s", 0)
     logger = Logger(exp.workdir, start, total)
     t0, done, rollbacks = time.perf_counter(), start, 0
-    while done < total:
-        state, metrics = exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
-        logger.tick()
-        done += 1
-        # A time limit ends the run like its last step: logged, checkpointed, sampled.
-        last = done == total or bool(time_limit and time.perf_counter() - t0 >= time_limit)
-        if done % cfg["log_every"] == 0 or last:
-            logger.log_metrics(done, metrics, batch, state)
-            if int(state.nonfinite) >= NONFINITE_PATIENCE or (last and int(state.nonfinite)):
-                state, rollbacks = roll_back(exp, state, rollbacks), rollbacks + 1
-                done = int(state.step)
-                exp.batches = _batches(cfg, exp.images, exp.mesh, exp.resident, done)
-                continue
-        with_fid = fid_every > 0 and (done % fid_every == 0 or last)
-        if done % cfg["checkpoint_every"] == 0 or last or with_fid:
-            state = save_checkpoint(exp, state, logger, with_fid)
-        if done % cfg["sample_every"] == 0 or last:
-            write_samples(exp, state, logger, done)
-        if last:
-            break
+    with _stop_on_signals() as signals:
+        while done < total:
+            state, metrics = exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
+            logger.tick()
+            done += 1
+            timed_out = bool(time_limit and time.perf_counter() - t0 >= time_limit)
+            last = done == total or timed_out or bool(signals)
+            if done % cfg["log_every"] == 0 or last:
+                with _disk_full_is_one_line(logger.jsonl, exp):
+                    logger.log_metrics(done, metrics, batch, state)
+                if int(state.nonfinite) >= NONFINITE_PATIENCE or (last and int(state.nonfinite)):
+                    state, rollbacks = roll_back(exp, state, rollbacks), rollbacks + 1
+                    done = int(state.step)
+                    logger.truncate(done)
+                    exp.batches = _batches(cfg, exp.images, exp.mesh, exp.resident, done)
+                    continue
+            with_fid = fid_every > 0 and (done % fid_every == 0 or last)
+            if done % cfg["checkpoint_every"] == 0 or last or with_fid:
+                state = save_checkpoint(exp, state, logger, with_fid)
+            if done % cfg["sample_every"] == 0 or last:
+                write_samples(exp, state, logger, done)
+            if last:
+                break
+    if start >= total and not (exp.workdir / "samples" / f"samples_{start:07d}.png").exists():
+        write_samples(exp, state, logger, start)  # a run killed between its last checkpoint and samples
     logger.close()
-    _summary(exp, start, done, time.perf_counter() - t0)
+    why = signal.Signals(signals[0]).name if signals else "time limit"
+    _summary(exp, start, done, time.perf_counter() - t0, why)
+    if signals:
+        message = f"{why}: stopped at step {done} with a checkpoint; run the same command to continue"
+        raise Interrupted(message, signals[0])
     return state
 
 
-def _summary(exp, start, done, elapsed):
+def _summary(exp, start, done, elapsed, why):
     total, workdir = exp.cfg["num_steps"], exp.workdir
     if start >= total:
         print(f"nothing to do: {workdir} is already at step {start} of {total}")
         return
     rate = (done - start) * exp.cfg["batch_size"] / elapsed
-    stopped = f" (time limit; run again to continue to {total})" if done < total else ""
+    stopped = f" ({why}; run again to continue to {total})" if done < total else ""
     print(
         f"done: steps {start} -> {done} in {elapsed:.0f}s ({rate:.1f} img/s incl. compile){stopped}; "
         f"checkpoint {workdir / 'checkpoints' / str(done)}, samples {workdir / 'samples'}"

@@ -1,6 +1,8 @@
+import errno
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -295,3 +297,65 @@ def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
     assert "time limit; run again to continue to 50" in capsys.readouterr().out
     state = training.train_and_evaluate(tiny_config(tmp_path, num_steps=2), tmp_path / "t")
     assert int(state.step) == 2
+
+
+def test_resumed_logs_equal_an_uninterrupted_runs_and_final_samples_come_back(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    training.train_and_evaluate(tiny_config(tmp_path), a)
+    with open(a / "metrics.jsonl", "a") as f:  # what a segment killed after its checkpoint at 2 had logged
+        f.write(json.dumps({"step": 3, "g": 1.0}) + "\n" + '{"step": 4, "g"')
+    training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
+    steps = [[json.loads(line)["step"] for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (a, b)]
+    assert steps[0] == steps[1] == [1, 2, 3, 4]
+    (a / "samples" / "samples_0000004.png").unlink()  # killed between the final checkpoint and its samples
+    training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    assert (a / "samples" / "samples_0000004.png").exists()
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    training.train_and_evaluate(tiny_config(tmp_path), tmp_path / "d")
+    save = checkpoints.save
+
+    def full(mngr, step, *args, **kwargs):
+        (mngr.directory / f"{step}.orbax-checkpoint-tmp").mkdir()  # what a failed write leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "save", full)
+    with pytest.raises(training.DiskFullError) as e:
+        training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), tmp_path / "d")
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'd' / 'checkpoints'}: no space left on device")
+    assert "checkpoint 2 is intact" in message
+    monkeypatch.setattr(checkpoints, "save", save)
+    assert runs.load_run(tmp_path / "d").step == 2
+
+
+SIGINT_SCRIPT = """
+import sys
+from fastgan_jax import train_cli
+train_cli.main(sys.argv)
+"""
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "", PYTHONPATH=str(ROOT))
+    work = tmp_path / "c"
+    cmd = [sys.executable, "-u", "-c", SIGINT_SCRIPT, "--workdir", str(work), "--config", "cpu_quick"]
+    cmd += [f"--config.{k}={v}" for k, v in {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4}.items()]
+    cmd += ["--config.num_steps=100000", "--config.log_every=1", "--config.checkpoint_every=100000"]
+    cmd += ["--config.num_samples=4", "--config.recalib_samples=8", "--config.recalib_batch=4"]
+    cmd += ["--config.sample_every=100000", f"--config.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until training runs
+        if line.startswith("step 2/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("SIGINT: stopped at step ") and last.endswith("run the same command to continue")
+    step = int(last.split("step ")[1].split(" ")[0])
+    assert runs.load_run(work).step == step >= 2
+    assert (work / "samples" / f"samples_{step:07d}.png").exists()
