@@ -11,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fastgan_jax.loss_scale import PRECISIONS, DynamicScale, create_dynamic_scale
 from fastgan_jax.models import REMATS, Discriminator, Generator, init_discriminator, init_generator
-
-PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @flax.struct.dataclass
@@ -33,11 +32,19 @@ class TrainState:
     # and the number of consecutive steps whose losses or gradients were not finite (and not applied).
     lr_scale: jax.Array = None  # float32 scalar
     nonfinite: jax.Array = None  # int32 scalar
+    # float16 only (precision='float16'): the dynamic loss scales of D's and G's losses (see loss_scale.py).
+    d_scale: DynamicScale = None
+    g_scale: DynamicScale = None
 
 
 def legacy_defaults() -> dict:
     """Values of the fields that checkpoints written before them lack (for `checkpoints.restore`)."""
-    return {"lr_scale": jnp.ones((), jnp.float32), "nonfinite": jnp.zeros((), jnp.int32)}
+    return {
+        "lr_scale": jnp.ones((), jnp.float32),
+        "nonfinite": jnp.zeros((), jnp.int32),
+        "d_scale": create_dynamic_scale(),
+        "g_scale": create_dynamic_scale(),
+    }
 
 
 def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32", remat="none"):
@@ -77,4 +84,6 @@ def create_train_state(G, D, key, *, tx_g, tx_d) -> TrainState:
         ema_stats=jax.tree.map(jnp.copy, g_vars["batch_stats"]),
         lr_scale=jnp.ones((), jnp.float32),
         nonfinite=jnp.zeros((), jnp.int32),
+        d_scale=create_dynamic_scale(),
+        g_scale=create_dynamic_scale(),
     )

@@ -32,11 +32,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tensorboardX import SummaryWriter
 
-from fastgan_jax import checkpoints, data, losses, runs, visual
+from fastgan_jax import checkpoints, data, loss_scale, losses, runs, visual
 from fastgan_jax import images as images_lib
 from fastgan_jax.diffaug import diff_augment, parse_policy
 from fastgan_jax.inception import fid, generated_features, real_features
 from fastgan_jax.layers import nearest_resize
+from fastgan_jax.loss_scale import all_finite
 from fastgan_jax.lpips import lpips, lpips_variables
 from fastgan_jax.models import Discriminator, Generator, generate_batches
 from fastgan_jax.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
@@ -93,11 +94,41 @@ def _d_train(D, params, stats, images, part=None):
     return out, upd["batch_stats"]
 
 
-def d_update(state, inputs: StepInputs, *, D, tx_d, distance, keys, extra_loss=None):
-    """D's step: hinge on the real batch + reconstruction (Eq. 4) + hinge on the stopped fakes [+ extra].
+def _optimizer_step(params, opt, grads, tx, lr_scale, ds, name):
+    """Adam with the state's lr scale. With a loss scale `ds` (float16) the gradients come scaled: they are
+    unscaled in float32, and on overflow this network's step is skipped and the scale halved.
 
     Returns:
-      (d_params, d_opt, d_stats, metrics).
+      (params, opt, ds, metrics): `{name}_grad_norm`, and with `ds` `{name}_loss_scale`, `{name}_overflow`.
+    """
+    if ds is None:
+        updates, new_opt = tx.update(grads, opt, params)
+        return (
+            optax.apply_updates(params, _scaled(updates, lr_scale)),
+            new_opt,
+            None,
+            {f"{name}_grad_norm": optax.tree.norm(grads)},
+        )
+    grads = loss_scale.unscale(grads, ds)
+    finite = loss_scale.all_finite(grads)
+    updates, new_opt = tx.update(grads, opt, params)
+    stepped = (optax.apply_updates(params, _scaled(updates, lr_scale)), new_opt)
+    new_params, new_opt = loss_scale.select(finite, stepped, (params, opt))
+    metrics = {
+        f"{name}_grad_norm": jnp.where(finite, optax.tree.norm(grads), 0.0),
+        f"{name}_loss_scale": ds.scale,
+        f"{name}_overflow": 1.0 - finite.astype(jnp.float32),
+    }
+    return new_params, new_opt, loss_scale.adjust(ds, finite), metrics
+
+
+def d_update(state, inputs: StepInputs, *, D, tx_d, distance, keys, extra_loss=None, ds=None):
+    """D's step: hinge on the real batch + reconstruction (Eq. 4) + hinge on the stopped fakes [+ extra].
+
+    With a dynamic loss scale `ds` (float16) the loss is scaled for the backward pass.
+
+    Returns:
+      (d_params, d_opt, d_stats, ds, metrics).
     """
     k_hr, k_hf = keys
     fakes = jax.lax.stop_gradient(inputs.fakes)
@@ -114,19 +145,22 @@ def d_update(state, inputs: StepInputs, *, D, tx_d, distance, keys, extra_loss=N
         if extra_loss is not None:
             metrics["d_extra"] = extra_loss(d_params, inputs.replace(fakes=fakes))
             loss = loss + metrics["d_extra"]
-        return loss, (stats, metrics)
+        return (loss if ds is None else loss_scale.scale(loss, ds)), (stats, metrics)
 
     (_, (d_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
-    updates, d_opt = tx_d.update(grads, state.d_opt, state.d_params)
-    metrics["d_grad_norm"] = optax.tree.norm(grads)
-    return optax.apply_updates(state.d_params, _scaled(updates, state.lr_scale)), d_opt, d_stats, metrics
+    d_params, d_opt, ds, opt_metrics = _optimizer_step(
+        state.d_params, state.d_opt, grads, tx_d, state.lr_scale, ds, "d"
+    )
+    return d_params, d_opt, d_stats, ds, {**metrics, **opt_metrics}
 
 
-def g_update(state, inputs: StepInputs, g_vjp, *, D, d_params, d_stats, tx_g, extra_loss=None):
+def g_update(state, inputs: StepInputs, g_vjp, *, D, d_params, d_stats, tx_g, extra_loss=None, ds=None):
     """G's step from -mean D(fakes) [+ extra], D already updated; G's gradient through the VJP of its forward.
 
+    With a dynamic loss scale `ds` (float16) the scaled loss's gradient flows back through G.
+
     Returns:
-      (g_params, g_opt, d_stats, metrics).
+      (g_params, g_opt, d_stats, ds, metrics).
     """
 
     def loss_fn(fakes):
@@ -136,24 +170,19 @@ def g_update(state, inputs: StepInputs, g_vjp, *, D, d_params, d_stats, tx_g, ex
         if extra_loss is not None:
             metrics["g_extra"] = extra_loss(fakes, inputs)
             loss = loss + metrics["g_extra"]
-        return loss, (stats, metrics)
+        return (loss if ds is None else loss_scale.scale(loss, ds)), (stats, metrics)
 
     (_, (d_stats, metrics)), fake_grads = jax.value_and_grad(loss_fn, has_aux=True)(inputs.fakes)
     (grads,) = g_vjp(fake_grads)
-    updates, g_opt = tx_g.update(grads, state.g_opt, state.g_params)
-    metrics["g_grad_norm"] = optax.tree.norm(grads)
-    return optax.apply_updates(state.g_params, _scaled(updates, state.lr_scale)), g_opt, d_stats, metrics
+    g_params, g_opt, ds, opt_metrics = _optimizer_step(
+        state.g_params, state.g_opt, grads, tx_g, state.lr_scale, ds, "g"
+    )
+    return g_params, g_opt, d_stats, ds, {**metrics, **opt_metrics}
 
 
 def _scaled(updates, scale):
     """Adam's updates times the state's lr scale (1 unless a rollback halved it; x * 1.0 is exact)."""
     return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
-
-
-def all_finite(tree) -> jax.Array:
-    """True when every floating-point leaf of `tree` is finite (a boolean scalar)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def _guard(state: TrainState, new_state: TrainState, metrics: dict) -> tuple[TrainState, dict]:
@@ -166,7 +195,12 @@ def _guard(state: TrainState, new_state: TrainState, metrics: dict) -> tuple[Tra
     ok = jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])))
     ok &= all_finite((new_state.g_params, new_state.d_params))  # an update can overflow from finite gradients
     kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-    kept = kept.replace(step=state.step + 1, nonfinite=jnp.where(ok, 0, state.nonfinite + 1))
+    kept = kept.replace(
+        step=state.step + 1,
+        nonfinite=jnp.where(ok, 0, state.nonfinite + 1),
+        d_scale=new_state.d_scale,  # a loss scale's backoff stands even when the step is not applied
+        g_scale=new_state.g_scale,
+    )
     return kept, {**metrics, "skipped": 1.0 - ok.astype(jnp.float32)}
 
 
@@ -252,11 +286,27 @@ def train_step(
         lr_scale=state.lr_scale,
     )
     distance = _distance(recon, recon_params)
-    d_params, d_opt, d_stats, d_metrics = d_update(
-        state, inputs, D=D, tx_d=tx_d, distance=distance, keys=(k_hr, k_hf), extra_loss=d_extra_loss
+    scaled = G.dtype == jnp.float16  # float16 needs a dynamic loss scale; float32 and bfloat16 do not
+    d_params, d_opt, d_stats, d_scale, d_metrics = d_update(
+        state,
+        inputs,
+        D=D,
+        tx_d=tx_d,
+        distance=distance,
+        keys=(k_hr, k_hf),
+        extra_loss=d_extra_loss,
+        ds=state.d_scale if scaled else None,
     )
-    g_params, g_opt, d_stats, g_metrics = g_update(
-        state, inputs, g_vjp, D=D, d_params=d_params, d_stats=d_stats, tx_g=tx_g, extra_loss=g_extra_loss
+    g_params, g_opt, d_stats, g_scale, g_metrics = g_update(
+        state,
+        inputs,
+        g_vjp,
+        D=D,
+        d_params=d_params,
+        d_stats=d_stats,
+        tx_g=tx_g,
+        extra_loss=g_extra_loss,
+        ds=state.g_scale if scaled else None,
     )
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, g_params)
     new_state = state.replace(
@@ -267,6 +317,8 @@ def train_step(
         g_opt=g_opt,
         d_opt=d_opt,
         ema_params=ema_params,
+        d_scale=d_scale if scaled else state.d_scale,
+        g_scale=g_scale if scaled else state.g_scale,
     )
     return _guard(state, new_state, {**d_metrics, **g_metrics})
 

@@ -359,3 +359,24 @@ def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
     step = int(last.split("step ")[1].split(" ")[0])
     assert runs.load_run(work).step == step >= 2
     assert (work / "samples" / f"samples_{step:07d}.png").exists()
+
+
+def test_float16_scales_losses_and_an_overflow_skips_the_step_and_halves_the_scale():
+    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, precision="float16")
+    tx = training.make_optimizer()
+    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    huge = state.d_scale.replace(scale=jnp.float32(2.0**100))  # scaled gradients overflow float16
+    state = state.replace(d_scale=huge)
+    before = jax.tree.map(np.asarray, state)
+    step = training.make_train_step(
+        G, D, tx_g=tx, tx_d=tx, policy="", recon="l1", ema_decay=0.999, mesh=training.make_mesh()
+    )
+    data = jax.random.randint(jax.random.key(1), (4, 64, 64, 3), 0, 256).astype(jnp.uint8)
+    state, m = step(state, data, jax.random.key(2), None)
+    assert float(m["d_overflow"]) == 1.0 and float(m["g_overflow"]) == 0.0 and float(m["skipped"]) == 0.0
+    assert float(state.d_scale.scale) == 2.0**99 and int(state.d_scale.good_steps) == 0
+    assert leaves_equal(before.d_params, state.d_params) and leaves_equal(before.d_opt, state.d_opt)
+    assert not leaves_equal(before.g_params, state.g_params)  # G's own step went ahead
+    assert float(state.g_scale.scale) == 2.0**15 and int(state.g_scale.good_steps) == 1
+    assert all(np.isfinite(float(v)) for v in m.values())
+    assert jax.tree.leaves(state.g_params)[0].dtype == jnp.float32  # float32 parameters
