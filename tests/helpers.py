@@ -36,3 +36,16 @@ class Evil:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.path}",))
+
+
+def tiny_step(*, precision="float32", **step_kwargs):
+    """(state, jitted step) of 64 px networks of width 8 (no augmentation, l1 unless given)."""
+    import jax
+
+    from fastgan_jax import training
+
+    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, precision=precision)
+    tx = training.make_optimizer()
+    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    kwargs = {"policy": "", "recon": "l1", "ema_decay": 0.999, **step_kwargs}
+    return state, training.make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=training.make_mesh(), **kwargs)

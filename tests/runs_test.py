@@ -100,16 +100,11 @@ def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir
 
 
 def test_step_metrics_and_extra_loss_terms():
-    G, D = state.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
-    tx = state.make_optimizer()
     data = jax.random.randint(jax.random.key(1), (8, 64, 64, 3), 0, 256).astype(jnp.uint8)
 
     def run(**extra):
-        s = state.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
-        step = training.make_train_step(
-            G, D, tx_g=tx, tx_d=tx, policy="", recon="l1", ema_decay=0.999, mesh=training.make_mesh(), **extra
-        )
-        return step(s, data[:4], jax.random.key(2), None)
+        state, step = helpers.tiny_step(**extra)
+        return step(state, data[:4], jax.random.key(2), None)
 
     plain, m = run()
     logits_and_norms = {"logit_real", "logit_fake", "d_grad_norm", "g_grad_norm"}
@@ -130,12 +125,7 @@ def test_step_metrics_and_extra_loss_terms():
 
 
 def test_train_step_refuses_float_images():
-    G, D = state.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
-    tx = state.make_optimizer()
-    s = state.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
-    step = training.make_train_step(
-        G, D, tx_g=tx, tx_d=tx, policy="", recon="l1", ema_decay=0.999, mesh=training.make_mesh()
-    )
+    s, step = helpers.tiny_step()
     with pytest.raises(ValueError, match="train_step images: expected uint8 data"):
         step(s, jnp.zeros((4, 64, 64, 3), jnp.float32), jax.random.key(2), None)
     with pytest.raises(ValueError, match=r"train_step images: expected uint8 images of shape \[B, 64, 64, 3\]"):

@@ -123,21 +123,8 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
 
 
 def test_a_non_finite_step_is_skipped_not_applied():
-    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
-    tx = training.make_optimizer()
-    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    state, step = helpers.tiny_step(d_extra_loss=lambda d_params, inputs: jnp.where(inputs.step == 0, jnp.nan, 0.0))
     before = jax.tree.map(np.asarray, state)
-    step = training.make_train_step(
-        G,
-        D,
-        tx_g=tx,
-        tx_d=tx,
-        policy="",
-        recon="l1",
-        ema_decay=0.999,
-        mesh=training.make_mesh(),
-        d_extra_loss=lambda d_params, inputs: jnp.where(inputs.step == 0, jnp.nan, 0.0),
-    )
     data = jax.random.randint(jax.random.key(1), (4, 64, 64, 3), 0, 256).astype(jnp.uint8)
     state, metrics = step(state, data, jax.random.key(2), None)
     assert float(metrics["skipped"]) == 1.0 and int(state.nonfinite) == 1 and int(state.step) == 1
@@ -362,15 +349,10 @@ def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
 
 
 def test_float16_scales_losses_and_an_overflow_skips_the_step_and_halves_the_scale():
-    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, precision="float16")
-    tx = training.make_optimizer()
-    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    state, step = helpers.tiny_step(precision="float16")
     huge = state.d_scale.replace(scale=jnp.float32(2.0**100))  # scaled gradients overflow float16
     state = state.replace(d_scale=huge)
     before = jax.tree.map(np.asarray, state)
-    step = training.make_train_step(
-        G, D, tx_g=tx, tx_d=tx, policy="", recon="l1", ema_decay=0.999, mesh=training.make_mesh()
-    )
     data = jax.random.randint(jax.random.key(1), (4, 64, 64, 3), 0, 256).astype(jnp.uint8)
     state, m = step(state, data, jax.random.key(2), None)
     assert float(m["d_overflow"]) == 1.0 and float(m["g_overflow"]) == 0.0 and float(m["skipped"]) == 0.0
