@@ -17,8 +17,22 @@ from fastgan_jax import weights
 
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 _SCALE = np.array([0.458, 0.448, 0.450], np.float32)
-_VGG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-_VGG_TAPS = (1, 3, 6, 9, 12)  # conv indices after whose ReLU LPIPS reads (relu1_2 ... relu5_3)
+# Backbone stages: (max pool (kernel, stride) before the stage or None, its convs as (index, stride, padding)),
+# each conv followed by a ReLU; LPIPS reads the last ReLU of every stage (VGG: relu1_2 ... relu5_3).
+_VGG_STAGES = (
+    (None, ((0, 1, 1), (1, 1, 1))),
+    ((2, 2), ((2, 1, 1), (3, 1, 1))),
+    ((2, 2), ((4, 1, 1), (5, 1, 1), (6, 1, 1))),
+    ((2, 2), ((7, 1, 1), (8, 1, 1), (9, 1, 1))),
+    ((2, 2), ((10, 1, 1), (11, 1, 1), (12, 1, 1))),
+)
+_ALEX_STAGES = (
+    (None, ((0, 4, 2),)),
+    ((3, 2), ((1, 1, 2),)),
+    ((3, 2), ((2, 1, 1),)),
+    (None, ((3, 1, 1),)),
+    (None, ((4, 1, 1),)),
+)
 
 
 def _conv(x, p, stride=1, pad=0):
@@ -46,13 +60,30 @@ def pretrained_params(module):
     return module.variables["params"]
 
 
+def _stage(p, x, *, pool, convs):
+    if pool is not None:
+        x = max_pool(x, *pool)
+    for i, stride, pad in convs:
+        x = jax.nn.relu(_conv(x, p[f"Conv_{i}"], stride, pad))
+    return x
+
+
 class LPIPS(nn.Module):
     """LPIPS v0.1 distance between image batches in [-1, 1], per sample: [B].
 
     Apply with `lpips_variables(net)`: {'params': {'backbone': ..., 'lin': ...}}.
+
+    Attributes:
+      net: 'vgg' or 'alex'.
+      remat: checkpoint each backbone stage (the convolutions between two
+        poolings, `jax.checkpoint`): the backward pass keeps only the stages'
+        outputs, the features LPIPS reads, and recomputes what lies between
+        them; the same distances and gradients for about one more backbone
+        forward.
     """
 
     net: str = "vgg"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x, y):
@@ -70,25 +101,10 @@ class LPIPS(nn.Module):
     def _features(self, p, x):
         x = ((x - _SHIFT) / _SCALE).astype(x.dtype)
         taps = []
-        if self.net == "alex":
-            x = jax.nn.relu(_conv(x, p["Conv_0"], 4, 2))
+        for pool, convs in _ALEX_STAGES if self.net == "alex" else _VGG_STAGES:
+            stage = functools.partial(_stage, pool=pool, convs=convs)
+            x = (jax.checkpoint(stage) if self.remat else stage)(p, x)
             taps.append(x)
-            x = jax.nn.relu(_conv(max_pool(x, 3, 2), p["Conv_1"], 1, 2))
-            taps.append(x)
-            x = max_pool(x, 3, 2)
-            for i in (2, 3, 4):
-                x = jax.nn.relu(_conv(x, p[f"Conv_{i}"], 1, 1))
-                taps.append(x)
-            return taps
-        conv = 0
-        for v in _VGG:
-            if v == "M":
-                x = max_pool(x, 2, 2)
-                continue
-            x = jax.nn.relu(_conv(x, p[f"Conv_{conv}"], 1, 1))
-            if conv in _VGG_TAPS:
-                taps.append(x)
-            conv += 1
         return taps
 
 
@@ -102,18 +118,21 @@ def lpips_variables(net: str = "vgg"):
     return {"params": jax.tree.map(jnp.asarray, weights.lpips_params(net))}
 
 
-@functools.partial(jax.jit, static_argnames="net")
-def _lpips(variables, x, y, net):
-    return LPIPS(net).apply(variables, x.astype(jnp.float32), y.astype(jnp.float32))
+@functools.partial(jax.jit, static_argnames=("net", "remat"))
+def _lpips(variables, x, y, net, remat):
+    return LPIPS(net, remat).apply(variables, x.astype(jnp.float32), y.astype(jnp.float32))
 
 
-def lpips(variables, x, y, net: str = "vgg") -> jax.Array:
+def lpips(variables, x, y, net: str = "vgg", remat: bool = False) -> jax.Array:
     """LPIPS per sample, with the weights passed in (never baked into a program).
 
     Args:
       variables: `lpips_variables(net)`.
       x, y: float images [B, H, W, 3] in [-1, 1], of the same shape.
       net: 'vgg' or 'alex'.
+      remat: checkpoint the backbone's stages (`LPIPS.remat`): the same
+        values; when differentiated, one more backbone forward instead of
+        keeping the activations inside the stages.
 
     Returns:
       [B] float32 distances.
@@ -122,7 +141,7 @@ def lpips(variables, x, y, net: str = "vgg") -> jax.Array:
     images_lib.check_float(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
-    return _lpips(variables, x, y, net)
+    return _lpips(variables, x, y, net, remat)
 
 
 def lpips_distance(net: str = "vgg"):

@@ -13,6 +13,16 @@ The official generator applies tanh to its outputs only at 1024; here
 `output_tanh=True` applies it at every resolution (what our training uses);
 models imported from official checkpoints set it to `im_size == 1024` so they
 reproduce the official outputs exactly.
+
+`remat` trades compute for memory in training (gradient checkpointing,
+`jax.checkpoint` through `nn.remat`) without changing any result or any
+variable name: 'none' keeps every activation for the backward pass;
+'blocks' keeps only what enters and leaves each up/down block, skip-layer
+excitation and decoder block, and recomputes their insides in the backward
+pass (about one more forward); 'full' keeps only the network's inputs and
+recomputes its whole forward in the backward pass, with the blocks
+checkpointed inside it (about two more forwards), so nothing of a network is
+held while the other one runs.
 """
 
 import functools
@@ -43,11 +53,26 @@ IM_SIZES = (64, 128, 256, 512, 1024)
 G_MULT = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
 D_MULT = {4: 16, 8: 16, 16: 8, 32: 4, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
 COMP_SIZES = (8, 32, 128, 512)  # up blocks with noise injection
+REMATS = ("none", "blocks", "full")  # see the module docstring
 
 
 def _check_size(im_size):
     if im_size not in IM_SIZES:
         raise ValueError(f"im_size must be one of {IM_SIZES}, got {im_size}")
+
+
+def _check_remat(remat):
+    if remat not in REMATS:
+        raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
+
+
+def _remat(block, remat, train_argnum=2):
+    """`block` (a Module class), checkpointed unless remat is 'none'; its name and variables are unchanged.
+
+    `train_argnum` is the position of the `train` flag counting the module
+    as 0 (it stays a Python bool: static); pass it positionally.
+    """
+    return block if remat == "none" else nn.remat(block, static_argnums=(train_argnum,))
 
 
 def small_size(im_size: int) -> int:
@@ -74,6 +99,8 @@ class Generator(nn.Module):
       nz: latent size (official train.py: 256).
       output_tanh: tanh on both outputs (the official does it only at 1024).
       dtype: compute dtype (None: the input's); parameters stay float32.
+      remat: 'none', 'blocks' or 'full' (see the module docstring); same
+        results and variables, less memory in training.
     """
 
     im_size: int = 256
@@ -81,8 +108,8 @@ class Generator(nn.Module):
     nz: int = 256
     output_tanh: bool = True
     dtype: jnp.dtype | None = None
+    remat: str = "none"
 
-    @nn.compact
     def __call__(self, z, train: bool = False, noise: Sequence[jax.Array] | None = None):
         """Args:
           z: [B, nz] latents.
@@ -95,10 +122,18 @@ class Generator(nn.Module):
           (img, img_small), NHWC.
         """
         _check_size(self.im_size)
+        _check_remat(self.remat)
         if z.ndim != 2 or z.shape[1] != self.nz:
             raise ValueError(f"Generator expects z of shape [B, {self.nz}], got {z.shape}")
+        if self.remat == "full":
+            return nn.remat(Generator._forward, static_argnums=(2,))(self, z, train, noise)
+        return self._forward(z, train, noise)
+
+    @nn.compact
+    def _forward(self, z, train, noise):
         nfc, dt = _widths(G_MULT, self.ngf), self.dtype
         noise = list(noise) if noise is not None else [None] * len(noise_shapes(self.im_size, 1))
+        up, up_comp, se = (_remat(b, self.remat, n) for b, n in ((UpBlock, 2), (UpBlockComp, 2), (SEBlock, 3)))
 
         x = SNLatentConvTranspose(2 * nfc[4], dtype=dt, name="init_conv")(z, train)
         x = glu(BatchNorm(name="init_bn")(x, train))  # [B, 4, 4, nfc[4]]
@@ -106,12 +141,12 @@ class Generator(nn.Module):
         r = 8
         while r <= self.im_size:
             if r in COMP_SIZES:
-                x = UpBlockComp(nfc[r], dtype=dt, name=f"feat_{r}")(x, train, noise[:2])
+                x = up_comp(nfc[r], dtype=dt, name=f"feat_{r}")(x, train, noise[:2])
                 noise = noise[2:]
             else:
-                x = UpBlock(nfc[r], dtype=dt, name=f"feat_{r}")(x, train)
+                x = up(nfc[r], dtype=dt, name=f"feat_{r}")(x, train)
             if 64 <= r <= 512:  # skip-layer excitation from the map 16x smaller
-                x = SEBlock(nfc[r], dtype=dt, name=f"se_{r}")(feats[r // 16], x, train)
+                x = se(nfc[r], dtype=dt, name=f"se_{r}")(feats[r // 16], x, train)
             feats[r] = x
             r *= 2
 
@@ -128,14 +163,15 @@ class SimpleDecoder(nn.Module):
     out_size: int = 128
     width: int = 32  # the official hard-codes 32, independent of ndf
     dtype: jnp.dtype | None = None
+    remat: str = "none"  # 'none'; otherwise its up blocks are checkpointed
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        nfc = _widths(G_MULT, self.width)
+        nfc, up = _widths(G_MULT, self.width), _remat(UpBlock, self.remat)
         x = avg_pool(x, 8)
         r = 16
         while r <= self.out_size:
-            x = UpBlock(nfc[r], dtype=self.dtype, name=f"up{r}")(x, train)
+            x = up(nfc[r], dtype=self.dtype, name=f"up{r}")(x, train)
             r *= 2
         return jnp.tanh(SNConv(3, 3, padding=1, dtype=self.dtype, name="conv_out")(x, train))
 
@@ -155,21 +191,31 @@ class Discriminator(nn.Module):
       ndf: width multiplier (official 64).
       dec_width: decoder width (official 32).
       dtype: compute dtype (None: the input's).
+      remat: 'none', 'blocks' or 'full' (see the module docstring); same
+        results and variables, less memory in training.
     """
 
     im_size: int = 256
     ndf: int = 64
     dec_width: int = 32
     dtype: jnp.dtype | None = None
+    remat: str = "none"
 
-    @nn.compact
     def __call__(self, images, part=None, train: bool = False):
         _check_size(self.im_size)
+        _check_remat(self.remat)
+        if not isinstance(images, (tuple, list)) and part is None:
+            raise ValueError("Discriminator: a real batch needs part= (the quadrant to reconstruct, 0..3)")
+        if self.remat == "full":
+            return nn.remat(Discriminator._forward, static_argnums=(3,))(self, images, part, train)
+        return self._forward(images, part, train)
+
+    @nn.compact
+    def _forward(self, images, part, train):
         nfc, dt, s = _widths(D_MULT, self.ndf), self.dtype, small_size(self.im_size)
+        down, down_comp, se = (_remat(b, self.remat, n) for b, n in ((DownBlock, 2), (DownBlockComp, 2), (SEBlock, 3)))
         real = not isinstance(images, (tuple, list))
         if real:
-            if part is None:
-                raise ValueError("Discriminator: a real batch needs part= (the quadrant to reconstruct, 0..3)")
             # The official resizes real images with nearest interpolation.
             big, small = nearest_resize(images, self.im_size), nearest_resize(images, s)
         else:
@@ -191,9 +237,9 @@ class Discriminator(nn.Module):
         feats = {top: x}
         r = top // 2
         while r >= 8:
-            x = DownBlockComp(ch(r), dtype=dt, name=f"down_{512 // r}")(x, train)
+            x = down_comp(ch(r), dtype=dt, name=f"down_{512 // r}")(x, train)
             if 8 * r <= top:  # skip-layer excitation from the map 8x larger
-                x = SEBlock(ch(r), dtype=dt, name=f"se_{64 // r}_{512 // r}")(feats[8 * r], x, train)
+                x = se(ch(r), dtype=dt, name=f"se_{64 // r}_{512 // r}")(feats[8 * r], x, train)
             feats[r] = x
             r //= 2
 
@@ -204,7 +250,7 @@ class Discriminator(nn.Module):
         y = leaky_relu(SNConv(nfc[4 * s // 2], 4, 2, 1, dtype=dt, name="small_conv")(small, train))
         r = s // 4
         while r >= 8:
-            y = DownBlock(nfc[4 * r], dtype=dt, name=f"small_down_{r}")(y, train)
+            y = down(nfc[4 * r], dtype=dt, name=f"small_down_{r}")(y, train)
             r //= 2
         rf_small = SNConv(1, 4, dtype=dt, name="rf_small")(y, train)  # [B, 5, 5, 1]
 
@@ -212,7 +258,7 @@ class Discriminator(nn.Module):
         if not real:
             return logits
 
-        dec = functools.partial(SimpleDecoder, s, self.dec_width, dt)
+        dec = functools.partial(SimpleDecoder, s, self.dec_width, dt, self.remat)
         rec_all = dec(name="decoder_big")(x, train)
         rec_small = dec(name="decoder_small")(y, train)
         # Eq. 4 (FastGAN): reconstruct one quadrant from the 16x16 features.

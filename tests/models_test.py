@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastgan_jax as fj
+from fastgan_jax import lpips, state
 from fastgan_jax.models import TinyDiscriminator, TinyGenerator, init_discriminator, init_generator
 
 KEY = jax.random.key(0)
@@ -114,3 +115,82 @@ def test_bad_arguments():
     G, gv, _, _ = tiny(64)
     with pytest.raises(ValueError, match="z of shape \\[B, 32\\]"):
         G.apply(gv, jnp.zeros((2, 7)), rngs={"noise": KEY})
+
+
+# XLA's CPU pipeline drops jax.checkpoint's optimization barriers before its CSE pass, which then merges the
+# recomputation back into the forward pass; keeping them (as GPU and TPU compilers do) shows remat's memory here.
+# Code generation at -O0: these programs run once.
+CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander", "xla_backend_optimization_level": 0}
+
+
+def _assert_close_leaves(got, want, what):
+    # Other fusions round float32 otherwise: deviations of up to 4e-6 of an array's largest value, 5e-5 for a
+    # scalar gradient that sums many terms of both signs (a noise weight's). A remat bug (other noise, batch
+    # statistics or variables) is an O(1) difference.
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got), strict=True):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        where = f"{what}{jax.tree_util.keystr(path)}"
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * np.abs(a).max(), err_msg=where)
+
+
+def shapes(init, module):
+    return jax.tree.map(jnp.shape, jax.eval_shape(lambda: init(module, KEY)))
+
+
+def test_remat_changes_neither_results_nor_variables_and_saves_memory():
+    G, gv, D, dv = tiny(64)
+    z = jax.random.normal(KEY, (2, G.nz))
+
+    def run(remat):
+        G_, D_ = G.clone(remat=remat), D.clone(remat=remat)
+
+        def loss(g_params, d_params):
+            # G's image as D's real batch: one D pass through every D module, decoders included.
+            (img, small), g_upd = G_.apply(
+                {"params": g_params, "batch_stats": gv["batch_stats"]},
+                z,
+                True,
+                rngs={"noise": KEY},
+                mutable=["batch_stats"],
+            )
+            (logits, recs), d_upd = D_.apply(
+                {"params": d_params, "batch_stats": dv["batch_stats"]}, img, 1, True, mutable=["batch_stats"]
+            )
+            value = jnp.mean(logits) + sum(jnp.mean(jnp.square(r)) for r in recs) + jnp.mean(jnp.square(small))
+            return value, (img, small, logits, recs, g_upd, d_upd)
+
+        step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+        compiled = step.lower(gv["params"], dv["params"]).compile(compiler_options=CPU_REMAT_OPTIONS)
+        (_, outputs), grads = compiled(gv["params"], dv["params"])
+        return (outputs, grads), compiled.memory_analysis().temp_size_in_bytes
+
+    # 'full' checkpoints the whole networks with every block checkpointed inside: both kinds of nn.remat.
+    want, temp_none = run("none")
+    got, temp_full = run("full")
+    _assert_close_leaves(got, want, "remat=full: ")
+    assert temp_full < temp_none
+    for remat in ("blocks", "full"):  # the same variable names and shapes: official state dicts map one to one
+        assert shapes(init_generator, G.clone(remat=remat)) == shapes(init_generator, G)
+        assert shapes(init_discriminator, D.clone(remat=remat)) == shapes(init_discriminator, D)
+
+
+def test_remat_choices():
+    G, D = state.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, remat="blocks")
+    assert G.remat == D.remat == "blocks"
+    assert all(m.remat == "none" for m in state.make_models(im_size=64, ngf=8, ndf=8, nz=16))
+    with pytest.raises(ValueError, match="remat must be one of"):
+        state.make_models(im_size=64, ngf=8, ndf=8, nz=16, remat="some")
+    with pytest.raises(ValueError, match="remat must be one of"):
+        jax.eval_shape(lambda: init_generator(TinyGenerator(remat="all"), KEY))
+
+
+def test_lpips_remat_same_distance_and_gradient():
+    variables = lpips.lpips_variables("alex")  # the same stage code as VGG's, a smaller program
+    x, y = (jax.random.uniform(jax.random.key(i), (2, 64, 64, 3), minval=-1, maxval=1) for i in (1, 2))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def value_and_grad(remat, variables, x, y):
+        return jax.value_and_grad(lambda x: jnp.sum(lpips.lpips(variables, x, y, "alex", remat)))(x)
+
+    want = value_and_grad(False, variables, x, y)
+    _assert_close_leaves(value_and_grad(True, variables, x, y), want, "lpips remat: ")
