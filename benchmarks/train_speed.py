@@ -1,12 +1,24 @@
 """Speed, memory and FLOPs of one FastGAN training step.
 
     python benchmarks/train_speed.py --im-size 256 1024 --batch 8 --precision float32 bfloat16
+    python benchmarks/train_speed.py --im-size 256 1024 --remat none blocks --compile-only   # any machine, a CPU too
 
 Synthetic uint8 images resident on the device (as the official reference
 figures in ../shared/reference, which also keep their data on the GPU), the
 whole step as one compiled program. Prints compile time, steady-state step
 time and img/s, peak device memory, and the step's FLOPs from XLA's cost
 analysis with the fraction of the device's peak.
+
+For every setting it also prints XLA's memory analysis of the compiled step
+(no device memory needed, so a CPU can size a GPU run): its arguments (the
+train state, the 64 resident images, the LPIPS weights), its outputs,
+its temporaries (activations kept for the backward pass and scratch), and
+their sum in GiB, in which the outputs that reuse the donated state's buffers
+(aliased bytes) are counted once; and the step's GFLOP, recomputation under
+`--remat` included. `--compile-only` stops there, without allocating or
+timing anything. The CPU's figures are those of its own compiler (fusion,
+scheduling and convolution algorithms differ on a GPU), a guide for
+comparing settings rather than a GPU's exact peak.
 """
 
 import argparse
@@ -22,9 +34,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from fastgan_jax import state, training, weights  # noqa: E402
+from fastgan_jax import models, state, training, weights  # noqa: E402
 
-# Dense peak FLOP/s by device kind: (float32 incl. TF32 tensor cores, bfloat16).
+# Dense peak FLOP/s by device kind: (float32 incl. TF32 tensor cores, bfloat16 and float16).
 PEAK_FLOPS = {
     "NVIDIA H100 80GB HBM3": (494e12, 989e12),
     "NVIDIA H100": (494e12, 989e12),
@@ -34,6 +46,14 @@ PEAK_FLOPS = {
     "NVIDIA GeForce RTX 4090": (82.6e12, 165e12),
     "NVIDIA GeForce RTX 3090": (35.6e12, 71e12),
 }
+
+
+# XLA's CPU pipeline drops jax.checkpoint's optimization barriers right after its first CSE pass, which then
+# merges the recomputation back into the forward pass: rematerialisation would be a no-op on the CPU. GPU and
+# TPU compilers keep the barriers until after scheduling; keeping them here too makes the CPU's memory and
+# FLOP figures show what remat does there.
+CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+CPU_NO_CODEGEN_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _recon_params(recon):
@@ -52,8 +72,28 @@ def _recon_params(recon):
         return {"params": {"backbone": backbone, "lin": lin}}
 
 
-def bench(im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, recon):
-    G, D = training.make_models(im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision)
+def memory(compiled) -> dict:
+    """Bytes of the compiled step's arguments, outputs, temporaries and their sum (aliased bytes counted once)."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "temp", "alias", "generated_code")}
+    out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+    return out
+
+
+def gflop(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", float("nan"))) / 1e9 if cost else float("nan")
+
+
+def bench(
+    im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, recon, remat="none", compile_only=False
+):
+    G, D = training.make_models(
+        im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision, remat=remat
+    )
     tx = training.make_optimizer()
     mesh = training.make_mesh()
     step = training.make_train_step(
@@ -67,45 +107,71 @@ def bench(im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, 
         mesh=mesh,
         batch_size=batch,
     )
-    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
-    data = jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
-    key = jax.random.key(2)
+
+    def fresh_state():
+        return training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+
+    def fresh_data():
+        return jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
+
     recon_params = _recon_params(recon)
-
-    t0 = time.perf_counter()
-    compiled = step.lower(state, data, key, recon_params).compile()
-    compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-
-    for _ in range(warmup):
-        state, metrics = compiled(state, data, key, recon_params)
-    jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = compiled(state, data, key, recon_params)
-    jax.block_until_ready(metrics)
-    step_s = (time.perf_counter() - t0) / steps
-
+    abstract = (jax.eval_shape(fresh_state), jax.eval_shape(fresh_data), jax.eval_shape(lambda: jax.random.key(2)))
     dev = jax.local_devices()[0]
-    mem = dev.memory_stats() or {}
-    peak = PEAK_FLOPS.get(dev.device_kind)
-    peak_flops = peak[precision == "bfloat16"] if peak else None
-    return {
+    cpu = dev.platform == "cpu"
+    # Code that never runs, or runs once, needs no optimising on the CPU (its LLVM passes take most of the
+    # compile time); the memory and FLOP figures come from XLA's HLO passes.
+    options = CPU_COMPILER_OPTIONS | (CPU_NO_CODEGEN_OPT if compile_only else {}) if cpu else None
+
+    t0 = time.perf_counter()
+    compiled = step.lower(*abstract, recon_params).compile(compiler_options=options)
+    compile_s = time.perf_counter() - t0
+    flops = gflop(compiled) * 1e9
+    r = {
         "device": dev.device_kind,
         "devices": mesh.devices.size,
         "im_size": im_size,
         "batch": batch,
         "precision": precision,
+        "remat": remat,
         "recon": recon,
         "compile_s": round(compile_s, 2),
+        "memory_bytes": memory(compiled),
+        "gflop_per_step": flops / 1e9,
+    }
+    if compile_only:
+        return r
+
+    train_state = jax.jit(fresh_state, compiler_options=CPU_NO_CODEGEN_OPT if cpu else None)()
+    data, key = fresh_data(), jax.random.key(2)
+    for _ in range(warmup):
+        train_state, metrics = compiled(train_state, data, key, recon_params)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_state, metrics = compiled(train_state, data, key, recon_params)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - t0) / steps
+
+    mem = dev.memory_stats() or {}
+    peak = PEAK_FLOPS.get(dev.device_kind)
+    peak_flops = peak[precision != "float32"] if peak else None
+    return r | {
         "step_s": step_s,
         "img_per_s": batch / step_s,
         "peak_gib": mem["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in mem else None,
-        "gflop_per_step": flops / 1e9,
         "peak_fraction": flops / step_s / peak_flops if peak_flops else None,
     }
+
+
+def memory_line(m: dict) -> str:
+    """'args A + out O + temp T - aliased X = S GiB' from `memory`'s bytes."""
+    if not m:
+        return "memory analysis n/a"
+    g = {k: v / 2**30 for k, v in m.items()}
+    return (
+        f"args {g['argument']:.2f} + out {g['output']:.2f} + temp {g['temp']:.2f} - aliased {g['alias']:.2f} "
+        f"= {g['total']:.2f} GiB"
+    )
 
 
 def main():
@@ -113,6 +179,7 @@ def main():
     p.add_argument("--im-size", type=int, nargs="+", default=[256])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(state.PRECISIONS))
+    p.add_argument("--remat", nargs="+", default=["none"], choices=models.REMATS, help="rematerialisation of G and D")
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--nz", type=int, default=256)
@@ -120,33 +187,44 @@ def main():
     p.add_argument("--recon", default="lpips", choices=training.RECONS)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--compile-only", action="store_true", help="memory and FLOPs of the compiled step, no timing")
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
     args = p.parse_args()
     for im_size in args.im_size:
         for precision in args.precision:
-            r = bench(
-                im_size,
-                args.batch,
-                precision,
-                ngf=args.ngf,
-                ndf=args.ndf,
-                nz=args.nz,
-                dec_width=args.dec_width,
-                steps=args.steps,
-                warmup=args.warmup,
-                recon=args.recon,
-            )
-            mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a"
-            frac = f"{100 * r['peak_fraction']:.1f}% of peak" if r["peak_fraction"] else "peak unknown"
-            print(
-                f"{r['device']} x{r['devices']} | {im_size}px batch {args.batch} {precision} recon={args.recon} | "
-                f"compile {r['compile_s']:.1f} s | {1000 * r['step_s']:.2f} ms/step | {r['img_per_s']:.1f} img/s | "
-                f"peak mem {mem} | {r['gflop_per_step']:.1f} GFLOP/step ({frac})",
-                flush=True,
-            )
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(r) + "\n")
+            for remat in args.remat:
+                r = bench(
+                    im_size,
+                    args.batch,
+                    precision,
+                    ngf=args.ngf,
+                    ndf=args.ndf,
+                    nz=args.nz,
+                    dec_width=args.dec_width,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    recon=args.recon,
+                    remat=remat,
+                    compile_only=args.compile_only,
+                )
+                head = (
+                    f"{r['device']} x{r['devices']} | {im_size}px batch {args.batch} {precision} remat={remat} "
+                    f"recon={args.recon} | compile {r['compile_s']:.1f} s | {memory_line(r['memory_bytes'])} | "
+                    f"{r['gflop_per_step']:.1f} GFLOP/step"
+                )
+                if args.compile_only:
+                    print(head, flush=True)
+                else:
+                    mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a"
+                    frac = f"{100 * r['peak_fraction']:.1f}% of peak" if r["peak_fraction"] else "peak unknown"
+                    print(
+                        f"{head} ({frac}) | {1000 * r['step_s']:.2f} ms/step | {r['img_per_s']:.1f} img/s | "
+                        f"peak mem {mem}",
+                        flush=True,
+                    )
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(r) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,16 @@ from fastgan_jax import lpips, state
 from fastgan_jax.models import TinyDiscriminator, TinyGenerator, init_discriminator, init_generator
 
 KEY = jax.random.key(0)
+# For programs that run once: LLVM's optimisations take most of a CPU compile (about 3x the time).
+NO_CODEGEN_OPT = {"xla_backend_optimization_level": 0}
 
 
 @functools.cache
 def tiny(im_size):
     G = TinyGenerator(im_size=im_size)
     D = TinyDiscriminator(im_size=im_size)
-    return G, init_generator(G, KEY), D, init_discriminator(D, KEY)
+    gv, dv = jax.jit(lambda: (init_generator(G, KEY), init_discriminator(D, KEY)), compiler_options=NO_CODEGEN_OPT)()
+    return G, gv, D, dv
 
 
 @pytest.mark.parametrize("im_size", [64, 128])  # 256 and 1024: parity_test.py
@@ -119,8 +122,7 @@ def test_bad_arguments():
 
 # XLA's CPU pipeline drops jax.checkpoint's optimization barriers before its CSE pass, which then merges the
 # recomputation back into the forward pass; keeping them (as GPU and TPU compilers do) shows remat's memory here.
-# Code generation at -O0: these programs run once.
-CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander", "xla_backend_optimization_level": 0}
+CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"} | NO_CODEGEN_OPT
 
 
 def _assert_close_leaves(got, want, what):
