@@ -16,7 +16,7 @@ MISSING = object()  # an override that deletes the field
 BAD = [
     ({"im_size": 300}, 1, "--config.im_size=300: choose from 64, 128, 256, 512, 1024"),
     ({"im_size": "64"}, 1, "--config.im_size='64': choose from 64, 128, 256, 512, 1024, not a str"),
-    ({"precision": "fp8"}, 1, "--config.precision=fp8: choose from bfloat16, float32"),
+    ({"precision": "fp8"}, 1, "--config.precision=fp8: choose from bfloat16, float16, float32"),
     ({"policy": "foo"}, 1, "--config.policy=foo: comma-separated ops from color, cutout, translation"),
     ({"policy": None}, 1, "--config.policy=None: must be a comma-separated string, not None"),
     ({"recon": "bogus"}, 1, "--config.recon=bogus: choose from lpips, l1, mse"),
@@ -121,9 +121,9 @@ def test_accepted_spellings(tmp_path):
 
 
 def test_precisions_are_read_from_state(monkeypatch):
-    monkeypatch.setitem(state.PRECISIONS, "float16", None)
-    validate(_config({"precision": "float16"}), num_devices=1)
-    with pytest.raises(ConfigError, match="choose from bfloat16, float16, float32$"):
+    monkeypatch.setitem(state.PRECISIONS, "float8", None)
+    validate(_config({"precision": "float8"}), num_devices=1)
+    with pytest.raises(ConfigError, match="choose from bfloat16, float16, float32, float8$"):
         validate(_config({"precision": "fp8"}), num_devices=1)
 
 
