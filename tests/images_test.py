@@ -27,7 +27,7 @@ def test_checks_accept_the_right_kind():
 @pytest.mark.parametrize(
     ("check", "x", "message"),
     [
-        (images.check_float, U8, "x: got uint8 images; this function takes float images in [-1, 1]"),
+        (images.check_float, U8, r"x: got uint8 images; this function takes float images in \[-1, 1\]"),
         (images.check_float, FLOAT + 200, r"x: float images must lie in \[-1, 1\], got values in \[200, 200\]"),
         (images.check_float, FLOAT[..., :1], r"x: expected float images of shape \[B, H, W, 3\], got shape"),
         (images.check_float, FLOAT[0], r"expected float images of shape \[B, H, W, 3\], got shape \(16, 16, 3\)"),
