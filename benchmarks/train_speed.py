@@ -18,7 +18,9 @@ their sum in GiB, in which the outputs that reuse the donated state's buffers
 `--remat` included. `--compile-only` stops there, without allocating or
 timing anything. The CPU's figures are those of its own compiler (fusion,
 scheduling and convolution algorithms differ on a GPU), a guide for
-comparing settings rather than a GPU's exact peak.
+comparing settings rather than a GPU's exact peak; in particular XLA's CPU
+computes bfloat16 and float16 convolutions in float32, converting around
+each one, so the CPU shows only part of what 16-bit precisions save.
 """
 
 import argparse
