@@ -56,10 +56,19 @@ def check_float(x, name: str = "images", *, size: int | None = None, ndim: int =
         raise ValueError(f"{name}: expected float images in [-1, 1], got dtype {dtype}")
     _check_shape(x, name, size, "float", ndim)
     if not isinstance(x, jax.core.Tracer) and np.size(x):
-        lo, hi = float(np.min(x)), float(np.max(x))
+        lo, hi = _value_range(x)
         if lo < -1.5 or hi > 1.5:
             raise ValueError(f"{name}: float images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
     return x
+
+
+def _value_range(x) -> tuple[float, float]:
+    """(min, max) of a concrete array, also when it is a constant seen while tracing a jitted caller."""
+    if isinstance(x, jax.Array):
+        with jax.ensure_compile_time_eval():  # two scalars from the device, not the batch
+            return float(jnp.min(x)), float(jnp.max(x))
+    x = np.asarray(x)
+    return float(np.min(x)), float(np.max(x))
 
 
 def check_uint8(x, name: str = "images", *, size: int | None = None, ndim: int = 4):

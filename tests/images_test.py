@@ -1,5 +1,6 @@
 """One image convention at the API: float images in [-1, 1], uint8 data; the wrong kind is a one-line ValueError."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -40,6 +41,14 @@ def test_wrong_kinds_are_one_line_errors(check, x, message):
     with pytest.raises(ValueError, match=message) as e:
         check(x, "x")
     one_line(e)
+
+
+def test_range_check_of_a_constant_seen_inside_jit():
+    # A concrete device array closed over by a jitted caller is checked without turning into a tracer.
+    good, bad = jnp.zeros((1, 8, 8, 3)), jnp.full((1, 8, 8, 3), 255.0)
+    assert float(jax.jit(lambda y: images.check_float(good).sum() + y)(1.0)) == 1.0
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\], got values in \[255, 255\]"):
+        jax.jit(lambda y: images.check_float(bad).sum() + y)(1.0)
 
 
 def test_size_is_checked():
