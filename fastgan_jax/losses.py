@@ -15,17 +15,23 @@ import jax.numpy as jnp
 
 from fastgan_jax.layers import nearest_resize
 
-Distance = Callable[[jax.Array, jax.Array], jax.Array]  # (x, y) [B, H, W, C] -> [B]
+# (x [B, H, W, C], y [M, H, W, C], y_index [B] or None) -> [B]: the distance of x[i] to y[y_index[i]]
+# (to y[i] without an index).
+Distance = Callable[..., jax.Array]
 
 
-def l1_distance(x, y):
+def _pick(y, y_index):
+    return y if y_index is None else y[y_index]
+
+
+def l1_distance(x, y, y_index=None):
     """Per-sample mean absolute difference, [B]."""
-    return jnp.mean(jnp.abs(x - y), axis=(1, 2, 3))
+    return jnp.mean(jnp.abs(x - _pick(y, y_index)), axis=(1, 2, 3))
 
 
-def mse_distance(x, y):
+def mse_distance(x, y, y_index=None):
     """Per-sample mean squared difference, [B]."""
-    return jnp.mean(jnp.square(x - y), axis=(1, 2, 3))
+    return jnp.mean(jnp.square(x - _pick(y, y_index)), axis=(1, 2, 3))
 
 
 def _margin(key, logits):
@@ -64,10 +70,12 @@ def reconstruction(*, images, recs, part, distance: Distance = l1_distance):
       distance: per-sample distance, e.g. `l1_distance` or LPIPS.
     """
     rec_all, rec_small, rec_part = recs
-    targets = (
-        nearest_resize(images, rec_all.shape[1]),
-        nearest_resize(images, rec_small.shape[1]),
-        nearest_resize(crop_part(images, part), rec_part.shape[1]),
-    )
-    # The three decoders share one size: one distance call (one LPIPS pass) for all of them.
-    return distance(jnp.concatenate(recs), jnp.concatenate(targets)).sum()
+    if not rec_all.shape == rec_small.shape == rec_part.shape:
+        raise ValueError(f"the decoders' outputs must share one shape, got {[r.shape for r in recs]}")
+    whole = nearest_resize(images, rec_all.shape[1])  # the target of rec_all and of rec_small
+    quarter = nearest_resize(crop_part(images, part), rec_part.shape[1])
+    # One distance call for the three decoders (one LPIPS pass over their outputs), with the shared
+    # target passed once: [rec_all, rec_small, rec_part] against [whole, whole, quarter].
+    b = images.shape[0]
+    index = jnp.concatenate([jnp.arange(b), jnp.arange(b), jnp.arange(b, 2 * b)])
+    return distance(jnp.concatenate(recs), jnp.concatenate([whole, quarter]), index).sum()

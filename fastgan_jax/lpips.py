@@ -86,14 +86,17 @@ class LPIPS(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x, y):
+    def __call__(self, x, y, y_index=None):
+        """[B] distances between x[i] and y[i], or y[y_index[i]] (a target shared by several x is seen once)."""
         params = pretrained_params(self)
         backbone, lin = params["backbone"], params["lin"]
-        feats = self._features(backbone, jnp.concatenate([x, y]))  # one backbone pass for both
+        # Two backbone passes, not one over [x, y]: when only x is differentiated (a reconstruction
+        # loss), y's pass has no backward, and a concatenated pass would carry y's zero cotangents.
+        feats_x, feats_y = self._features(backbone, x), self._features(backbone, y)
         total = 0.0
-        for i, f in enumerate(feats):
-            a, b = jnp.split(f, 2)
-            d = jnp.square(_unit(a) - _unit(b))  # [B, H, W, C]
+        for i, (a, b) in enumerate(zip(feats_x, feats_y, strict=True)):
+            b = _unit(b)
+            d = jnp.square(_unit(a) - (b if y_index is None else b[y_index]))  # [B, H, W, C]
             d = jnp.einsum("bhwc,c->bhw", d, lin[f"lin{i}"].reshape(-1).astype(d.dtype))
             total = total + d.mean(axis=(1, 2))
         return total
@@ -119,16 +122,19 @@ def lpips_variables(net: str = "vgg"):
 
 
 @functools.partial(jax.jit, static_argnames=("net", "remat"))
-def _lpips(variables, x, y, net, remat):
-    return LPIPS(net, remat).apply(variables, x.astype(jnp.float32), y.astype(jnp.float32))
+def _lpips(variables, x, y, y_index, net, remat):
+    return LPIPS(net, remat).apply(variables, x.astype(jnp.float32), y.astype(jnp.float32), y_index)
 
 
-def lpips(variables, x, y, net: str = "vgg", remat: bool = False) -> jax.Array:
+def lpips(variables, x, y, y_index=None, net: str = "vgg", remat: bool = False) -> jax.Array:
     """LPIPS per sample, with the weights passed in (never baked into a program).
 
     Args:
       variables: `lpips_variables(net)`.
-      x, y: float images [B, H, W, 3] in [-1, 1], of the same shape.
+      x, y: float images [B, H, W, 3] in [-1, 1], of the same shape; with
+        `y_index`, y may hold fewer images.
+      y_index: optional int [B]: compare x[i] with y[y_index[i]]; each image
+        of y goes through the backbone once however often it is compared.
       net: 'vgg' or 'alex'.
       remat: checkpoint the backbone's stages (`LPIPS.remat`): the same
         values; when differentiated, one more backbone forward instead of
@@ -139,11 +145,16 @@ def lpips(variables, x, y, net: str = "vgg", remat: bool = False) -> jax.Array:
     """
     images_lib.check_float(x, "x")
     images_lib.check_float(y, "y")
-    if x.shape != y.shape:
+    if y_index is None and x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
-    return _lpips(variables, x, y, net, remat)
+    if y_index is not None and (x.shape[1:] != y.shape[1:] or np.shape(y_index) != x.shape[:1]):
+        raise ValueError(
+            f"x {x.shape} and y {y.shape} must have the same image size, and y_index one entry per x "
+            f"(got shape {np.shape(y_index)})"
+        )
+    return _lpips(variables, x, y, y_index, net, remat)
 
 
 def lpips_distance(net: str = "vgg"):
-    """A per-sample distance `(x, y) -> [B]` for float images in [-1, 1] (for `losses.reconstruction`)."""
+    """A per-sample distance `(x, y, y_index=None) -> [B]` for float images in [-1, 1] (`losses.Distance`)."""
     return functools.partial(lpips, lpips_variables(net), net=net)
