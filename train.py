@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from fastgan_jax import train_cli  # noqa: E402
+from fastgan_jax import cli  # noqa: E402  (imports nothing heavy; the command loads inside its Ctrl-C guard)
 
 if __name__ == "__main__":
-    train_cli.main()
+    cli.train()

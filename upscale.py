@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from fastgan_jax.upscale_cli import main  # noqa: E402
+from fastgan_jax import cli  # noqa: E402  (imports nothing heavy; the command loads inside its Ctrl-C guard)
 
 if __name__ == "__main__":
-    main()
+    cli.upscale()

@@ -4,23 +4,45 @@ Float images are NHWC in [-1, 1] everywhere at this API; data is uint8
 (see `fastgan_jax.images`).
 """
 
-from fastgan_jax import checkpoints, data, images, inception, lpips, models, runs, similarity, training
-from fastgan_jax.convert import (
-    OfficialCheckpointError,
-    discriminator_from_official,
-    generator_from_official,
-    save_official_npz,
-    to_official,
-)
-from fastgan_jax.diffaug import diff_augment
-from fastgan_jax.downsample import area_downsample, bicubic_downsample
-from fastgan_jax.inception import fid, inception_features, kid
-from fastgan_jax.lpips import lpips_distance
-from fastgan_jax.models import Discriminator, Generator, generate, noise_shapes, small_size
-from fastgan_jax.pulse import UpscaleResult, upscale
-from fastgan_jax.runs import Run, load_run
-from fastgan_jax.similarity import psnr, ssim
-from fastgan_jax.training import train_and_evaluate
+import importlib
+
+# Loaded on first use (PEP 562), so that `import fastgan_jax` (and the installed commands' start, where a
+# Ctrl-C must stay one line) does not import JAX and every network before it is needed.
+_MODULES = ("checkpoints", "data", "images", "inception", "lpips", "models", "runs", "similarity", "training")
+_NAMES = {
+    "convert": (
+        "OfficialCheckpointError",
+        "discriminator_from_official",
+        "generator_from_official",
+        "save_official_npz",
+        "to_official",
+    ),
+    "diffaug": ("diff_augment",),
+    "downsample": ("area_downsample", "bicubic_downsample"),
+    "inception": ("fid", "inception_features", "kid"),
+    "lpips": ("lpips_distance",),
+    "models": ("Discriminator", "Generator", "generate", "noise_shapes", "small_size"),
+    "pulse": ("UpscaleResult", "upscale"),
+    "runs": ("Run", "load_run"),
+    "similarity": ("psnr", "ssim"),
+    "training": ("train_and_evaluate",),
+}
+_HOME = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "Discriminator",

@@ -30,22 +30,25 @@ flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBo
 
 
 def _resolve_config(argv: list[str]) -> tuple[list[str], str]:
-    """argv with the file of each --config (added when missing), and the (last) --config value as given.
+    """argv with `--config=FILE` first (the last --config given, or default), and that --config as given.
+
+    ml_collections needs --config before any --config.FIELD; a user may type them in any order.
 
     Raises:
       ValueError: an unknown config name or a missing config file.
     """
-    out, value = list(argv), None
-    for i, arg in enumerate(out):
-        if arg in CONFIG_FLAGS and i + 1 < len(out):
-            value, out[i + 1] = out[i + 1], str(configs.resolve(out[i + 1]))
-        elif arg.startswith(tuple(f"{f}=" for f in CONFIG_FLAGS)):
-            flag, value = arg.split("=", 1)
-            out[i] = f"{flag}={configs.resolve(value)}"
-    if value is None:
-        value = "default"
-        out.insert(1, f"--config={configs.resolve(value)}")
-    return out, value
+    rest, value, i = [], "default", 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg in CONFIG_FLAGS and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith(tuple(f"{f}=" for f in CONFIG_FLAGS)):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return [argv[0], f"--config={configs.resolve(value)}", *rest], value
 
 
 def _show(value) -> str:
@@ -97,6 +100,8 @@ def _main(argv):
         _usage_error(str(e))
     try:
         training.train_and_evaluate(config, flags.FLAGS.workdir)
+    except ConfigError as e:
+        _usage_error(str(e))
     except (
         data.DataError,
         checkpoints.ConfigMismatchError,
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         argv, config_value = _resolve_config(argv)
     except ValueError as e:
-        sys.exit(f"error: {e}")
+        _usage_error(str(e))
     if any(arg in HELP_ARGS for arg in argv[1:]):
         print(usage(config_value))
         return
@@ -127,8 +132,20 @@ def main(argv: list[str] | None = None) -> None:
         check_fields(_override_fields(argv))  # ml_collections would raise a bare AttributeError
     except ConfigError as e:
         _usage_error(str(e))
+    saved_argv, sys.argv = sys.argv, argv  # ml_collections reads the overrides from sys.argv
     try:
-        app.run(_main, argv=argv)
+        _parse_and_run(argv)
+    finally:
+        sys.argv = saved_argv
+
+
+def _parse_and_run(argv):
+    try:  # absl's own parse errors (a value of the wrong type, an unknown flag) would exit 1
+        remaining = flags.FLAGS(argv)
+    except flags.Error as e:
+        _usage_error(f"{e} (--help lists every flag and config field)")
+    try:
+        app.run(_main, argv=argv, flags_parser=lambda _: remaining)
     except KeyboardInterrupt:  # Ctrl-C that the training loop does not handle itself (e.g. while starting up)
         print("interrupted", file=sys.stderr)
         sys.exit(130)

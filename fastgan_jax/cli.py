@@ -1,0 +1,52 @@
+"""The installed commands' entry points (pyproject.toml `[project.scripts]`, and train.py / upscale.py).
+
+Ctrl-C at any moment ends a command with one line and exit code 130, never
+a traceback: while the command's module loads (JAX, the networks) the
+process exits at once, since nothing is there to save and a
+KeyboardInterrupt inside a half-initialised extension module can crash the
+interpreter; afterwards the command's own handling applies (training saves
+a checkpoint first).
+"""
+
+import importlib
+import os
+import signal
+import sys
+
+
+def _exit_now(signum, frame):
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+def _run(module: str) -> None:
+    previous = signal.signal(signal.SIGINT, _exit_now)
+    try:
+        main = importlib.import_module(f"fastgan_jax.{module}").main
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def train() -> None:
+    """fastgan-train (fastgan_jax/train_cli.py)."""
+    _run("train_cli")
+
+
+def sample() -> None:
+    """fastgan-sample (fastgan_jax/sample.py)."""
+    _run("sample")
+
+
+def upscale() -> None:
+    """fastgan-upscale (fastgan_jax/upscale_cli.py)."""
+    _run("upscale_cli")
+
+
+def evaluate() -> None:
+    """fastgan-evaluate (fastgan_jax/evaluate.py)."""
+    _run("evaluate")
