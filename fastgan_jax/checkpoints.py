@@ -19,6 +19,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy
 RESUMABLE_FIELDS = frozenset(
     {
         "lr",
+        "remat",  # memory against compute; the same results
         "init_from",
         "num_steps",
         "log_every",

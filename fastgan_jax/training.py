@@ -41,7 +41,7 @@ from fastgan_jax.loss_scale import all_finite
 from fastgan_jax.lpips import lpips, lpips_variables
 from fastgan_jax.models import Discriminator, Generator, generate_batches
 from fastgan_jax.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
-from fastgan_jax.validate import validate
+from fastgan_jax.validate import ConfigError, validate
 
 DISTANCES = {"l1": losses.l1_distance, "mse": losses.mse_distance}
 RECONS = ("lpips", *DISTANCES)  # the official reconstruction distance is LPIPS-VGG
@@ -54,8 +54,8 @@ def recon_params(recon: str):
     return lpips_variables("vgg") if recon == "lpips" else None
 
 
-def _distance(recon, params):
-    return functools.partial(lpips, params, net="vgg") if recon == "lpips" else DISTANCES[recon]
+def _distance(recon, params, remat=False):
+    return functools.partial(lpips, params, net="vgg", remat=remat) if recon == "lpips" else DISTANCES[recon]
 
 
 def random_flip(key, images):
@@ -285,7 +285,7 @@ def train_step(
         step=state.step,
         lr_scale=state.lr_scale,
     )
-    distance = _distance(recon, recon_params)
+    distance = _distance(recon, recon_params, remat=D.remat == "full")  # 'full': LPIPS's stages too
     scaled = G.dtype == jnp.float16  # float16 needs a dynamic loss scale; float32 and bfloat16 do not
     d_params, d_opt, d_stats, d_scale, d_metrics = d_update(
         state,
@@ -328,45 +328,23 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ("data",))
 
 
-def make_train_step(
-    G: Generator,
-    D: Discriminator,
-    *,
-    tx_g: optax.GradientTransformation,
-    tx_d: optax.GradientTransformation,
-    policy: str,
-    recon: str,
-    ema_decay: float,
-    mesh: Mesh,
-    batch_size: int | None = None,
-    d_extra_loss: Callable | None = None,
-    g_extra_loss: Callable | None = None,
-) -> Callable:
+def make_train_step(G: Generator, D: Discriminator, *, mesh: Mesh, batch_size: int | None = None, **step_kwargs):
     """The jitted `step(state, data, key, recon_params)`: state replicated and donated, batch sharded over `data`.
 
-    With `batch_size` the step takes the whole (replicated) data set and
-    draws its batch inside the compiled program. The extra loss terms are
-    `train_step`'s; the other arguments too.
+    Args:
+      G, D: the networks.
+      mesh: the devices; the batch is split over its `data` axis.
+      batch_size: when given, the step takes the whole (replicated) data set
+        and draws its batch inside the compiled program.
+      **step_kwargs: `train_step`'s keywords: tx_g, tx_d, policy, recon,
+        ema_decay, and optionally d_extra_loss, g_extra_loss.
     """
-    parse_policy(policy)
+    parse_policy(step_kwargs["policy"])
     n = mesh.devices.size
     if batch_size is not None and batch_size % n:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the {n} devices")
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    step = functools.partial(
-        train_step,
-        G=G,
-        D=D,
-        tx_g=tx_g,
-        tx_d=tx_d,
-        policy=policy,
-        recon=recon,
-        ema_decay=ema_decay,
-        batch_size=batch_size,
-        batch_sharding=sharded,
-        d_extra_loss=d_extra_loss,
-        g_extra_loss=g_extra_loss,
-    )
+    step = functools.partial(train_step, G=G, D=D, batch_size=batch_size, batch_sharding=sharded, **step_kwargs)
     return jax.jit(
         step,
         in_shardings=(replicated, replicated if batch_size is not None else sharded, replicated, replicated),
@@ -498,6 +476,10 @@ def _open_workdir(cfg, workdir):
     """The checkpoint manager and the saved config (None for a new run); refuses a foreign run."""
     if workdir.exists() and not workdir.is_dir():
         raise NotADirectoryError(f"--workdir {workdir} is a file: give a folder")
+    try:  # access checks (validate) can pass where creating fails: a special or read-only file system, root
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--workdir {workdir}: cannot be created ({e.strerror})") from None
     mngr = checkpoints.manager(workdir, keep=cfg["keep_checkpoints"], keep_best_fid=cfg.get("fid_every", 0) > 0)
     saved = checkpoints.saved_config(mngr)
     if saved is not None:
@@ -556,6 +538,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
         nz=cfg["nz"],
         dec_width=cfg["dec_width"],
         precision=cfg["precision"],
+        remat=cfg["remat"],
     )
     tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
     root = jax.random.key(cfg["seed"])
@@ -688,6 +671,15 @@ def _disk_full_is_one_line(path, exp):
         raise DiskFullError(f"{path}: no space left on device; {kept}; {advice}") from None
 
 
+_all_finite_jit = jax.jit(all_finite)
+NONFINITE_PATIENCE = 10  # consecutive skipped (non-finite) steps, seen at a log step, before a rollback
+MAX_ROLLBACKS = 3  # rollbacks in one run before it stops
+
+
+class NonFiniteError(FloatingPointError):
+    """A state to be checkpointed was not finite, or training kept producing non-finite losses after every rollback."""
+
+
 def save_checkpoint(exp: Experiment, state: TrainState, logger: Logger, with_fid: bool) -> TrainState:
     """Recalibrates the EMA generator's statistics, optionally scores FID, and saves the state."""
     cfg, step = exp.cfg, int(state.step)
@@ -725,15 +717,6 @@ def write_samples(exp: Experiment, state: TrainState, logger: Logger, step: int)
 
 
 # ----------------------------------------------------------------------------- the loop
-
-
-_all_finite_jit = jax.jit(all_finite)
-NONFINITE_PATIENCE = 10  # consecutive skipped (non-finite) steps, seen at a log step, before a rollback
-MAX_ROLLBACKS = 3  # rollbacks in one run before it stops
-
-
-class NonFiniteError(FloatingPointError):
-    """Training kept producing non-finite losses after every rollback."""
 
 
 def roll_back(exp: Experiment, state: TrainState, rollbacks: int) -> TrainState:

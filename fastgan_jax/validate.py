@@ -18,7 +18,7 @@ from typing import Any
 from fastgan_jax import diffaug, state
 from fastgan_jax.configs import default
 from fastgan_jax.data import ASPECTS
-from fastgan_jax.models import D_MULT, G_MULT, IM_SIZES
+from fastgan_jax.models import D_MULT, G_MULT, IM_SIZES, REMATS
 
 DATA_ON_DEVICE = ("auto", "yes", "no")
 SEED_LIMIT = 2**32  # jax.random.key(2**32) is key(0); numpy's host batches refuse a negative seed
@@ -172,6 +172,7 @@ RULES: dict[str, Rule] = {
     "nz": _int(1),
     "dec_width": _int(1),  # the decoders use G_MULT up to 128 px, where every factor is >= 1
     "precision": _choice(lambda: sorted(state.PRECISIONS)),
+    "remat": _choice(lambda: REMATS),
     "batch_size": _batch_size,
     "lr": _real(0, finite=True),  # 0 is allowed: it freezes the weights (a fine-tuning check uses it)
     "beta1": _real(0, 1),
