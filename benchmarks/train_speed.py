@@ -16,9 +16,11 @@ its temporaries (activations kept for the backward pass and scratch), and
 their sum in GiB, in which the outputs that reuse the donated state's buffers
 (aliased bytes) are counted once; and the step's GFLOP, recomputation under
 `--remat` included. `--compile-only` stops there, without allocating or
-timing anything. The CPU's figures are those of its own compiler (fusion,
-scheduling and convolution algorithms differ on a GPU), a guide for
-comparing settings rather than a GPU's exact peak; in particular XLA's CPU
+timing anything. The device's peak memory is printed for the first setting
+of a process only (later ones would show the process's peak so far). The
+CPU's figures are those of its own compiler (fusion, scheduling and
+convolution algorithms differ on a GPU), a guide for comparing settings
+rather than a GPU's exact peak; in particular XLA's CPU
 computes bfloat16 and float16 convolutions in float32, converting around
 each one, so the CPU shows only part of what 16-bit precisions save.
 """
@@ -55,6 +57,8 @@ PEAK_FLOPS = {
 # TPU compilers keep the barriers until after scheduling; keeping them here too makes the CPU's memory and
 # FLOP figures show what remat does there.
 CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+_TIMED = []  # settings timed so far in this process
+
 CPU_NO_CODEGEN_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
@@ -155,12 +159,15 @@ def bench(
     step_s = (time.perf_counter() - t0) / steps
 
     mem = dev.memory_stats() or {}
+    # The device's peak is the process's: only the first setting timed in a process has its own.
+    own_peak = "peak_bytes_in_use" in mem and not _TIMED
+    _TIMED.append(r)
     peak = PEAK_FLOPS.get(dev.device_kind)
     peak_flops = peak[precision != "float32"] if peak else None
     return r | {
         "step_s": step_s,
         "img_per_s": batch / step_s,
-        "peak_gib": mem["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in mem else None,
+        "peak_gib": mem["peak_bytes_in_use"] / 2**30 if own_peak else None,
         "peak_fraction": flops / step_s / peak_flops if peak_flops else None,
     }
 

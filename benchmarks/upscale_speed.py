@@ -10,6 +10,7 @@ call; compile time is reported separately.
 """
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -34,6 +35,7 @@ def main():
     p.add_argument("--nz", type=int, default=256)
     p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(state.PRECISIONS))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None, help="append one JSON line per setting to this file")
     args = p.parse_args()
     dev = jax.local_devices()[0]
     for im_size in args.im_size:
@@ -52,14 +54,20 @@ def main():
                 times.append(time.perf_counter() - t0)
             first, times = times[0], times[1:]
             per100 = min(times) * 100 / args.steps
-            mem = (dev.memory_stats() or {}).get("peak_bytes_in_use")
-            mem = f"{mem / 2**30:.2f} GiB" if mem else "n/a"
+            peak = (dev.memory_stats() or {}).get("peak_bytes_in_use")
+            mem = f"{peak / 2**30:.2f} GiB" if peak else "n/a"
             print(
                 f"{dev.device_kind} | {im_size}px {precision} | {args.restarts} restarts | "
                 f"{per100:.3f} s / 100 steps | first call (compile + run) {first:.1f} s | "
                 f"peak mem {mem}",
                 flush=True,
             )
+            if args.json:
+                row = {"device": dev.device_kind, "im_size": im_size, "precision": precision}
+                row |= {"restarts": args.restarts, "lr_size": args.lr_size, "s_per_100_steps": per100}
+                row |= {"compile_and_run_s": first, "peak_gib": peak / 2**30 if peak else None}
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,30 @@ def test_train_speed_times_and_accounts_memory(tmp_path, monkeypatch, capsys):
     assert blocks["gflop_per_step"] > none["gflop_per_step"]
 
 
-def test_upscale_speed_prints_figures(monkeypatch, capsys):
+def test_upscale_speed_prints_figures(tmp_path, monkeypatch, capsys):
     args = ["--im-size", "64", "--ngf", "8", "--nz", "16", "--restarts", "2", "--steps", "3", "--lr-size", "8"]
+    args += ["--json", str(tmp_path / "pulse.jsonl")]
     out = run_script("upscale_speed.py", [*args, "--precision", "float32", "--repeats", "1"], monkeypatch, capsys)
     assert "s / 100 steps" in out, out
+    (row,) = (json.loads(line) for line in (tmp_path / "pulse.jsonl").read_text().splitlines())
+    assert row["im_size"] == 64 and row["restarts"] == 2 and row["s_per_100_steps"] > 0
+
+
+def test_compare_puts_ours_beside_the_official(tmp_path, monkeypatch, capsys):
+    # The official's H100 figures (256: 46.8 img/s, 4.16 GiB; PULSE 1.585 s) beside made-up figures of ours.
+    official = BENCH.parent.parent / "shared" / "reference" / "official-fastgan-torch_h100.jsonl"
+    ours = tmp_path / "ours.jsonl"
+    rows = [
+        {"im_size": 256, "precision": "float16", "remat": "blocks", "img_per_s": 468.0, "peak_gib": 2.5},
+        {"im_size": 512, "precision": "float32", "remat": "none", "img_per_s": 100.0, "peak_gib": None},
+        {"im_size": 1024, "precision": "float32", "remat": "none", "gflop_per_step": 1.0},  # --compile-only: no row
+    ]
+    ours.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pulse = tmp_path / "pulse.jsonl"
+    pulse.write_text(json.dumps({"im_size": 256, "precision": "float32", "restarts": 8, "s_per_100_steps": 0.317}))
+    args = ["--ours", str(ours), "--ours-pulse", str(pulse), "--official", str(official)]
+    out = run_script("compare.py", args, monkeypatch, capsys)
+    assert "| 256 | float16 | blocks | 468.0 | 46.8 | 10.0x | 2.50 | 4.16 |" in out, out
+    assert "| 512 | float32 | none | 100.0 | n/a | n/a | n/a | n/a |" in out, out
+    assert "| 1024 |" not in out.split("\n\n")[0], out
+    assert "| 256 | float32 | 8 | 0.317 | 1.585 | 5.0x |" in out, out
