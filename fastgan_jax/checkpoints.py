@@ -20,6 +20,7 @@ RESUMABLE_FIELDS = frozenset(
     {
         "lr",
         "remat",  # memory against compute; the same results
+        "data_workers",  # how many processes decode; the same batches
         "init_from",
         "num_steps",
         "log_every",

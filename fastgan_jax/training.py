@@ -32,8 +32,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tensorboardX import SummaryWriter
 
-from fastgan_jax import checkpoints, data, loss_scale, losses, runs, visual
+from fastgan_jax import checkpoints, data, loss_scale, losses, pipeline, runs, visual
 from fastgan_jax import images as images_lib
+from fastgan_jax.configs import default as default_config
 from fastgan_jax.diffaug import diff_augment, parse_policy
 from fastgan_jax.inception import fid, generated_features, real_features
 from fastgan_jax.layers import nearest_resize
@@ -395,31 +396,6 @@ def recalibrate(G: Generator, params, batch_stats, key, *, num_samples=2048, bat
 # ----------------------------------------------------------------------------- the loop
 
 
-def _host_batches(images, batch, seed, start_step):
-    """Batches drawn on the host (data too large for the device), reproducible per step."""
-    step = start_step
-    while True:
-        rng = np.random.default_rng((seed, step))
-        yield images[rng.integers(0, len(images), batch)]
-        step += 1
-
-
-def _prefetch(iterator, sharding, size=2):
-    """Moves the next `size` batches to the device in a background thread."""
-    import queue
-    import threading
-
-    q = queue.Queue(maxsize=size)
-
-    def worker():
-        for item in iterator:
-            q.put(jax.device_put(item, sharding))
-
-    threading.Thread(target=worker, daemon=True).start()
-    while True:
-        yield q.get()
-
-
 def _fits_on_device(nbytes, mode):
     if mode in ("yes", True):
         return True
@@ -450,7 +426,7 @@ class Experiment:
 
     cfg: dict
     workdir: pathlib.Path
-    images: np.ndarray  # uint8 [N, S, S, 3], the decoded data set
+    source: Any  # random access to the uint8 [S, S, 3] images: pipeline.ArraySource or data.FileSource
     G: Generator
     D: Discriminator
     mesh: Mesh
@@ -461,7 +437,7 @@ class Experiment:
     keys: dict  # named keys derived from the seed: init, train, sample, recal
     mngr: Any  # the Orbax CheckpointManager
     real_feats: np.ndarray | None  # Inception features of the data, for FID during training
-    resident: bool  # the data set lives on the device
+    resident: bool  # the data set lives on the device (else batches stream through `pipeline`)
 
 
 def resolve_config(config) -> dict:
@@ -483,13 +459,22 @@ def _open_workdir(cfg, workdir):
     mngr = checkpoints.manager(workdir, keep=cfg["keep_checkpoints"], keep_best_fid=cfg.get("fid_every", 0) > 0)
     saved = checkpoints.saved_config(mngr)
     if saved is not None:
-        checkpoints.check_compatible(resolve_config(saved), cfg, workdir)
+        # A field added after the run was saved has its default value in that run.
+        checkpoints.check_compatible(resolve_config({**default_config.get_config().to_dict(), **saved}), cfg, workdir)
         if saved.get("lr") != cfg["lr"]:
             print(f"resuming with lr {cfg['lr']} (was {saved.get('lr')}); the optimizer state is kept")
     return mngr, saved
 
 
 def _load_data(cfg):
+    """The data as a random-access source: decoded in host memory, or read from the files when streamed."""
+    if cfg["stream_from"] == "files":
+        opts = {"aspect": cfg["aspect"], "background": tuple(cfg["background"])}
+        return data.file_source(cfg["data"], cfg["im_size"], **opts)
+    return pipeline.ArraySource(_decode_all(cfg))
+
+
+def _decode_all(cfg):
     return data.load(
         cfg["data"],
         cfg["im_size"],
@@ -512,12 +497,44 @@ def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
     return state
 
 
-def _batches(cfg, images, mesh, resident, start):
+def _batches(cfg, source, mesh, resident, start) -> Iterator:
+    """What each step takes: the whole set on the device (the step draws its batch), or streamed batches."""
     if resident:
-        device_data = jax.device_put(images, NamedSharding(mesh, P()))
+        device_data = jax.device_put(source.images, NamedSharding(mesh, P()))
         return iter(lambda: device_data, None)
-    host = _host_batches(images, cfg["batch_size"], cfg["seed"], start)
-    return _prefetch(host, NamedSharding(mesh, P("data")))
+    host = pipeline.batches(
+        source,
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+        start_step=start,
+        num_steps=cfg["num_steps"],
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        workers=_workers(cfg),
+    )
+    return _on_device(host, NamedSharding(mesh, P("data")))
+
+
+def _on_device(host, sharding):
+    """Global batches from each process's slices; the copy to the device overlaps the running step."""
+    try:
+        for batch in host:
+            yield jax.make_array_from_process_local_data(sharding, batch)
+    finally:  # `close()` ends Grain's worker processes and frees their shared memory
+        if hasattr(host, "close"):
+            host.close()
+
+
+def _close(batches) -> None:
+    if hasattr(batches, "close"):
+        batches.close()
+
+
+def _workers(cfg) -> int:
+    if cfg["stream_from"] != "files":
+        return 0  # indexing an array in memory needs no helpers
+    n = cfg["data_workers"]
+    return min(8, os.cpu_count() or 1) if n < 0 else n
 
 
 def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Experiment, TrainState]:
@@ -530,7 +547,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     cfg, workdir = resolve_config(config), pathlib.Path(workdir)
     validate(cfg, num_devices=jax.local_device_count(), workdir=workdir)
     mngr, saved = _open_workdir(cfg, workdir)
-    images = _load_data(cfg)
+    source = _load_data(cfg)
     G, D = make_models(
         im_size=cfg["im_size"],
         ngf=cfg["ngf"],
@@ -546,7 +563,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
     state = jax.device_put(initial_state(cfg, G, D, tx, keys["init"], mngr, saved is not None), replicated)
-    resident = _fits_on_device(images.nbytes, cfg["data_on_device"])
+    resident = isinstance(source, pipeline.ArraySource) and _fits_on_device(source.images.nbytes, cfg["data_on_device"])
     step_fn = make_train_step(
         G,
         D,
@@ -567,13 +584,13 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     exp = Experiment(
         cfg=cfg,
         workdir=workdir,
-        images=images,
+        source=source,
         G=G,
         D=D,
         mesh=mesh,
         tx=tx,
         step_fn=step_fn,
-        batches=_batches(cfg, images, mesh, resident, int(state.step)),
+        batches=_batches(cfg, source, mesh, resident, int(state.step)),
         recon_vars=jax.device_put(recon_params(cfg["recon"]), replicated),
         keys=keys,
         mngr=mngr,
@@ -708,7 +725,7 @@ def write_samples(exp: Experiment, state: TrainState, logger: Logger, step: int)
     ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
     z = jax.random.normal(exp.keys["sample"], (exp.cfg["num_samples"], exp.G.nz))
     img = visual.grid(generate_batches(exp.G, ema, z, exp.keys["sample"], batch=64))
-    rec = reconstruction_grid(exp.D, state, exp.images[: min(8, len(exp.images))])
+    rec = reconstruction_grid(exp.D, state, np.stack([exp.source[i] for i in range(min(8, len(exp.source)))]))
     for name, picture in (("samples", img), ("reconstructions", rec)):
         path = exp.workdir / "samples" / f"{name}_{step:07d}.png"
         with _disk_full_is_one_line(path, exp):
@@ -800,7 +817,8 @@ def train_loop(exp: Experiment, state: TrainState) -> TrainState:
                     state, rollbacks = roll_back(exp, state, rollbacks), rollbacks + 1
                     done = int(state.step)
                     logger.truncate(done)
-                    exp.batches = _batches(cfg, exp.images, exp.mesh, exp.resident, done)
+                    _close(exp.batches)
+                    exp.batches = _batches(cfg, exp.source, exp.mesh, exp.resident, done)
                     continue
             with_fid = fid_every > 0 and (done % fid_every == 0 or last)
             if done % cfg["checkpoint_every"] == 0 or last or with_fid:
@@ -833,6 +851,12 @@ def _summary(exp, start, done, elapsed, why):
     )
 
 
+def _streaming(cfg) -> str:
+    if cfg["stream_from"] == "files":
+        return f"decoding batches from the files ({_workers(cfg)} Grain workers)"
+    return "streaming from host memory"
+
+
 def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> TrainState:
     """Trains FastGAN as `config` says, writing everything into `workdir`.
 
@@ -847,8 +871,11 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     """
     exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
     print(
-        f"training {exp.cfg['im_size']}px on {len(exp.images)} images from {exp.cfg['data']}, "
-        f"batch {exp.cfg['batch_size']}, {'data on device' if exp.resident else 'streaming from host'}, "
+        f"training {exp.cfg['im_size']}px on {len(exp.source)} images from {exp.cfg['data']}, "
+        f"batch {exp.cfg['batch_size']}, {'data on device' if exp.resident else _streaming(exp.cfg)}, "
         f"{exp.mesh.devices.size} device(s): steps {int(state.step)} -> {exp.cfg['num_steps']}, workdir {workdir}"
     )
-    return train_loop(exp, state)
+    try:
+        return train_loop(exp, state)
+    finally:
+        _close(exp.batches)  # Grain's workers, when batches stream from the files

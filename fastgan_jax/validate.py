@@ -108,6 +108,19 @@ def _data_on_device(v, cfg, num_devices):
     return None if isinstance(v, bool) or v in DATA_ON_DEVICE else f"choose from {', '.join(DATA_ON_DEVICE)}"
 
 
+STREAM_FROM = ("memory", "files")
+
+
+def _stream_from(v, cfg, num_devices):
+    if v not in STREAM_FROM:
+        return f"choose from {', '.join(STREAM_FROM)}"
+    if v == "files" and str(cfg.get("data", "")).startswith("tfds:"):
+        return "reads image folders; a tfds: data set streams from memory"
+    if v == "files" and cfg.get("data_on_device") in ("yes", True):
+        return "streams batches from the files, which data_on_device=yes contradicts"
+    return None
+
+
 def _channels(mult: dict, largest: Callable[[int], int], net: str) -> Rule:
     """A width for which the official table `int(mult[r] * width)` is whole and >= 1 at every used resolution."""
 
@@ -164,6 +177,8 @@ RULES: dict[str, Rule] = {
     "aspect": _choice(lambda: ASPECTS),
     "background": _background,
     "data_on_device": _data_on_device,
+    "stream_from": _stream_from,
+    "data_workers": _int(-1),
     "cache_dir": _string,
     "tfds_data_dir": _string,
     "ngf": _channels(G_MULT, lambda im_size: im_size, "generator"),

@@ -28,6 +28,14 @@ def tiny_config(cache_dir, **overrides):
     return c
 
 
+def leaves(tree):
+    """The leaves of a pytree as numpy arrays."""
+    import jax
+    import numpy as np
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
 class Evil:
     """Pickles to a call of os.system that would create `path`: what a restricted unpickler must refuse."""
 

@@ -25,7 +25,9 @@ def get_config():
     c.im_size = 256  # training resolution: 256, 512, 1024 (official designs), or 64, 128 (CPU shrinks)
     c.aspect = "center_crop"  # "center_crop", or "stretch" (resize without cropping, as the official does)
     c.background = (255, 255, 255)  # RGB composited behind transparent pixels
-    c.data_on_device = "auto"  # "auto", "yes", "no" (stream batches from host memory)
+    c.data_on_device = "auto"  # "auto" (when the set fits), "yes", "no": else batches stream from the host
+    c.stream_from = "memory"  # streamed batches come from "memory" (decoded once) or "files" (decoded per batch)
+    c.data_workers = -1  # Grain processes decoding batches with stream_from=files; -1: one per core up to 8
     c.cache_dir = ""  # decoded-image cache; "" = ~/.cache/fastgan_jax
     c.tfds_data_dir = ""  # for --data tfds:NAME; "" = TFDS's default (~/tensorflow_datasets)
     # Networks.
