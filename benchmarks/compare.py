@@ -2,6 +2,7 @@
 
     python benchmarks/compare.py --ours out/train_speed.jsonl --ours-pulse out/upscale_speed.jsonl \\
         --official out/official.jsonl
+    python benchmarks/compare.py --memory benchmarks/memory_cpu.jsonl   # README "Memory"
 
 Reads the JSON lines of `train_speed.py --json`, `upscale_speed.py --json`
 and `../shared/reference/official-bench/bench_official.py` (its other lines
@@ -67,12 +68,33 @@ def pulse_table(ours: list[dict], official: list[dict]) -> list[str]:
     return lines
 
 
+def memory_table(rows: list[dict]) -> list[str]:
+    """Markdown rows of `train_speed.py --compile-only --json` lines: XLA's compiled GiB and GFLOP per step."""
+    lines = [
+        "| im_size | precision | remat | GiB (args + out + temp - aliased) | temp GiB | GFLOP/step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m = {k: v / 2**30 for k, v in r["memory_bytes"].items()}
+        lines.append(
+            f"| {r['im_size']} | {r['precision']} | {r['remat']} | {m['total']:.2f} | {m['temp']:.2f} | "
+            f"{r['gflop_per_step']:.0f} |"
+        )
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", required=True, help="train_speed.py --json output")
+    p.add_argument("--memory", default=None, help="train_speed.py --compile-only --json output: print its table")
+    p.add_argument("--ours", default=None, help="train_speed.py --json output")
     p.add_argument("--ours-pulse", default=None, help="upscale_speed.py --json output")
-    p.add_argument("--official", required=True, help="bench_official.py output (training and PULSE lines)")
+    p.add_argument("--official", default=None, help="bench_official.py output (training and PULSE lines)")
     args = p.parse_args(argv)
+    if args.memory:
+        print("\n".join(memory_table(read_jsonl(args.memory))))
+        return
+    if not (args.ours and args.official):
+        p.error("give --memory FILE, or --ours FILE and --official FILE")
     official = read_jsonl(args.official)
     print("\n".join(train_table(read_jsonl(args.ours), official)))
     if args.ours_pulse:

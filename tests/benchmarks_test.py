@@ -67,3 +67,19 @@ def test_compare_puts_ours_beside_the_official(tmp_path, monkeypatch, capsys):
     assert "| 512 | float32 | none | 100.0 | n/a | n/a | n/a | n/a |" in out, out
     assert "| 1024 |" not in out.split("\n\n")[0], out
     assert "| 256 | float32 | 8 | 0.317 | 1.585 | 5.0x |" in out, out
+
+
+def test_data_speed_prints_decoding_rate_beside_consumption(tmp_path, monkeypatch, capsys):
+    args = ["--im-size", "64", "--workers", "1", "--batch", "2", "--batches", "2", "--consumed", "64=1e9"]
+    out = run_script("data_speed.py", [*args, "--json", str(tmp_path / "d.jsonl")], monkeypatch, capsys)
+    assert "64px | 1 worker(s)" in out and "training eats 1000000000.0 img/s | bounds the run" in out, out
+    (row,) = (json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines())
+    assert row["img_per_s"] > 0 and row["workers"] == 1
+
+
+def test_the_readme_memory_table_is_the_benchmarks_output(monkeypatch, capsys):
+    out = run_script("compare.py", ["--memory", str(BENCH / "memory_cpu.jsonl")], monkeypatch, capsys)
+    readme = (BENCH.parent / "README.md").read_text()
+    assert out.strip() in readme
+    rows = {tuple(r.split(" | ")[:3]) for r in out.splitlines()[2:]}
+    assert len(rows) == 18  # 256 and 1024, three precisions, three remats

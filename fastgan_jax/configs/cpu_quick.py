@@ -23,6 +23,7 @@ def get_config():
     c.num_steps = 500
     c.ema_decay = 0.99  # 0.999 would still be 60% the random init after 500 steps
     c.recon = "l1"  # LPIPS-VGG (the official, and default.py's) makes a CPU step several times slower
+    c.remat = "none"  # memory is no concern here; recomputation would only cost time
     c.log_every = 10
     c.sample_every = 100
     c.checkpoint_every = 100
