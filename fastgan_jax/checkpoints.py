@@ -10,7 +10,10 @@ import json
 import pathlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 # Config fields that may change when a run is resumed (schedule, logging, the
@@ -96,7 +99,10 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, metrics: d
 
 
 def _restore(mngr, step, abstract):
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+    # The state is replicated; it restores onto this process's devices whatever devices saved it
+    # (a run trained on four GPUs or two hosts samples on one).
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("data",)), P())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
     return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 

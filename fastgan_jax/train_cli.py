@@ -15,7 +15,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fastgan_jax import checkpoints, configs, convert, data, runs, training, weights
+from fastgan_jax import checkpoints, configs, convert, data, hosts, runs, training, weights
 from fastgan_jax.validate import ConfigError, check_fields, validate
 
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
@@ -27,6 +27,9 @@ config_flags.DEFINE_config_file("config", None, "Training config: a bundled name
 flags.FLAGS["config"].default_as_str = "'default'"  # what main() adds, shown by --help
 flags.DEFINE_string("data", None, "Image folder (searched recursively) or tfds:NAME[:SPLIT]; overrides config.data.")
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBoard events.", required=True)
+flags.DEFINE_string("coordinator_address", None, "Several processes (hosts): process 0's HOST:PORT.")
+flags.DEFINE_integer("num_processes", None, "Several processes: how many take part.", lower_bound=1)
+flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 .. num_processes - 1.", lower_bound=0)
 
 
 def _resolve_config(argv: list[str]) -> tuple[list[str], str]:
@@ -94,8 +97,10 @@ def _main(argv):
     config = flags.FLAGS.config
     if flags.FLAGS.data:
         config.data = flags.FLAGS.data
+    f = flags.FLAGS
+    hosts.initialize(f.coordinator_address, f.num_processes, f.process_id)  # before anything touches a device
     try:  # before any data is loaded or anything compiled
-        validate(config, num_devices=jax.local_device_count(), workdir=flags.FLAGS.workdir)
+        validate(config, num_devices=jax.device_count(), workdir=flags.FLAGS.workdir)
     except ConfigError as e:
         _usage_error(str(e))
     try:

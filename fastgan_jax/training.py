@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tensorboardX import SummaryWriter
 
-from fastgan_jax import checkpoints, data, loss_scale, losses, pipeline, runs, visual
+from fastgan_jax import checkpoints, data, hosts, loss_scale, losses, pipeline, runs, visual
 from fastgan_jax import images as images_lib
 from fastgan_jax.configs import default as default_config
 from fastgan_jax.diffaug import diff_augment, parse_policy
@@ -325,8 +325,8 @@ def train_step(
 
 
 def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh with a `data` axis over the local devices."""
-    return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ("data",))
+    """A 1-D mesh with a `data` axis over the devices of every process (of this one, when it runs alone)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
 
 
 def make_train_step(G: Generator, D: Discriminator, *, mesh: Mesh, batch_size: int | None = None, **step_kwargs):
@@ -462,7 +462,7 @@ def _open_workdir(cfg, workdir):
         # A field added after the run was saved has its default value in that run.
         checkpoints.check_compatible(resolve_config({**default_config.get_config().to_dict(), **saved}), cfg, workdir)
         if saved.get("lr") != cfg["lr"]:
-            print(f"resuming with lr {cfg['lr']} (was {saved.get('lr')}); the optimizer state is kept")
+            hosts.say(f"resuming with lr {cfg['lr']} (was {saved.get('lr')}); the optimizer state is kept")
     return mngr, saved
 
 
@@ -493,7 +493,7 @@ def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
     state = init(key)
     if cfg.get("init_from"):
         state = runs.warm_start(state, cfg["init_from"])
-        print(f"starting from the G, D and EMA weights of {cfg['init_from']} (fresh optimizer state)")
+        hosts.say(f"starting from the G, D and EMA weights of {cfg['init_from']} (fresh optimizer state)")
     return state
 
 
@@ -545,7 +545,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     anything is loaded, compiled or written.
     """
     cfg, workdir = resolve_config(config), pathlib.Path(workdir)
-    validate(cfg, num_devices=jax.local_device_count(), workdir=workdir)
+    validate(cfg, num_devices=jax.device_count(), workdir=workdir)
     mngr, saved = _open_workdir(cfg, workdir)
     source = _load_data(cfg)
     G, D = make_models(
@@ -604,20 +604,26 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
 
 
 class Logger:
-    """Scalars to TensorBoard and `metrics.jsonl`, and a progress bar (or a line per log without a terminal)."""
+    """Scalars to TensorBoard and `metrics.jsonl`, and a progress bar (or a line per log without a terminal).
+
+    On process 0 only: the other processes' loggers write nothing.
+    """
 
     def __init__(self, workdir, start, total):
         self.jsonl = workdir / "metrics.jsonl"
+        self.active = hosts.is_primary()
         self.truncate(start)
         # TensorBoard hides events past `purge_step` that a killed segment wrote after its last checkpoint.
-        self.writer = SummaryWriter(str(workdir), purge_step=start + 1 if start else None, flush_secs=30)
-        self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=None)
+        purge = start + 1 if start else None
+        self.writer = SummaryWriter(str(workdir), purge_step=purge, flush_secs=30) if self.active else None
+        disable = None if self.active else True  # None: a bar on a terminal, lines otherwise
+        self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=disable)
         self.total = total
         self.t_log, self.n_log = time.perf_counter(), 0
 
     def truncate(self, step) -> None:
         """Drops `metrics.jsonl` lines after `step` (a resumed or rolled-back run logs those steps again)."""
-        if not self.jsonl.exists():
+        if not self.active or not self.jsonl.exists():
             return
         lines = self.jsonl.read_text().splitlines(keepends=True)
         kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
@@ -625,6 +631,8 @@ class Logger:
             _write_atomic(self.jsonl, "".join(kept))
 
     def write(self, step, values: dict) -> None:
+        if not self.active:
+            return
         for k, v in values.items():
             self.writer.add_scalar(k if k in ("fid", "img_per_s", "lr_scale", "nonfinite") else f"loss/{k}", v, step)
         with open(self.jsonl, "a") as f:  # the same scalars, for scripts and plots
@@ -635,7 +643,7 @@ class Logger:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if values.get("skipped"):
             bad = sorted(k for k, v in values.items() if not np.isfinite(v))
-            print(f"step {step}: non-finite {', '.join(bad)}: the step was skipped", flush=True)
+            hosts.say(f"step {step}: non-finite {', '.join(bad)}: the step was skipped", flush=True)
         values = {k: v for k, v in values.items() if np.isfinite(v)}
         values |= {"lr_scale": float(state.lr_scale), "nonfinite": int(state.nonfinite)}
         now = time.perf_counter()
@@ -644,16 +652,21 @@ class Logger:
         self.write(step, {**values, "img_per_s": img_s})
         shown = {k: values[k] for k in ("d_real", "d_fake", "g", "rec") if k in values}
         self.bar.set_postfix({**{k: f"{v:.3f}" for k, v in shown.items()}, "img/s": f"{img_s:.1f}"})
-        if self.bar.disable:  # not a terminal: one line per log instead of a bar
-            print(f"step {step}/{self.total} " + " ".join(f"{k} {v:.3f}" for k, v in shown.items()), flush=True)
+        if self.bar.disable and self.active:  # not a terminal: one line per log instead of a bar
+            hosts.say(f"step {step}/{self.total} " + " ".join(f"{k} {v:.3f}" for k, v in shown.items()), flush=True)
 
     def tick(self) -> None:
         self.n_log += 1
         self.bar.update(1)
 
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         self.bar.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _write_atomic(path, text) -> None:
@@ -713,10 +726,10 @@ def save_checkpoint(exp: Experiment, state: TrainState, logger: Logger, with_fid
         feats = generated_features(exp.G, ema, cfg["fid_samples"], jax.random.fold_in(exp.keys["sample"], step))
         scores = {"fid": fid(feats, exp.real_feats)}
         logger.write(step, scores)
-        print(f"step {step}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
+        hosts.say(f"step {step}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
     with _disk_full_is_one_line(exp.workdir / "checkpoints", exp):
-        checkpoints.save(exp.mngr, step, state, cfg, scores)
-        logger.writer.flush()
+        checkpoints.save(exp.mngr, step, state, cfg, scores)  # every process: Orbax writes collectively
+        logger.flush()
     return state
 
 
@@ -726,6 +739,8 @@ def write_samples(exp: Experiment, state: TrainState, logger: Logger, step: int)
     z = jax.random.normal(exp.keys["sample"], (exp.cfg["num_samples"], exp.G.nz))
     img = visual.grid(generate_batches(exp.G, ema, z, exp.keys["sample"], batch=64))
     rec = reconstruction_grid(exp.D, state, np.stack([exp.source[i] for i in range(min(8, len(exp.source)))]))
+    if not hosts.is_primary():  # every process computes (one program over all devices); process 0 writes
+        return
     for name, picture in (("samples", img), ("reconstructions", rec)):
         path = exp.workdir / "samples" / f"{name}_{step:07d}.png"
         with _disk_full_is_one_line(path, exp):
@@ -752,7 +767,7 @@ def roll_back(exp: Experiment, state: TrainState, rollbacks: int) -> TrainState:
         )
     restored = initial_state(exp.cfg, exp.G, exp.D, exp.tx, exp.keys["init"], exp.mngr, last is not None)
     restored = restored.replace(lr_scale=state.lr_scale * 0.5, nonfinite=jnp.zeros((), jnp.int32))
-    print(
+    hosts.say(
         f"step {int(state.step)}: {int(state.nonfinite)} consecutive non-finite steps; rolled back to step "
         f"{int(restored.step)} with the learning rate scaled by {float(restored.lr_scale):g}",
         flush=True,
@@ -809,7 +824,7 @@ def train_loop(exp: Experiment, state: TrainState) -> TrainState:
             logger.tick()
             done += 1
             timed_out = bool(time_limit and time.perf_counter() - t0 >= time_limit)
-            last = done == total or timed_out or bool(signals)
+            last = done == total or hosts.agree(timed_out or bool(signals))  # all processes stop at one step
             if done % cfg["log_every"] == 0 or last:
                 with _disk_full_is_one_line(logger.jsonl, exp):
                     logger.log_metrics(done, metrics, batch, state)
@@ -827,7 +842,7 @@ def train_loop(exp: Experiment, state: TrainState) -> TrainState:
                 write_samples(exp, state, logger, done)
             if last:
                 break
-    if start >= total and not (exp.workdir / "samples" / f"samples_{start:07d}.png").exists():
+    if start >= total and hosts.agree(not (exp.workdir / "samples" / f"samples_{start:07d}.png").exists()):
         write_samples(exp, state, logger, start)  # a run killed between its last checkpoint and samples
     logger.close()
     why = signal.Signals(signals[0]).name if signals else "time limit"
@@ -841,11 +856,11 @@ def train_loop(exp: Experiment, state: TrainState) -> TrainState:
 def _summary(exp, start, done, elapsed, why):
     total, workdir = exp.cfg["num_steps"], exp.workdir
     if start >= total:
-        print(f"nothing to do: {workdir} is already at step {start} of {total}")
+        hosts.say(f"nothing to do: {workdir} is already at step {start} of {total}")
         return
     rate = (done - start) * exp.cfg["batch_size"] / elapsed
     stopped = f" ({why}; run again to continue to {total})" if done < total else ""
-    print(
+    hosts.say(
         f"done: steps {start} -> {done} in {elapsed:.0f}s ({rate:.1f} img/s incl. compile){stopped}; "
         f"checkpoint {workdir / 'checkpoints' / str(done)}, samples {workdir / 'samples'}"
     )
@@ -870,7 +885,7 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
       The final train state.
     """
     exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
-    print(
+    hosts.say(
         f"training {exp.cfg['im_size']}px on {len(exp.source)} images from {exp.cfg['data']}, "
         f"batch {exp.cfg['batch_size']}, {'data on device' if exp.resident else _streaming(exp.cfg)}, "
         f"{exp.mesh.devices.size} device(s): steps {int(state.step)} -> {exp.cfg['num_steps']}, workdir {workdir}"

@@ -1,6 +1,6 @@
 """Checks a training config and its workdir before anything is loaded, compiled or written.
 
-    validate(config, num_devices=jax.local_device_count(), workdir="runs/x")
+    validate(config, num_devices=jax.device_count(), workdir="runs/x")
 
 raises `ConfigError` with one line that names the flag as it is typed, its
 value and what is allowed: `--config.batch_size=-3: must be an int >= 1 ...`.
@@ -142,7 +142,7 @@ def _channels(mult: dict, largest: Callable[[int], int], net: str) -> Rule:
 
 def _batch_size(v, cfg, num_devices):
     if not _is_int(v) or v < 1 or v % num_devices:
-        return f"must be an int >= 1 and a multiple of the {num_devices} local device(s){_type_note(v, _is_int(v))}"
+        return f"must be an int >= 1 and a multiple of the {num_devices} device(s){_type_note(v, _is_int(v))}"
     return None
 
 
@@ -254,7 +254,7 @@ def validate(config, *, num_devices: int, workdir=None) -> None:
 
     Args:
       config: a `ConfigDict` or a dict with the fields of `configs/default.py`.
-      num_devices: devices the batch is split over (`jax.local_device_count()`).
+      num_devices: devices the batch is split over (`jax.device_count()`, all processes' devices).
       workdir: the run folder; None skips its check.
 
     Raises:

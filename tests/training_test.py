@@ -186,20 +186,6 @@ for i in (1, 2):
 print(len(jax.devices()))
 """
 
-LR = 2e-4  # make_optimizer's default: an Adam step moves each parameter by about lr at most
-
-
-def assert_close_but_for_adam_flips(xs, ys, *, tight, steps):
-    """Sharding changes reduction orders: tiny differences, except where a gradient near 0 changes sign and
-    Adam moves that parameter by about lr the other way. So: every value within a few Adam steps, and all
-    but a handful within `tight`."""
-    flat_x = np.concatenate([np.ravel(x) for x in xs])
-    flat_y = np.concatenate([np.ravel(y) for y in ys])
-    diff = np.abs(flat_x - flat_y)
-    assert diff.max() <= 3 * LR * steps + 1e-5, diff.max()
-    off = diff > tight * (1 + np.abs(flat_y))
-    assert off.sum() <= 1e-3 * off.size, (off.sum(), off.size, diff.max())
-
 
 def test_one_and_four_devices_agree(tmp_path):
     out, metrics = {}, {}
@@ -222,8 +208,8 @@ def test_one_and_four_devices_agree(tmp_path):
     # The first step's losses come from the same initial networks: equal up to reduction order.
     for k, v in metrics[1, 1].items():
         assert v == pytest.approx(metrics[4, 1][k], rel=1e-4, abs=1e-6), k
-    assert_close_but_for_adam_flips(out[1, 1], out[4, 1], tight=2e-5, steps=1)
-    assert_close_but_for_adam_flips(out[1, 2], out[4, 2], tight=2e-4, steps=2)
+    helpers.assert_close_but_for_adam_flips(out[1, 1], out[4, 1], tight=2e-5, steps=1)
+    helpers.assert_close_but_for_adam_flips(out[1, 2], out[4, 2], tight=2e-4, steps=2)
 
 
 def test_cli_quick_start_and_bad_input(tmp_path):

@@ -41,7 +41,7 @@ def get_config():
     c.precision = "float32"  # "float32", "bfloat16" or "float16" (dynamic loss scale); params and optimizer: float32
     c.remat = "blocks"  # recompute activations to save memory: "none", "blocks", "full" (README: Memory)
     # Optimisation.
-    c.batch_size = 8  # global batch, split over all local devices
+    c.batch_size = 8  # global batch, split over all devices (of every process)
     c.lr = 2e-4  # Adam learning rate, both networks
     c.beta1 = 0.5  # Adam beta1
     c.beta2 = 0.999  # Adam beta2
