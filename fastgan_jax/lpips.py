@@ -122,11 +122,11 @@ def lpips_variables(net: str = "vgg"):
 
 
 @functools.partial(jax.jit, static_argnames=("net", "remat"))
-def _lpips(variables, x, y, y_index, net, remat):
+def _lpips(variables, x, y, net, remat, y_index):
     return LPIPS(net, remat).apply(variables, x.astype(jnp.float32), y.astype(jnp.float32), y_index)
 
 
-def lpips(variables, x, y, y_index=None, net: str = "vgg", remat: bool = False) -> jax.Array:
+def lpips(variables, x, y, net: str = "vgg", remat: bool = False, *, y_index=None) -> jax.Array:
     """LPIPS per sample, with the weights passed in (never baked into a program).
 
     Args:
@@ -152,9 +152,10 @@ def lpips(variables, x, y, y_index=None, net: str = "vgg", remat: bool = False) 
             f"x {x.shape} and y {y.shape} must have the same image size, and y_index one entry per x "
             f"(got shape {np.shape(y_index)})"
         )
-    return _lpips(variables, x, y, y_index, net, remat)
+    return _lpips(variables, x, y, net, remat, y_index)
 
 
-def lpips_distance(net: str = "vgg"):
+def lpips_distance(net: str = "vgg", remat: bool = False):
     """A per-sample distance `(x, y, y_index=None) -> [B]` for float images in [-1, 1] (`losses.Distance`)."""
-    return functools.partial(lpips, lpips_variables(net), net=net)
+    variables = lpips_variables(net)
+    return lambda x, y, y_index=None: lpips(variables, x, y, net, remat, y_index=y_index)

@@ -56,7 +56,9 @@ def recon_params(recon: str):
 
 
 def _distance(recon, params, remat=False):
-    return functools.partial(lpips, params, net="vgg", remat=remat) if recon == "lpips" else DISTANCES[recon]
+    if recon != "lpips":
+        return DISTANCES[recon]
+    return lambda x, y, y_index=None: lpips(params, x, y, "vgg", remat, y_index=y_index)
 
 
 def random_flip(key, images):

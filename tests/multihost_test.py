@@ -3,8 +3,8 @@
 The commands are README "Many devices and hosts"'s, on localhost. After one
 step the states agree to float32 rounding; after three, within a bound that
 Adam's step size gives (GAN training amplifies reduction-order
-differences). A 2-process run resumed from its checkpoint ends where an
-uninterrupted 2-process run ends.
+differences), also when the 2-process run was resumed from its checkpoint
+on the way (exact resume itself: fault_injection_test.py, pipeline_test.py).
 """
 
 import os
@@ -23,7 +23,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "data_on_device": "yes"}
 TINY |= {"log_every": 1, "checkpoint_every": 1, "sample_every": 100, "num_samples": 4}
 TINY |= {"recalib_samples": 8, "recalib_batch": 4}
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def _free_port() -> int:
@@ -35,7 +34,7 @@ def _free_port() -> int:
 def _train(workdir, cache, devices, steps, *, process=None):
     """Starts train.py on `devices` CPU devices; `process` = (port, index) for one of two processes."""
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"  # + conftest's
     env["JAX_PLATFORMS"] = "cpu"
     cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--config", "cpu_quick"]
     cmd += [f"--config.{k}={v}" for k, v in TINY.items()]
@@ -71,18 +70,14 @@ def _leaves(workdir, step, params_only=False):
 
 def test_two_processes_train_as_one_process_of_four_devices_and_resume(tmp_path):
     cache = tmp_path / "cache"
-    one, two, resumed = tmp_path / "one", tmp_path / "two", tmp_path / "resumed"
+    one, two = tmp_path / "one", tmp_path / "two"
     _wait(_train(one, cache, 4, 3))
-    printed = _two_processes(two, cache, 3)
-    assert "4 device(s)" in printed and printed.count("step 3/3") == 1, printed
+    _two_processes(two, cache, 2)
+    printed = _two_processes(two, cache, 3)  # resumed from its checkpoint at step 2
+    assert "4 device(s)" in printed and "steps 2 -> 3" in printed and printed.count("step 3/3") == 1, printed
 
     # The same program up to the order of its reductions (helpers.assert_close_but_for_adam_flips).
     # Parameters: an Adam step moves each by about lr at most, whatever its gradient's rounding.
     helpers.assert_close_but_for_adam_flips(_leaves(one, 1, True), _leaves(two, 1, True), tight=2e-5, steps=1)
     helpers.assert_close_but_for_adam_flips(_leaves(one, 3, True), _leaves(two, 3, True), tight=5e-4, steps=3)
-    # Resume: 2 steps, then on to 3, equals the uninterrupted 2-process run.
-    _two_processes(resumed, cache, 2)
-    _two_processes(resumed, cache, 3)
-    for a, b in zip(_leaves(two, 3), _leaves(resumed, 3), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert set(os.listdir(two / "samples")) <= set(os.listdir(resumed / "samples"))  # + the first segment's last
+    assert {"samples_0000002.png", "samples_0000003.png"} <= set(os.listdir(two / "samples"))

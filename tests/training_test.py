@@ -190,7 +190,8 @@ print(len(jax.devices()))
 def test_one_and_four_devices_agree(tmp_path):
     out, metrics = {}, {}
     for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", PYTHONPATH=str(ROOT))
+        flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+        env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=str(ROOT))
         env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir or ""
         res = subprocess.run(
             [sys.executable, "-c", SHARDING_SCRIPT, str(tmp_path / f"{n}.npz")],
