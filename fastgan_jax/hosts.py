@@ -47,8 +47,13 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
-def agree(flag: bool) -> bool:
-    """Process 0's `flag` on every process (a time limit or a signal must stop all of them at the same step)."""
+def agree(flag: bool, at: bool = True) -> bool:
+    """Process 0's `flag` on every process (a time limit or a signal must stop all of them at the same step).
+
+    Alone, a process's own flag, at once. Several processes ask process 0 only where `at` holds (the loop:
+    at log steps), since the broadcast waits for every process and would stall the steps' asynchronous
+    dispatch if it ran after each one; elsewhere the answer is False.
+    """
     if jax.process_count() == 1:
         return flag
-    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+    return at and bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))

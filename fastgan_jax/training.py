@@ -826,7 +826,7 @@ def train_loop(exp: Experiment, state: TrainState) -> TrainState:
             logger.tick()
             done += 1
             timed_out = bool(time_limit and time.perf_counter() - t0 >= time_limit)
-            last = done == total or hosts.agree(timed_out or bool(signals))  # all processes stop at one step
+            last = done == total or hosts.agree(timed_out or bool(signals), at=done % cfg["log_every"] == 0)
             if done % cfg["log_every"] == 0 or last:
                 with _disk_full_is_one_line(logger.jsonl, exp):
                     logger.log_metrics(done, metrics, batch, state)
