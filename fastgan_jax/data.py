@@ -342,13 +342,19 @@ def load(source, im_size: int, *, tfds_data_dir=None, **kwargs) -> np.ndarray:
 
 
 def load_tfds(spec: str, im_size: int, *, aspect="center_crop", background=(255, 255, 255), data_dir=None):
-    """Reads the `image` feature of a TFDS dataset through `tfds.data_source`.
+    """Reads the `image` feature of a TFDS dataset, decoded and preprocessed as a folder's images.
 
     `spec` is `tfds:NAME[:SPLIT]` (split defaults to `train`); the dataset
     must be prepared already in `data_dir` (default: TFDS's own,
     ~/tensorflow_datasets) as array_record files; reading needs no
-    TensorFlow. Images get the same preprocessing as a folder's.
+    TensorFlow (see `tfds_source`).
     """
+    source = tfds_source(spec, im_size, aspect=aspect, background=background, data_dir=data_dir)
+    return np.stack([source[i] for i in range(len(source))])
+
+
+def _open_tfds(spec: str, data_dir):
+    """`tfds.data_source` of `spec`'s split: random access to its examples (array_record files)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1]:
         raise DataError(f"--data {spec}: expected tfds:NAME or tfds:NAME:SPLIT")
@@ -360,17 +366,50 @@ def load_tfds(spec: str, im_size: int, *, aspect="center_crop", background=(255,
             f"--data {spec}: tensorflow-datasets is not installed (pip install tensorflow-datasets)"
         ) from None
     try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # tfds raises many kinds for a missing or unprepared dataset
         raise DataError(f"--data {spec}: cannot open the dataset ({type(e).__name__}: {e})") from None
-    out = []
-    for i in range(len(source)):
-        example = source[i]
+
+
+class TfdsSource:
+    """Random access to a prepared TFDS split's images, decoded and preprocessed on each read.
+
+    Picklable for Grain's worker processes: each process opens the split's
+    array_record files itself on its first read.
+    """
+
+    def __init__(self, spec: str, im_size: int, *, aspect="center_crop", background=(255, 255, 255), data_dir=None):
+        self.spec, self.im_size, self.data_dir = spec, im_size, data_dir
+        self.aspect, self.background = aspect, tuple(int(c) for c in background)
+        self._examples = _open_tfds(spec, data_dir)
+        self._len = len(self._examples)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_examples"}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if getattr(self, "_examples", None) is None:
+            self._examples = _open_tfds(self.spec, self.data_dir)
+        example = self._examples[i]
         if "image" not in example:
-            raise DataError(f"--data {spec}: the dataset has no 'image' feature")
+            raise DataError(f"--data {self.spec}: the dataset has no 'image' feature")
         arr = np.asarray(example["image"])
         img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
-        out.append(preprocess(img, im_size, aspect, background)[0])
-    if not out:
+        return preprocess(img, self.im_size, self.aspect, self.background)[0]
+
+
+def tfds_source(spec: str, im_size: int, *, aspect="center_crop", background=(255, 255, 255), data_dir=None):
+    """A `TfdsSource` over `spec` (`tfds:NAME[:SPLIT]`), checked: the split opens, is not empty, has images.
+
+    Raises:
+      DataError: a malformed spec, tensorflow-datasets missing, an unprepared dataset, an empty split or no
+        `image` feature.
+    """
+    source = TfdsSource(spec, im_size, aspect=aspect, background=background, data_dir=data_dir)
+    if not len(source):
         raise DataError(f"--data {spec}: the split is empty")
-    return np.stack(out)
+    source[0]  # the first example has an image: one decode, before anything slow starts
+    return source

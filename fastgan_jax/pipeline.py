@@ -1,9 +1,11 @@
 """Batches from the host, through a Grain pipeline, for data that does not live on the device.
 
-Two sources: `ArraySource`, the decoded set in host memory (what
-`data.load` returns), and `data.FileSource` (from `data.file_source`), which
-decodes each image from its file when a batch needs it, so that a set larger
-than memory trains too (the same preprocessing as `data.load`).
+Three sources: `ArraySource`, the decoded set in host memory (what
+`data.load` returns), and `data.FileSource` (from `data.file_source`) and
+`data.TfdsSource` (from `data.tfds_source`), which decode each image from an
+image file or a TFDS split's array_record files when a batch needs it, so
+that a set larger than memory trains too (the same preprocessing as
+`data.load`).
 
 Batch `s` is a pure function of the run's seed and `s`: its indices are
 `batch_indices(seed, s, ...)`, uniform with replacement as the on-device
@@ -64,7 +66,7 @@ def batches(
     """An iterator over this process's part of the batches of steps `start_step` .. `num_steps - 1`.
 
     Args:
-      source: `ArraySource`, `data.FileSource` or any random-access source of uint8 [H, W, 3] images.
+      source: `ArraySource`, `data.FileSource`, `data.TfdsSource` or any random-access source of uint8 [H, W, 3] images.
       batch_size: the global batch (all processes); a multiple of `process_count`.
       seed: the run's seed.
       start_step: the first step's index (a resumed run's checkpoint step).

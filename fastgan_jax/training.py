@@ -472,6 +472,8 @@ def _load_data(cfg):
     """The data as a random-access source: decoded in host memory, or read from the files when streamed."""
     if cfg["stream_from"] == "files":
         opts = {"aspect": cfg["aspect"], "background": tuple(cfg["background"])}
+        if str(cfg["data"]).startswith("tfds:"):
+            return data.tfds_source(cfg["data"], cfg["im_size"], data_dir=cfg.get("tfds_data_dir") or None, **opts)
         return data.file_source(cfg["data"], cfg["im_size"], **opts)
     return pipeline.ArraySource(_decode_all(cfg))
 

@@ -114,8 +114,6 @@ STREAM_FROM = ("memory", "files")
 def _stream_from(v, cfg, num_devices):
     if v not in STREAM_FROM:
         return f"choose from {', '.join(STREAM_FROM)}"
-    if v == "files" and str(cfg.get("data", "")).startswith("tfds:"):
-        return "reads image folders; a tfds: data set streams from memory"
     if v == "files" and cfg.get("data_on_device") in ("yes", True):
         return "streams batches from the files, which data_on_device=yes contradicts"
     return None

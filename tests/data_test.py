@@ -2,9 +2,9 @@ import errno
 import io
 import os
 
+import helpers
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from fastgan_jax import data
@@ -165,34 +165,8 @@ def test_tfds_spec_errors():
         data.load("tfds:", 32)
 
 
-class FastganTestImages(tfds.core.GeneratorBasedBuilder):
-    """Six generated RGB images of varying sizes, one grayscale; built offline."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self, features=tfds.features.FeaturesDict({"image": tfds.features.Image()})
-        )
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(6), "test": self._generate_examples(2)}
-
-    def _generate_examples(self, n):
-        for i in range(n):
-            yield i, {"image": np.full((20 + i, 30, 3), 40 * i, np.uint8)}
-
-
-def _png_bytes(self, image):  # TFDS encodes images with TensorFlow; PIL does the same job here
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_tfds_source(tmp_path, monkeypatch):
-    with monkeypatch.context() as m:
-        m.setattr(tfds.features.Image, "encode_example", _png_bytes)
-        FastganTestImages(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    helpers.prepare_tfds_images(tmp_path, monkeypatch)
     out = data.load("tfds:fastgan_test_images", 16, tfds_data_dir=str(tmp_path))
     assert out.shape == (6, 16, 16, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(np.sort(out[:, 0, 0, 0]), [0, 40, 80, 120, 160, 200])  # TFDS shuffles

@@ -1,5 +1,6 @@
 """Shared test helpers (pytest puts this folder on sys.path)."""
 
+import functools
 import os
 
 from fastgan_jax.configs import cpu_quick
@@ -71,3 +72,44 @@ def tiny_step(*, precision="float32", **step_kwargs):
     state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
     kwargs = {"policy": "", "recon": "l1", "ema_decay": 0.999, **step_kwargs}
     return state, training.make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=training.make_mesh(), **kwargs)
+
+
+def prepare_tfds_images(data_dir, monkeypatch):
+    """Builds TFDS data set `fastgan_test_images` offline in `data_dir` as array_record files: split `train` of
+    six images of 20-25 x 30 px, every pixel of image i = 40 * i, and `test` of two."""
+    import io
+
+    import numpy as np
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    def png_bytes(self, image):  # TFDS encodes images with TensorFlow; PIL does the same job here
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(image)).save(buf, "PNG")
+        return buf.getvalue()
+
+    with monkeypatch.context() as m:
+        m.setattr(tfds.features.Image, "encode_example", png_bytes)
+        _tfds_builder()(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+
+
+@functools.cache  # TFDS registers a builder class by its name, once per process
+def _tfds_builder():
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    class FastganTestImages(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = tfds.features.FeaturesDict({"image": tfds.features.Image()})
+            return tfds.core.DatasetInfo(builder=self, features=features)
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(6), "test": self._generate_examples(2)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                yield i, {"image": np.full((20 + i, 30, 3), 40 * i, np.uint8)}
+
+    return FastganTestImages

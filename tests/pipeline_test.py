@@ -90,3 +90,16 @@ def test_streamed_from_files_resumed_run_equals_an_uninterrupted_one(tmp_path):
     logs = [(tmp_path / r / "metrics.jsonl").read_text().splitlines() for r in "ab"]
     a_log, b_log = ([(m["step"], m["d_real"], m["rec"]) for m in map(json.loads, log)] for log in logs)
     assert a_log == b_log and [s for s, _, _ in a_log] == [1, 2, 3, 4]
+
+
+def test_a_tfds_split_streams_from_its_files_as_from_memory(tmp_path, monkeypatch):
+    helpers.prepare_tfds_images(tmp_path, monkeypatch)
+    spec, opts = "tfds:fastgan_test_images", {"data_dir": str(tmp_path)}
+    files = data.tfds_source(spec, 16, **opts)
+    memory = pipeline.ArraySource(data.load_tfds(spec, 16, **opts))
+    kw = {"batch_size": 4, "seed": 1, "start_step": 0, "num_steps": 3}
+    np.testing.assert_array_equal(
+        _take(pipeline.batches(memory, **kw)), _take(pipeline.batches(files, workers=2, **kw))
+    )
+    with pytest.raises(data.DataError, match="tfds:fastgan_test_images:nope: cannot open the dataset"):
+        data.tfds_source(spec + ":nope", 16, **opts)
