@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import helpers
 import jax
 import numpy as np
 
@@ -23,14 +24,12 @@ TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": 
 TINY |= {"num_steps": 40, "log_every": 4, "checkpoint_every": 4, "sample_every": 20, "num_samples": 4}
 TINY |= {"recalib_samples": 8, "recalib_batch": 4}
 KILLS = 3
-# Without LLVM's optimisations XLA's CPU compiles in half the time; every process here runs the same code.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def _start(workdir, cache):
-    # Restarts load the compiled programs from JAX's persistent cache: seconds instead of a compile each.
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}"
+    # Restarts load the compiled programs from JAX's persistent cache: seconds instead of a compile each. A
+    # cache of its own: a kill may cut an entry short.
+    env = helpers.subprocess_env(cache) | {"JAX_COMPILATION_CACHE_DIR": str(cache / "jax")}
     cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--config", "cpu_quick"]
     cmd += [f"--config.{k}={v}" for k, v in TINY.items()] + [f"--config.cache_dir={cache / 'data'}"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -29,6 +29,19 @@ def tiny_config(cache_dir, **overrides):
     return c
 
 
+def subprocess_env(tmp_path, devices=None):
+    """The environment of a JAX subprocess: this session's compilation cache (else one in `tmp_path`), every
+    program cached, the CPU, and `devices` forced host devices if given (XLA_FLAGS from conftest.py kept)."""
+    import jax
+
+    cache = jax.config.jax_compilation_cache_dir or str(tmp_path / "jax_cache")
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env["JAX_PLATFORMS"] = "cpu"
+    if devices is not None:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    return env
+
+
 def leaves(tree):
     """The leaves of a pytree as numpy arrays."""
     import jax
