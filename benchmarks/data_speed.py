@@ -4,8 +4,9 @@
 
 Times `pipeline.batches` over `data.file_source(--data)` (default: the
 embedded 512 px smileys, decoded, cropped and Lanczos-resized as training
-does) with 1, 2 and all CPU cores decoding in Grain worker processes, after
-the workers have started, and prints img/s next to the images per second
+does; `--data tfds:NAME` reads a prepared TFDS split's array_record files)
+with 1, 2 and all CPU cores decoding in Grain worker processes, after the
+workers have started, and prints img/s next to the images per second
 that one training step consumes on the reference GPU (the official FastGAN
 on an H100 at batch 8: 46.8 img/s at 256, 30.4 at 1024; `--consumed
 SIZE=IMG_S` gives another figure, e.g. ours from benchmarks/RESULTS.md). A
@@ -41,7 +42,8 @@ def measure(source, *, batch: int, batches: int, workers: int) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(data.DEFAULT_DATA), help="image folder")
+    p.add_argument("--data", default=str(data.DEFAULT_DATA), help="image folder, or tfds:NAME[:SPLIT]")
+    p.add_argument("--tfds-data-dir", default=None, help="where TFDS data sets are prepared (default: TFDS's)")
     p.add_argument("--im-size", type=int, nargs="+", default=[256, 1024])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 0], help="decoding processes; 0 = every core")
     p.add_argument("--batch", type=int, default=8)
@@ -52,7 +54,10 @@ def main(argv=None):
     consumed = OFFICIAL_H100 | {int(k): float(v) for k, v in (c.split("=") for c in args.consumed)}
     cores = os.cpu_count() or 1
     for im_size in args.im_size:
-        source = data.file_source(args.data, im_size)
+        if args.data.startswith("tfds:"):
+            source = data.tfds_source(args.data, im_size, data_dir=args.tfds_data_dir)
+        else:
+            source = data.file_source(args.data, im_size)
         for w in args.workers:
             workers = w or cores
             img_s = measure(source, batch=args.batch, batches=args.batches, workers=workers)

@@ -5,6 +5,8 @@ import pathlib
 import runpy
 import sys
 
+import helpers
+
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -75,6 +77,10 @@ def test_data_speed_prints_decoding_rate_beside_consumption(tmp_path, monkeypatc
     assert "64px | 1 worker(s)" in out and "training eats 1000000000.0 img/s | bounds the run" in out, out
     (row,) = (json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines())
     assert row["img_per_s"] > 0 and row["workers"] == 1
+    helpers.prepare_tfds_images(tmp_path, monkeypatch)
+    tfds_args = ["--data", "tfds:fastgan_test_images", "--tfds-data-dir", str(tmp_path)]
+    out = run_script("data_speed.py", [*args, *tfds_args], monkeypatch, capsys)
+    assert "64px | 1 worker(s)" in out, out
 
 
 def test_the_readme_memory_table_is_the_benchmarks_output(monkeypatch, capsys):

@@ -27,9 +27,8 @@ KILLS = 3
 
 
 def _start(workdir, cache):
-    # Restarts load the compiled programs from JAX's persistent cache: seconds instead of a compile each. A
-    # cache of its own: a kill may cut an entry short.
-    env = helpers.subprocess_env(cache) | {"JAX_COMPILATION_CACHE_DIR": str(cache / "jax")}
+    # Restarts load the compiled programs from JAX's persistent cache: seconds instead of a compile each.
+    env = helpers.subprocess_env(cache / "jax")
     cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--config", "cpu_quick"]
     cmd += [f"--config.{k}={v}" for k, v in TINY.items()] + [f"--config.cache_dir={cache / 'data'}"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

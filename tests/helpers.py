@@ -29,16 +29,21 @@ def tiny_config(cache_dir, **overrides):
     return c
 
 
-def subprocess_env(tmp_path, devices=None):
-    """The environment of a JAX subprocess: this session's compilation cache (else one in `tmp_path`), every
-    program cached, the CPU, and `devices` forced host devices if given (XLA_FLAGS from conftest.py kept)."""
-    import jax
+# Without LLVM's optimisations XLA's CPU compiles in about half the time, and runs loops of elementwise code
+# many times slower: for subprocess tests that compile much and run a few steps (the in-process suite keeps
+# XLA's defaults: PULSE's and the metrics' loops would take minutes, parity needs XLA's default code).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
-    cache = jax.config.jax_compilation_cache_dir or str(tmp_path / "jax_cache")
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+def subprocess_env(cache_dir, devices=None):
+    """The environment of a JAX training subprocess: FAST_COMPILE, every program cached in `cache_dir` (shared
+    by the processes of one test, so that a restart loads instead of compiling), the CPU, and `devices` forced
+    host devices if given."""
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}"
     if devices is not None:
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
     return env
 
 

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 def _train(workdir, tmp_path, devices, steps, *, process=None):
     """Starts fastgan-train on `devices` CPU devices; `process` = (port, index) for one of two processes."""
-    env = helpers.subprocess_env(tmp_path, devices=devices)
+    env = helpers.subprocess_env(tmp_path / "jax_cache", devices=devices)
     cmd = [TRAIN, "--workdir", str(workdir), "--config", "cpu_quick"]
     cmd += [f"--config.{k}={v}" for k, v in TINY.items()]
     cmd += [f"--config.num_steps={steps}", f"--config.cache_dir={tmp_path / 'data'}"]

@@ -78,7 +78,7 @@ def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, warm.g_opt, fresh.g_opt)
 
     G, D = state.make_models(im_size=256, ngf=4, ndf=4, nz=8, dec_width=2)
-    other = state.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    other = jax.eval_shape(lambda k: state.create_train_state(G, D, k, tx_g=tx, tx_d=tx), jax.random.key(0))
     with pytest.raises(runs.WarmStartError, match=r"init_from .*tiny_all_3.pth: its g_params does not fit"):
         runs.warm_start(other, pth)
     with pytest.raises(runs.WarmStartError, match="no such run folder or checkpoint file"):
