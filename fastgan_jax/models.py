@@ -332,13 +332,19 @@ def generate_batches(G: Generator, variables, z, key, *, batch: int = 32, shared
     return np.concatenate(out)
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_init(module: nn.Module):
+    """One jitted `init` per network: a second run in the same process neither traces nor compiles it again."""
+    return jax.jit(module.init)
+
+
 def init_generator(module: Generator, key: jax.Array, batch: int = 2):
     """Initialises a generator's variables ({'params', 'batch_stats'})."""
     z = jnp.zeros((batch, module.nz), jnp.float32)
-    return jax.jit(module.init)({"params": key, "noise": key}, z)
+    return _jitted_init(module)({"params": key, "noise": key}, z)
 
 
 def init_discriminator(module: Discriminator, key: jax.Array, batch: int = 2):
     """Initialises a discriminator's variables ({'params', 'batch_stats'})."""
     x = jnp.zeros((batch, module.im_size, module.im_size, 3), jnp.float32)
-    return jax.jit(module.init)({"params": key}, x, 0)
+    return _jitted_init(module)({"params": key}, x, 0)

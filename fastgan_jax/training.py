@@ -346,7 +346,17 @@ def make_train_step(G: Generator, D: Discriminator, *, mesh: Mesh, batch_size: i
     n = mesh.devices.size
     if batch_size is not None and batch_size % n:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the {n} devices")
+    args = (G, D, mesh, batch_size, tuple(sorted(step_kwargs.items())))
+    try:
+        hash(args)
+    except TypeError:  # an unhashable argument: a step of its own
+        return _jitted_step(*args)
+    return _cached_step(*args)  # the same step for the same arguments: a second run in one process reuses it
+
+
+def _jitted_step(G, D, mesh, batch_size, step_kwargs: tuple):
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    step_kwargs = dict(step_kwargs)
     step = functools.partial(train_step, G=G, D=D, batch_size=batch_size, batch_sharding=sharded, **step_kwargs)
     return jax.jit(
         step,
@@ -354,6 +364,9 @@ def make_train_step(G: Generator, D: Discriminator, *, mesh: Mesh, batch_size: i
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
+
+
+_cached_step = functools.lru_cache(maxsize=8)(_jitted_step)
 
 
 @functools.partial(jax.jit, static_argnames=("G", "num_samples", "batch"))
