@@ -54,10 +54,7 @@ def main(argv=None):
     consumed = OFFICIAL_H100 | {int(k): float(v) for k, v in (c.split("=") for c in args.consumed)}
     cores = os.cpu_count() or 1
     for im_size in args.im_size:
-        if args.data.startswith("tfds:"):
-            source = data.tfds_source(args.data, im_size, data_dir=args.tfds_data_dir)
-        else:
-            source = data.file_source(args.data, im_size)
+        source = data.file_source(args.data, im_size, tfds_data_dir=args.tfds_data_dir)
         for w in args.workers:
             workers = w or cores
             img_s = measure(source, batch=args.batch, batches=args.batches, workers=workers)

@@ -307,12 +307,15 @@ class FileSource:
         return decoded[0]
 
 
-def file_source(folder, im_size: int, *, aspect="center_crop", background=(255, 255, 255)) -> FileSource:
-    """The image files under `folder` whose headers open, with one warning naming the others.
+def file_source(folder, im_size: int, *, aspect="center_crop", background=(255, 255, 255), tfds_data_dir=None):
+    """The image files under `folder` whose headers open, with one warning naming the others; for a
+    `tfds:NAME[:SPLIT]` spec, the split's array_record files (`tfds_source`). Images decode on each read.
 
     Raises:
-      DataError: a missing folder, or no readable image.
+      DataError: a missing folder, or no readable image (see `tfds_source` for TFDS).
     """
+    if str(folder).startswith("tfds:"):
+        return tfds_source(str(folder), im_size, aspect=aspect, background=background, data_dir=tfds_data_dir)
     folder = pathlib.Path(folder)
     files, unreachable = _walk(folder)
     readable, failed = [], []

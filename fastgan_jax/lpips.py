@@ -155,7 +155,10 @@ def lpips(variables, x, y, net: str = "vgg", remat: bool = False, *, y_index=Non
     return _lpips(variables, x, y, net, remat, y_index)
 
 
-def lpips_distance(net: str = "vgg", remat: bool = False):
-    """A per-sample distance `(x, y, y_index=None) -> [B]` for float images in [-1, 1] (`losses.Distance`)."""
-    variables = lpips_variables(net)
+def lpips_distance(net: str = "vgg", remat: bool = False, variables=None):
+    """A per-sample distance `(x, y, y_index=None) -> [B]` for float images in [-1, 1] (`losses.Distance`).
+
+    `variables` default to `lpips_variables(net)`; a train step passes its own (arguments, not constants).
+    """
+    variables = lpips_variables(net) if variables is None else variables
     return lambda x, y, y_index=None: lpips(variables, x, y, net, remat, y_index=y_index)

@@ -39,7 +39,7 @@ from fastgan_jax.diffaug import diff_augment, parse_policy
 from fastgan_jax.inception import fid, generated_features, real_features
 from fastgan_jax.layers import nearest_resize
 from fastgan_jax.loss_scale import all_finite
-from fastgan_jax.lpips import lpips, lpips_variables
+from fastgan_jax.lpips import lpips_distance, lpips_variables
 from fastgan_jax.models import Discriminator, Generator, generate_batches
 from fastgan_jax.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
 from fastgan_jax.validate import ConfigError, validate
@@ -56,9 +56,7 @@ def recon_params(recon: str):
 
 
 def _distance(recon, params, remat=False):
-    if recon != "lpips":
-        return DISTANCES[recon]
-    return lambda x, y, y_index=None: lpips(params, x, y, "vgg", remat, y_index=y_index)
+    return lpips_distance("vgg", remat, variables=params) if recon == "lpips" else DISTANCES[recon]
 
 
 def random_flip(key, images):
@@ -485,9 +483,7 @@ def _load_data(cfg):
     """The data as a random-access source: decoded in host memory, or read from the files when streamed."""
     if cfg["stream_from"] == "files":
         opts = {"aspect": cfg["aspect"], "background": tuple(cfg["background"])}
-        if str(cfg["data"]).startswith("tfds:"):
-            return data.tfds_source(cfg["data"], cfg["im_size"], data_dir=cfg.get("tfds_data_dir") or None, **opts)
-        return data.file_source(cfg["data"], cfg["im_size"], **opts)
+        return data.file_source(cfg["data"], cfg["im_size"], tfds_data_dir=cfg.get("tfds_data_dir") or None, **opts)
     return pipeline.ArraySource(_decode_all(cfg))
 
 
