@@ -92,6 +92,28 @@ def tiny_step(*, precision="float32", **step_kwargs):
     return state, training.make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=training.make_mesh(), **kwargs)
 
 
+NAN_STEP = 7  # the step at which `d_extra_loss` below is NaN
+
+
+def d_extra_loss(d_params, inputs):
+    """D weight decay, NaN at step NAN_STEP (a broken loss term). With `g_extra_loss`, the extra terms of every
+    test that steps `tiny_step(**EXTRA_LOSSES)`: the same functions make the same program, compiled once."""
+    import jax.numpy as jnp
+    import optax
+
+    return 1e-3 * optax.tree.norm(d_params) ** 2 + jnp.where(inputs.step == NAN_STEP, jnp.nan, 0.0)
+
+
+def g_extra_loss(fakes, inputs):
+    """Pushes G's images towards white."""
+    import jax.numpy as jnp
+
+    return -10.0 * jnp.mean(fakes[0])
+
+
+EXTRA_LOSSES = {"d_extra_loss": d_extra_loss, "g_extra_loss": g_extra_loss}
+
+
 def prepare_tfds_images(data_dir, monkeypatch):
     """Builds TFDS data set `fastgan_test_images` offline in `data_dir` as array_record files: split `train` of
     six images of 20-25 x 30 px, every pixel of image i = 40 * i, and `test` of two."""

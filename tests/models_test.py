@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastgan_jax as fj
-from fastgan_jax import lpips, state
+from fastgan_jax import lpips, models, state
 from fastgan_jax.models import TinyDiscriminator, TinyGenerator, init_discriminator, init_generator
 
 KEY = jax.random.key(0)
@@ -18,8 +18,7 @@ NO_CODEGEN_OPT = {"xla_backend_optimization_level": 0}
 def tiny(im_size):
     G = TinyGenerator(im_size=im_size)
     D = TinyDiscriminator(im_size=im_size)
-    gv, dv = jax.jit(lambda: (init_generator(G, KEY), init_discriminator(D, KEY)), compiler_options=NO_CODEGEN_OPT)()
-    return G, gv, D, dv
+    return G, init_generator(G, KEY), D, init_discriminator(D, KEY)
 
 
 @pytest.mark.parametrize("im_size", [64, 128])  # 256 and 1024: parity_test.py
@@ -37,6 +36,18 @@ def test_shapes_of_the_small_variants(im_size):
     assert jnp.abs(img).max() <= 1 and jnp.abs(img_small).max() <= 1  # tanh outputs
     assert logits.shape == fake_logits.shape == (2 * 3 * 25,)
     assert all(r.shape == (3, s, s, 3) for r in recs)
+
+
+def test_variables_do_not_depend_on_compute_dtype_or_remat():
+    # models._init runs one init program for every variant of a network: the variant's own init agrees.
+    G, gv, D, dv = tiny(64)
+    rngs = {"params": KEY, "noise": KEY}
+    for module, variables, x in ((G, gv, (jnp.zeros((2, G.nz)),)), (D, dv, (jnp.zeros((2, 64, 64, 3)), 0))):
+        variant = module.clone(dtype=jnp.float16, remat="full")
+        own = jax.jit(variant.init, compiler_options=models._CPU_INIT_OPTIONS)(rngs, *x)
+        assert jax.tree.structure(own) == jax.tree.structure(variables)
+        for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(variables), strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b), module
 
 
 def test_official_init_statistics():

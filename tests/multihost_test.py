@@ -1,4 +1,4 @@
-"""One process of one device, one of four, and two processes of two devices each (gloo) train alike.
+"""One process of four devices and two processes of two devices each (gloo) train alike; so does one device.
 
 The commands are README "Many devices and hosts"'s (`fastgan-train` with
 `--coordinator_address --num_processes --process_id`), on localhost. After
@@ -6,7 +6,8 @@ one step the states and losses agree to float32 rounding; after three,
 within a bound that Adam's step size gives (GAN training amplifies
 reduction-order differences), also when the 2-process run was resumed from
 its checkpoint on the way (exact resume itself: fault_injection_test.py,
-pipeline_test.py).
+pipeline_test.py). One device trains in this process meanwhile: its program
+is the suite's usual tiny run.
 """
 
 import json
@@ -21,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from fastgan_jax import runs
+from fastgan_jax import runs, training
 
 TRAIN = str(pathlib.Path(sys.executable).parent / "fastgan-train")  # the installed command
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "data_on_device": "yes"}
@@ -35,32 +36,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(workdir, tmp_path, devices, steps, *, process=None):
-    """Starts fastgan-train on `devices` CPU devices; `process` = (port, index) for one of two processes."""
+def _train(workdir, tmp_path, devices, steps, *, process=None, **overrides):
+    """Starts fastgan-train on `devices` CPU devices; `process` = (port, index) for one of two processes.
+
+    Its output goes to files (a pipe nobody reads while another process is awaited could fill and stall it).
+    """
     env = helpers.subprocess_env(tmp_path / "jax_cache", devices=devices)
     cmd = [TRAIN, "--workdir", str(workdir), "--config", "cpu_quick"]
-    cmd += [f"--config.{k}={v}" for k, v in TINY.items()]
+    cmd += [f"--config.{k}={v}" for k, v in (TINY | overrides).items()]
     cmd += [f"--config.num_steps={steps}", f"--config.cache_dir={tmp_path / 'data'}"]
+    name = f"{workdir.name}_{steps}"
     if process is not None:
         port, index = process
         cmd += ["--coordinator_address", f"localhost:{port}", "--num_processes", "2", "--process_id", str(index)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        name += f"_{index}"
+    out, err = (open(tmp_path / f"{name}.{kind}", "w+") for kind in ("out", "err"))
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=err), out, err
 
 
-def _wait(*procs):
-    outs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-        outs.append(out)
-    return outs
+def _wait(*started):
+    """Each started process's output, once all have ended well; a failure stops the others."""
+    try:
+        for proc, _, err in started:
+            proc.wait(timeout=600)
+            err.seek(0)
+            assert proc.returncode == 0, err.read()[-3000:]
+        return [out.seek(0) or out.read() for _, out, _ in started]
+    finally:
+        for proc, out, err in started:
+            proc.kill()
+            proc.wait()
+            out.close(), err.close()
 
 
-def _two_processes(workdir, tmp_path, steps):
+def _two_processes(workdir, tmp_path, steps, **overrides):
     port = _free_port()
-    printed, other = _wait(*[_train(workdir, tmp_path, 2, steps, process=(port, i)) for i in (0, 1)])
-    assert [line for line in other.splitlines() if "peer ranks" not in line] == []  # gloo's own lines aside
-    return printed
+    return [_train(workdir, tmp_path, 2, steps, process=(port, i), **overrides) for i in (0, 1)]
 
 
 def _leaves(workdir, step):
@@ -76,10 +87,13 @@ def _losses(workdir, step):
 
 def test_one_four_devices_and_two_processes_train_alike_and_resume(tmp_path):
     one, four, two = tmp_path / "one", tmp_path / "four", tmp_path / "two"
-    _wait(_train(one, tmp_path, 1, 3), _train(four, tmp_path, 4, 3))
-    _two_processes(two, tmp_path, 2)
-    printed = _two_processes(two, tmp_path, 3)  # resumed from its checkpoint at step 2
-    assert "4 device(s)" in printed and "steps 2 -> 3" in printed and printed.count("step 3/3") == 1, printed
+    started = [_train(four, tmp_path, 4, 3), *_two_processes(two, tmp_path, 1)]
+    training.train_and_evaluate(helpers.tiny_config(tmp_path / "data", **TINY, num_steps=3), one)
+    _wait(*started)
+    # Resumed from its checkpoint at step 1; no checkpoint until the run's last step.
+    printed, other = _wait(*_two_processes(two, tmp_path, 3, checkpoint_every=100))
+    assert "4 device(s)" in printed and "steps 1 -> 3" in printed and printed.count("step 3/3") == 1, printed
+    assert [line for line in other.splitlines() if "peer ranks" not in line] == []  # gloo's own lines aside
 
     # The same program up to the order of its reductions (helpers.assert_close_but_for_adam_flips).
     # Parameters: an Adam step moves each by about lr at most, whatever its gradient's rounding.
@@ -87,4 +101,5 @@ def test_one_four_devices_and_two_processes_train_alike_and_resume(tmp_path):
         assert _losses(other, 1) == pytest.approx(_losses(four, 1), rel=1e-4, abs=1e-6)
         helpers.assert_close_but_for_adam_flips(_leaves(four, 1), _leaves(other, 1), tight=2e-5, steps=1)
         helpers.assert_close_but_for_adam_flips(_leaves(four, 3), _leaves(other, 3), tight=5e-4, steps=3)
-    assert {"samples_0000002.png", "samples_0000003.png"} <= set(os.listdir(two / "samples"))
+    assert {"samples_0000001.png", "samples_0000003.png"} <= set(os.listdir(two / "samples"))
+    assert sorted(os.listdir(two / "checkpoints")) == ["1", "3"]

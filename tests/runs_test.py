@@ -10,7 +10,6 @@ import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import fastgan_jax as fj
@@ -53,13 +52,14 @@ def test_load_run_gives_modules_variables_and_config(run_dir):
 
 def test_fine_tuning_from_a_run_starts_from_its_weights_with_fresh_optimizer(run_dir, tmp_path):
     source = fj.load_run(run_dir).state
-    cfg = tiny_config(tmp_path, init_from=str(run_dir), num_steps=1, lr=0.0)
-    tuned = training.train_and_evaluate(cfg, tmp_path / "tuned")
-    assert int(tuned.step) == 1
-    # lr 0: Adam moves nothing, so G and D are exactly the source's; the optimizer count restarted.
-    jax.tree.map(np.testing.assert_array_equal, tuned.g_params, source.g_params)
-    jax.tree.map(np.testing.assert_array_equal, tuned.d_params, source.d_params)
-    assert int(jax.tree.leaves(tuned.g_opt)[0]) == 1  # Adam's count: one step, not the source's 2 + 1
+    cfg = tiny_config(tmp_path, init_from=str(run_dir), num_steps=1)
+    exp, start = training.setup(cfg, tmp_path / "tuned")  # the state the loop starts from (no step compiled)
+    exp.mngr.close()
+    assert int(start.step) == 0
+    for name in ("g_params", "g_stats", "d_params", "d_stats", "ema_params", "ema_stats"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(start, name), getattr(source, name))
+    assert int(jax.tree.leaves(source.g_opt)[0]) == 2 and int(jax.tree.leaves(start.g_opt)[0]) == 0  # Adam anew
+    assert not any(np.any(np.asarray(x)) for x in jax.tree.leaves(start.d_opt))
 
 
 def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
@@ -111,13 +111,7 @@ def test_step_metrics_and_extra_loss_terms():
     assert set(m) == {"d_real", "d_fake", "rec", "g", "skipped"} | logits_and_norms
     assert all(np.isfinite(float(v)) for v in m.values()) and float(m["g_grad_norm"]) > 0
 
-    def brightness(fakes, inputs):  # pushes G's images towards white
-        return -10.0 * jnp.mean(fakes[0])
-
-    def d_weight_decay(d_params, inputs):
-        return 1e-3 * optax.tree.norm(d_params) ** 2
-
-    extra, m2 = run(g_extra_loss=brightness, d_extra_loss=d_weight_decay)
+    extra, m2 = run(**helpers.EXTRA_LOSSES)  # D weight decay, G towards white (NaN only at step 7)
     assert {"g_extra", "d_extra"} <= set(m2)
     np.testing.assert_allclose(m2["d_real"], m["d_real"], rtol=1e-6)  # same batch, same D before the update
     assert float(m2["g_grad_norm"]) != pytest.approx(float(m["g_grad_norm"]), rel=1e-3)

@@ -123,14 +123,15 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
 
 
 def test_a_non_finite_step_is_skipped_not_applied():
-    state, step = helpers.tiny_step(d_extra_loss=lambda d_params, inputs: jnp.where(inputs.step == 0, jnp.nan, 0.0))
+    state, step = helpers.tiny_step(**helpers.EXTRA_LOSSES)  # D's extra term is NaN at step NAN_STEP
+    state = state.replace(step=jnp.int32(helpers.NAN_STEP))
     before = jax.tree.map(np.asarray, state)
     data = jax.random.randint(jax.random.key(1), (4, 64, 64, 3), 0, 256).astype(jnp.uint8)
     state, metrics = step(state, data, jax.random.key(2), None)
-    assert float(metrics["skipped"]) == 1.0 and int(state.nonfinite) == 1 and int(state.step) == 1
+    assert float(metrics["skipped"]) == 1.0 and int(state.nonfinite) == 1 and int(state.step) == helpers.NAN_STEP + 1
     for name in ("g_params", "g_stats", "d_params", "d_stats", "g_opt", "d_opt", "ema_params"):
         assert leaves_equal(getattr(before, name), getattr(state, name)), name
-    state, metrics = step(state, data, jax.random.key(2), None)  # step 1 is finite: applied, count reset
+    state, metrics = step(state, data, jax.random.key(2), None)  # the next step is finite: applied, count reset
     assert float(metrics["skipped"]) == 0.0 and int(state.nonfinite) == 0
     assert not leaves_equal(before.g_params, state.g_params)
 
