@@ -59,8 +59,6 @@ PEAK_FLOPS = {
 CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 _TIMED = []  # settings timed so far in this process
 
-CPU_NO_CODEGEN_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
 
 def _recon_params(recon):
     """LPIPS-VGG weights; placeholders of the same shapes when the weights package is missing (same speed)."""
@@ -126,7 +124,7 @@ def bench(
     cpu = dev.platform == "cpu"
     # Code that never runs, or runs once, needs no optimising on the CPU (its LLVM passes take most of the
     # compile time); the memory and FLOP figures come from XLA's HLO passes.
-    options = CPU_COMPILER_OPTIONS | (CPU_NO_CODEGEN_OPT if compile_only else {}) if cpu else None
+    options = CPU_COMPILER_OPTIONS | (models.CPU_NO_CODEGEN_OPT if compile_only else {}) if cpu else None
 
     t0 = time.perf_counter()
     compiled = step.lower(*abstract, recon_params).compile(compiler_options=options)

@@ -332,17 +332,18 @@ def generate_batches(G: Generator, variables, z, key, *, batch: int = 32, shared
     return np.concatenate(out)
 
 
-# Initialisation is mostly random-number code (an unrolled threefry per parameter) that runs once; XLA's CPU
-# backend spends most of its compile time optimising it with LLVM. On the CPU it compiles without: 2-2.5x
-# faster, the same values to within an ulp, deterministic. Other backends compile it as usual.
-_CPU_INIT_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# For CPU programs that run once (init, a benchmark's compile-only figures): XLA's CPU backend spends most of
+# its compile time optimising with LLVM. Init is mostly random-number code (an unrolled threefry per
+# parameter): without LLVM's optimisations it compiles 2-2.5x faster, to the same values within an ulp,
+# deterministically. Other backends compile it as usual.
+CPU_NO_CODEGEN_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @functools.lru_cache(maxsize=32)
 def _jitted_init(module: nn.Module, top_level: bool):
     """One jitted `init` per network: a second run in the same process neither traces nor compiles it again."""
     cpu = top_level and jax.default_backend() == "cpu"  # compiler options are for top-level programs only
-    return jax.jit(module.init, compiler_options=_CPU_INIT_OPTIONS if cpu else None)
+    return jax.jit(module.init, compiler_options=CPU_NO_CODEGEN_OPT if cpu else None)
 
 
 def _init(module: nn.Module, rngs: dict, *args):
