@@ -339,6 +339,11 @@ def make_train_step(G: Generator, D: Discriminator, *, mesh: Mesh, batch_size: i
         and draws its batch inside the compiled program.
       **step_kwargs: `train_step`'s keywords: tx_g, tx_d, policy, recon,
         ema_decay, and optionally d_extra_loss, g_extra_loss.
+
+    Place the state as the step returns it, `jax.device_put(state,
+    NamedSharding(mesh, P()))` (as `setup` does): JAX lowers a state straight
+    from `create_train_state` to a program of its own, so the first and the
+    later steps would compile twice.
     """
     parse_policy(step_kwargs["policy"])
     n = mesh.devices.size

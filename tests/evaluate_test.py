@@ -27,6 +27,7 @@ def run(tmp_path_factory):
         fid_samples=8,
         sample_every=4,
         log_every=2,
+        data_on_device="no",  # streamed: the program of training_test's streaming test, compiled once
     )
     return tmp, cfg
 

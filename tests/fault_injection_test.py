@@ -27,8 +27,9 @@ KILLS = 3
 
 
 def _start(workdir, cache):
-    # Restarts load the compiled programs from JAX's persistent cache: seconds instead of a compile each.
-    env = helpers.subprocess_env(cache / "jax")
+    # The suite's compilation cache and XLA's usual flags: the programs are the in-process tests' tiny run's
+    # (often compiled already), and restarts load them instead of compiling.
+    env = helpers.subprocess_env(jax.config.jax_compilation_cache_dir or cache / "jax", fast_compile=False)
     cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--config", "cpu_quick"]
     cmd += [f"--config.{k}={v}" for k, v in TINY.items()] + [f"--config.cache_dir={cache / 'data'}"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

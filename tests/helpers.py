@@ -2,6 +2,7 @@
 
 import functools
 import os
+import pathlib
 
 from fastgan_jax.configs import cpu_quick
 
@@ -35,13 +36,14 @@ def tiny_config(cache_dir, **overrides):
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
-def subprocess_env(cache_dir, devices=None):
-    """The environment of a JAX training subprocess: FAST_COMPILE, every program cached in `cache_dir` (shared
-    by the processes of one test, so that a restart loads instead of compiling), the CPU, and `devices` forced
-    host devices if given."""
+def subprocess_env(cache_dir, devices=None, *, fast_compile=True):
+    """The environment of a JAX training subprocess: every program cached in `cache_dir` (so that a restart
+    loads instead of compiling), the CPU, FAST_COMPILE unless told otherwise (the in-process suite's cache
+    serves only processes with XLA's usual flags), and `devices` forced host devices if given."""
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     env["JAX_PLATFORMS"] = "cpu"
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}"
+    if fast_compile:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}"
     if devices is not None:
         env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
     return env
@@ -82,36 +84,49 @@ class Evil:
 def tiny_step(*, precision="float32", **step_kwargs):
     """(state, jitted step) of 64 px networks of width 8 (no augmentation, l1 unless given)."""
     import jax
+    from jax.sharding import NamedSharding, PartitionSpec
 
     from fastgan_jax import training
 
     G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, precision=precision)
-    tx = training.make_optimizer()
+    tx, mesh = training.make_optimizer(), training.make_mesh()
+    # Placed as the step's outputs are (as training.setup places it): a state straight from init would make
+    # the first call a program of its own.
     state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
     kwargs = {"policy": "", "recon": "l1", "ema_decay": 0.999, **step_kwargs}
-    return state, training.make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=training.make_mesh(), **kwargs)
+    return state, training.make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=mesh, **kwargs)
 
 
-NAN_STEP = 7  # the step at which `d_extra_loss` below is NaN
+def tiny_setup(workdir, **extra_losses):
+    """`training.setup(tiny_config(...), workdir)`: (experiment, start state) of the suite's usual tiny run, whose
+    step program most in-process tests share (compiled once per suite); with EXTRA_LOSSES, the program of
+    README's research block."""
+    from fastgan_jax import training
+
+    workdir = pathlib.Path(workdir)
+    exp, state = training.setup(tiny_config(workdir.parent / "cache"), workdir, **extra_losses)
+    exp.mngr.close()
+    return exp, state
 
 
-def d_extra_loss(d_params, inputs):
-    """D weight decay, NaN at step NAN_STEP (a broken loss term). With `g_extra_loss`, the extra terms of every
-    test that steps `tiny_step(**EXTRA_LOSSES)`: the same functions make the same program, compiled once."""
-    import jax.numpy as jnp
+def first_step(exp, state):
+    """The run's first step as `training.train_loop` takes it: (state, metrics)."""
+    return exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
+
+
+# README.md's research block's extra terms, verbatim: a run with them is one program, however many tests take it.
+def weight_decay(d_params, inputs):  # D: inputs.real, inputs.fakes, inputs.d_stats, inputs.key
     import optax
 
-    return 1e-3 * optax.tree.norm(d_params) ** 2 + jnp.where(inputs.step == NAN_STEP, jnp.nan, 0.0)
+    return 1e-4 * optax.tree.norm(d_params) ** 2
 
 
-def g_extra_loss(fakes, inputs):
-    """Pushes G's images towards white."""
-    import jax.numpy as jnp
-
-    return -10.0 * jnp.mean(fakes[0])
+def brightness(fakes, inputs):  # G: fakes = (big, small) augmented outputs, differentiable
+    return -0.1 * fakes[0].mean()
 
 
-EXTRA_LOSSES = {"d_extra_loss": d_extra_loss, "g_extra_loss": g_extra_loss}
+EXTRA_LOSSES = {"d_extra_loss": weight_decay, "g_extra_loss": brightness}
 
 
 def prepare_tfds_images(data_dir, monkeypatch):
