@@ -10,8 +10,6 @@ from fastgan_jax import lpips, models, state
 from fastgan_jax.models import TinyDiscriminator, TinyGenerator, init_discriminator, init_generator
 
 KEY = jax.random.key(0)
-# For programs that run once: LLVM's optimisations take most of a CPU compile (about 3x the time).
-NO_CODEGEN_OPT = {"xla_backend_optimization_level": 0}
 
 
 @functools.cache
@@ -133,7 +131,8 @@ def test_bad_arguments():
 
 # XLA's CPU pipeline drops jax.checkpoint's optimization barriers before its CSE pass, which then merges the
 # recomputation back into the forward pass; keeping them (as GPU and TPU compilers do) shows remat's memory here.
-CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"} | NO_CODEGEN_OPT
+# Compiled for a memory figure and one run: without LLVM's optimisations (models.CPU_NO_CODEGEN_OPT).
+CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"} | models.CPU_NO_CODEGEN_OPT
 
 
 def _assert_close_leaves(got, want, what):
