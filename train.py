@@ -1,6 +1,6 @@
 """Train FastGAN from a checkout: python train.py --workdir RUN [--data DIR] [--config configs/X.py] [...]
 
-The same as the installed `fastgan-train` command (fastgan_jax/train_cli.py,
+The same as the installed `fastgan-train` command (fastgan_jax/commands/train.py,
 where the flags are documented; `python train.py --help` lists them and every
 config field).
 """
@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from fastgan_jax import cli  # noqa: E402  (imports nothing heavy; the command loads inside its Ctrl-C guard)
+from fastgan_jax.commands import launch  # noqa: E402  (imports nothing heavy; the command loads inside its Ctrl-C guard)
 
 if __name__ == "__main__":
-    cli.train()
+    launch.train()

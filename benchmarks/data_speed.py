@@ -23,7 +23,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from fastgan_jax import data, pipeline  # noqa: E402
+from fastgan_jax import data
+from fastgan_jax.train import pipeline
 
 OFFICIAL_H100 = {256: 46.8, 1024: 30.4}  # img/s of the official step, ../shared/reference
 

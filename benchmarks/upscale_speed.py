@@ -19,10 +19,11 @@ import time
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import jax  # noqa: E402
+import jax
 
-from fastgan_jax import pulse, state  # noqa: E402
-from fastgan_jax.models import init_generator  # noqa: E402
+from fastgan_jax.nn.models import init_generator
+from fastgan_jax.sr import pulse
+from fastgan_jax.train import state
 
 
 def main():

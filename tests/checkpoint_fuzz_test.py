@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastgan_jax as fj
-from fastgan_jax import convert, torch_pickle
+from fastgan_jax.interop import convert, torch_pickle
 
 DATA = pathlib.Path(__file__).parent / "data"
 PTH = DATA / "tiny_all_3.pth"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastgan_jax as fj
-from fastgan_jax.models import init_generator
+from fastgan_jax.nn.models import init_generator
 
 DATA = pathlib.Path(__file__).parent / "data"
 KEYS = json.loads((DATA / "official_state_dict_keys.json").read_text())

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastgan_jax import diffaug
-from fastgan_jax.diffaug import diff_augment
+from fastgan_jax.nn import diffaug
+from fastgan_jax.nn.diffaug import diff_augment
 
 KEY = jax.random.key(0)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastgan_jax.downsample import area_downsample, bicubic_downsample, keys_cubic
+from fastgan_jax.sr.downsample import area_downsample, bicubic_downsample, keys_cubic
 
 
 def pil_resize(img, size, method):  # img [H, W, C] float -> per-channel PIL 'F' resize

@@ -17,7 +17,7 @@ import helpers
 import jax
 import numpy as np
 
-from fastgan_jax import runs
+from fastgan_jax.train import runs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1"}

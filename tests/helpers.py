@@ -86,32 +86,33 @@ def tiny_step(*, precision="float32", **step_kwargs):
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from fastgan_jax import training
+    from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
+    from fastgan_jax.train.step import make_mesh, make_train_step
 
-    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, precision=precision)
-    tx, mesh = training.make_optimizer(), training.make_mesh()
-    # Placed as the step's outputs are (as training.setup places it): a state straight from init would make
+    G, D = make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, precision=precision)
+    tx, mesh = make_optimizer(), make_mesh()
+    # Placed as the step's outputs are (as loop.setup places it): a state straight from init would make
     # the first call a program of its own.
-    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    state = create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
     state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
     kwargs = {"policy": "", "recon": "l1", "ema_decay": 0.999, **step_kwargs}
-    return state, training.make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=mesh, **kwargs)
+    return state, make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=mesh, **kwargs)
 
 
 def tiny_setup(workdir, **extra_losses):
-    """`training.setup(tiny_config(...), workdir)`: (experiment, start state) of the suite's usual tiny run, whose
+    """`loop.setup(tiny_config(...), workdir)`: (experiment, start state) of the suite's usual tiny run, whose
     step program most in-process tests share (compiled once per suite); with EXTRA_LOSSES, the program of
     README's research block."""
-    from fastgan_jax import training
+    from fastgan_jax.train import loop
 
     workdir = pathlib.Path(workdir)
-    exp, state = training.setup(tiny_config(workdir.parent / "cache"), workdir, **extra_losses)
+    exp, state = loop.setup(tiny_config(workdir.parent / "cache"), workdir, **extra_losses)
     exp.mngr.close()
     return exp, state
 
 
 def first_step(exp, state):
-    """The run's first step as `training.train_loop` takes it: (state, metrics)."""
+    """The run's first step as `loop.train_loop` takes it: (state, metrics)."""
     return exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
 
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastgan_jax import loss_scale
+from fastgan_jax.train import loss_scale
 
 adjust = jax.jit(loss_scale.adjust)
 TRUE, FALSE = jnp.asarray(True), jnp.asarray(False)

@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastgan_jax import losses
-from fastgan_jax.layers import nearest_resize
+from fastgan_jax.nn import losses
+from fastgan_jax.nn.layers import nearest_resize
 
 KEY = jax.random.key(0)
 
@@ -51,7 +51,7 @@ def test_reconstruction_sums_over_the_batch():
 
 
 def test_lpips_reconstruction_computes_the_real_features_once_and_without_backward():
-    from fastgan_jax.lpips import lpips, lpips_variables
+    from fastgan_jax.metrics.lpips import lpips, lpips_variables
 
     variables = lpips_variables("vgg")
     img = jax.random.uniform(KEY, (2, 32, 32, 3), minval=-1, maxval=1)

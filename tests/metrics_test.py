@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastgan_jax import data, inception, lpips, similarity, torch_pickle, weights
+from fastgan_jax import data
+from fastgan_jax.interop import torch_pickle, weights
+from fastgan_jax.metrics import inception, lpips, similarity
 
 DATA = pathlib.Path(__file__).parent / "data"
 SHARED = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"

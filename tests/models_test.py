@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import fastgan_jax as fj
-from fastgan_jax import lpips, models, state
-from fastgan_jax.models import TinyDiscriminator, TinyGenerator, init_discriminator, init_generator
+from fastgan_jax.metrics import lpips
+from fastgan_jax.nn import models
+from fastgan_jax.nn.models import TinyDiscriminator, TinyGenerator, init_discriminator, init_generator
+from fastgan_jax.train import state
 
 KEY = jax.random.key(0)
 

@@ -18,7 +18,8 @@ import zipfile
 import jax
 import pytest
 
-from fastgan_jax import configs, data, train_cli
+from fastgan_jax import configs, data
+from fastgan_jax.commands import train as train_cli
 from fastgan_jax.configs import default
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -90,8 +91,8 @@ def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel)
 
 
 def test_installed_commands_train_and_sample_outside_the_checkout(target, tmp_path):
-    where = run(target, tmp_path, "-c", "import fastgan_jax.train_cli as m; print(m.__file__)")
-    assert where.stdout.strip() == str(target / "fastgan_jax" / "train_cli.py"), where.stderr[-2000:]
+    where = run(target, tmp_path, "-c", "import fastgan_jax.commands.train as m; print(m.__file__)")
+    assert where.stdout.strip() == str(target / "fastgan_jax" / "commands" / "train.py"), where.stderr[-2000:]
     commands = target / "bin"  # the console scripts pip wrote
 
     train = ["--workdir", "W", "--config", "cpu_quick", "--config.num_steps=5", *TINY]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastgan_jax import data, pipeline, training
+from fastgan_jax import data
+from fastgan_jax.train import loop, pipeline
 
 
 def _folder(tmp_path, n=6, size=24):
@@ -80,7 +81,7 @@ def test_streamed_from_files_resumed_run_equals_an_uninterrupted_one(tmp_path):
     cfg = {"data": str(folder), "stream_from": "files", "data_workers": 1, "sample_every": 100}
 
     def run(workdir, steps):
-        return training.train_and_evaluate(helpers.tiny_config(tmp_path, num_steps=steps, **cfg), workdir)
+        return loop.train_and_evaluate(helpers.tiny_config(tmp_path, num_steps=steps, **cfg), workdir)
 
     run(tmp_path / "a", 2)
     a = run(tmp_path / "a", 4)

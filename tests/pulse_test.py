@@ -12,8 +12,14 @@ import pytest
 from PIL import Image
 
 import fastgan_jax as fj
-from fastgan_jax import images, pulse, superres, training, upscale_cli
-from fastgan_jax.models import init_generator, noise_shapes
+from fastgan_jax import images
+from fastgan_jax.commands import upscale as upscale_cli
+from fastgan_jax.nn.models import init_generator, noise_shapes
+from fastgan_jax.sr import files as sr_files
+from fastgan_jax.sr import pulse
+from fastgan_jax.train import loop
+from fastgan_jax.train.state import make_models
+from fastgan_jax.train.step import recalibrate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -23,12 +29,12 @@ KEY = jax.random.key(3)
 @functools.cache
 def generator():
     """A tiny 64 px generator in eval mode with recalibrated statistics and non-zero noise weights."""
-    G, _ = training.make_models(im_size=64, ngf=8, ndf=8, nz=16)
+    G, _ = make_models(im_size=64, ngf=8, ndf=8, nz=16)
     v = init_generator(G, jax.random.key(0))
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: x + 0.05 if "noise" in jax.tree_util.keystr(p) else x, v["params"]
     )
-    stats = training.recalibrate(G, params, v["batch_stats"], jax.random.key(1), num_samples=2048, batch=64)
+    stats = recalibrate(G, params, v["batch_stats"], jax.random.key(1), num_samples=2048, batch=64)
     return G, {"params": params, "batch_stats": stats}
 
 
@@ -145,7 +151,7 @@ def test_gan_inversion_with_lpips_reaches_a_low_error():
 
 
 def lpips_vgg():
-    from fastgan_jax import lpips
+    from fastgan_jax.metrics import lpips
 
     return lpips.lpips_variables("vgg")
 
@@ -193,23 +199,23 @@ def test_load_lr_conversions_and_fitting(tmp_path):
     Image.new("P", (16, 16)).save(tmp_path / "pal.png")
     Image.new("RGB", (20, 12), (9, 9, 9)).save(tmp_path / "wide.png")
     Image.new("RGB", (12, 12), (9, 9, 9)).save(tmp_path / "odd.png")
-    assert superres.load_lr(tmp_path / "rgba.png", 64).dtype == np.uint8
-    np.testing.assert_array_equal(superres.load_lr(tmp_path / "rgba.png", 64)[0, 0], [255, 255, 255])
-    np.testing.assert_array_equal(superres.load_lr(tmp_path / "g16.png", 64)[0, 0], [255, 255, 255])
-    assert superres.load_lr(tmp_path / "pal.png", 64).shape == (16, 16, 3)
-    with pytest.raises(superres.InputError, match="wide.png is 20x12, not square; pass --fit crop or --fit pad"):
-        superres.load_lr(tmp_path / "wide.png", 64)
-    with pytest.raises(superres.InputError, match="odd.png is 12px: 64 / 12 is not a whole factor"):
-        superres.load_lr(tmp_path / "odd.png", 64)
-    assert superres.load_lr(tmp_path / "wide.png", 64, "crop").shape == (8, 8, 3)
-    assert superres.load_lr(tmp_path / "wide.png", 64, "pad").shape == (32, 32, 3)
-    assert superres.load_lr(tmp_path / "odd.png", 64, "pad").shape == (16, 16, 3)
+    assert sr_files.load_lr(tmp_path / "rgba.png", 64).dtype == np.uint8
+    np.testing.assert_array_equal(sr_files.load_lr(tmp_path / "rgba.png", 64)[0, 0], [255, 255, 255])
+    np.testing.assert_array_equal(sr_files.load_lr(tmp_path / "g16.png", 64)[0, 0], [255, 255, 255])
+    assert sr_files.load_lr(tmp_path / "pal.png", 64).shape == (16, 16, 3)
+    with pytest.raises(sr_files.InputError, match="wide.png is 20x12, not square; pass --fit crop or --fit pad"):
+        sr_files.load_lr(tmp_path / "wide.png", 64)
+    with pytest.raises(sr_files.InputError, match="odd.png is 12px: 64 / 12 is not a whole factor"):
+        sr_files.load_lr(tmp_path / "odd.png", 64)
+    assert sr_files.load_lr(tmp_path / "wide.png", 64, "crop").shape == (8, 8, 3)
+    assert sr_files.load_lr(tmp_path / "wide.png", 64, "pad").shape == (32, 32, 3)
+    assert sr_files.load_lr(tmp_path / "odd.png", 64, "pad").shape == (16, 16, 3)
 
 
 def test_upscale_cli_end_to_end(tmp_path):
     run = tmp_path / "run"
     cfg = helpers.tiny_config(tmp_path / "cache", num_steps=1)
-    training.train_and_evaluate(cfg, run)
+    loop.train_and_evaluate(cfg, run)
     (tmp_path / "in").mkdir()
     Image.new("RGB", (16, 16), (200, 180, 20)).save(tmp_path / "in" / "face.png")
     Image.new("RGB", (10, 16), (200, 180, 20)).save(tmp_path / "in" / "wide.png")

@@ -12,7 +12,7 @@ import shutil
 
 import helpers
 
-from fastgan_jax import training
+from fastgan_jax.train import loop
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
@@ -45,7 +45,7 @@ def test_readme_has_python_blocks():
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    training.train_and_evaluate(helpers.tiny_config(tmp_path / "cache"), tmp_path / "runs" / "quick")
+    loop.train_and_evaluate(helpers.tiny_config(tmp_path / "cache"), tmp_path / "runs" / "quick")
     shutil.copy(pathlib.Path(__file__).parent / "data" / "tiny_all_3.pth", tmp_path / "all_50000.pth")
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "readme", "helpers": helpers}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastgan_jax as fj
-from fastgan_jax import checkpoints, runs, state, training
+from fastgan_jax.train import checkpoints, loop, runs, state
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -25,7 +25,7 @@ def tiny_config(tmp_path, **overrides):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
-    training.train_and_evaluate(tiny_config(tmp), tmp / "run")
+    loop.train_and_evaluate(tiny_config(tmp), tmp / "run")
     return tmp / "run"
 
 
@@ -53,7 +53,7 @@ def test_load_run_gives_modules_variables_and_config(run_dir):
 def test_fine_tuning_from_a_run_starts_from_its_weights_with_fresh_optimizer(run_dir, tmp_path):
     source = fj.load_run(run_dir).state
     cfg = tiny_config(tmp_path, init_from=str(run_dir), num_steps=1)
-    exp, start = training.setup(cfg, tmp_path / "tuned")  # the state the loop starts from (no step compiled)
+    exp, start = loop.setup(cfg, tmp_path / "tuned")  # the state the loop starts from (no step compiled)
     exp.mngr.close()
     assert int(start.step) == 0
     for name in ("g_params", "g_stats", "d_params", "d_stats", "ema_params", "ema_stats"):
@@ -88,10 +88,10 @@ def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
 def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir, tmp_path, capsys):
     work = tmp_path / "w"
     data_dir = fj.data.DEFAULT_DATA
-    training.train_and_evaluate(tiny_config(tmp_path, data=str(data_dir)), work)
+    loop.train_and_evaluate(tiny_config(tmp_path, data=str(data_dir)), work)
     relative = os.path.relpath(data_dir, pathlib.Path.cwd())
     # The resumed run's start (a step at another lr is a program of its own, and adds nothing here).
-    exp, resumed = training.setup(tiny_config(tmp_path, data=relative, lr=1e-4, num_steps=3), work)
+    exp, resumed = loop.setup(tiny_config(tmp_path, data=relative, lr=1e-4, num_steps=3), work)
     exp.mngr.close()
     assert int(resumed.step) == 2
     assert "resuming with lr 0.0001 (was 0.0002)" in capsys.readouterr().out
@@ -100,7 +100,7 @@ def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir
     np.testing.assert_allclose(update["w"], -1e-4, rtol=1e-4)  # Adam's first step is -lr * sign(gradient)
     listing = sorted(str(p) for p in work.rglob("*"))
     with pytest.raises(checkpoints.ConfigMismatchError, match="beta1"):
-        training.train_and_evaluate(tiny_config(tmp_path, beta1=0.0, num_steps=4), work)
+        loop.train_and_evaluate(tiny_config(tmp_path, beta1=0.0, num_steps=4), work)
     assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
 
 
@@ -136,7 +136,7 @@ def test_cli_init_from_that_does_not_fit_is_one_line(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "fastgan_jax.train_cli",
+        "fastgan_jax.commands.train",
         "--workdir",
         str(tmp_path / "w"),
         "--config",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastgan_jax import sample, training
+from fastgan_jax.commands import sample
+from fastgan_jax.train import loop
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NZ = 16  # helpers.tiny_config
@@ -21,7 +22,7 @@ N = 4  # every call generates one batch of N (one compiled program, shared with 
 def run(tmp_path_factory):
     """A tiny run with checkpoints at steps 1 and 2."""
     tmp = tmp_path_factory.mktemp("sample")
-    training.train_and_evaluate(helpers.tiny_config(tmp / "cache", checkpoint_every=1), tmp / "run")
+    loop.train_and_evaluate(helpers.tiny_config(tmp / "cache", checkpoint_every=1), tmp / "run")
     return tmp / "run"
 
 

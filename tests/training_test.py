@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastgan_jax import checkpoints, runs, sample, training
-from fastgan_jax.models import noise_shapes
+from fastgan_jax.commands import sample
+from fastgan_jax.nn.models import noise_shapes
+from fastgan_jax.train import checkpoints, loop, runs
+from fastgan_jax.train.loss_scale import all_finite
+from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
+from fastgan_jax.train.step import make_mesh, make_train_step, recalibrate, recon_params
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -30,11 +34,11 @@ def leaves_equal(a, b):
 
 
 def test_train_step_updates_everything():
-    G, D = training.make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
-    tx = training.make_optimizer()
-    state = training.create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    G, D = make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
+    tx = make_optimizer()
+    state = create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
     before = jax.tree.map(np.asarray, state)
-    step = training.make_train_step(
+    step = make_train_step(
         G,
         D,
         tx_g=tx,
@@ -42,11 +46,11 @@ def test_train_step_updates_everything():
         policy="color,translation",
         recon="lpips",
         ema_decay=0.999,
-        mesh=training.make_mesh(),
+        mesh=make_mesh(),
         batch_size=4,
     )
     data = jax.random.randint(jax.random.key(1), (10, 64, 64, 3), 0, 256).astype(jnp.uint8)
-    state, metrics = step(state, data, jax.random.key(2), training.recon_params("lpips"))
+    state, metrics = step(state, data, jax.random.key(2), recon_params("lpips"))
     assert int(state.step) == 1
     logits_and_norms = {"logit_real", "logit_fake", "d_grad_norm", "g_grad_norm"}
     assert set(metrics) == {"d_real", "d_fake", "rec", "g", "skipped"} | logits_and_norms
@@ -63,12 +67,12 @@ def test_train_step_updates_everything():
 
 
 def test_recalibrated_stats_make_eval_mode_match_a_large_batch():
-    G, _ = training.make_models(im_size=64, ngf=8, ndf=8, nz=16)
-    from fastgan_jax.models import init_generator
+    G, _ = make_models(im_size=64, ngf=8, ndf=8, nz=16)
+    from fastgan_jax.nn.models import init_generator
 
     v = init_generator(G, jax.random.key(0))
     # 32 passes: also enough power iterations for the (fresh, slowly converging) spectral norms.
-    stats = training.recalibrate(G, v["params"], v["batch_stats"], jax.random.key(1), num_samples=2048, batch=64)
+    stats = recalibrate(G, v["params"], v["batch_stats"], jax.random.key(1), num_samples=2048, batch=64)
     z = jax.random.normal(jax.random.key(2), (256, G.nz))
     noise = [jnp.zeros(s) for s in noise_shapes(64, 256)]
     (train_img, _), _ = G.apply(
@@ -84,9 +88,9 @@ def test_recalibrated_stats_make_eval_mode_match_a_large_batch():
 
 def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    training.train_and_evaluate(tiny_config(tmp_path), a)
-    resumed = training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
-    straight = training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
+    loop.train_and_evaluate(tiny_config(tmp_path), a)
+    resumed = loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    straight = loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
     assert int(resumed.step) == int(straight.step) == 4
     assert leaves_equal(resumed, straight)
     assert sorted(p.name for p in (a / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
@@ -118,7 +122,7 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
 
     listing = sorted(str(p) for p in a.rglob("*"))
     with pytest.raises(checkpoints.ConfigMismatchError, match="ngf: 8 -> 16"):
-        training.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16), a)
+        loop.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16), a)
     assert sorted(str(p) for p in a.rglob("*")) == listing  # nothing written
 
 
@@ -152,26 +156,26 @@ def nan_from(first_step, *, only_at_full_lr):
 
 def test_nan_rolls_back_to_the_last_checkpoint_at_half_lr_and_recovers(tmp_path, capsys):
     cfg = tiny_config(tmp_path, num_steps=16, log_every=4, checkpoint_every=4, sample_every=16)
-    state = training.train_and_evaluate(cfg, tmp_path / "r", d_extra_loss=nan_from(6, only_at_full_lr=True))
+    state = loop.train_and_evaluate(cfg, tmp_path / "r", d_extra_loss=nan_from(6, only_at_full_lr=True))
     out = capsys.readouterr().out
     assert (
         "step 16: 10 consecutive non-finite steps; rolled back to step 12 with the learning rate scaled by 0.5" in out
     )
     assert int(state.step) == 16 and float(state.lr_scale) == 0.5 and int(state.nonfinite) == 0
-    assert bool(training.all_finite(state))
+    assert bool(all_finite(state))
     for step in (8, 12, 16):  # every kept checkpoint is finite
-        assert bool(training.all_finite(runs.load_run(tmp_path / "r", step).state))
+        assert bool(all_finite(runs.load_run(tmp_path / "r", step).state))
     logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 16 and logged[-1]["lr_scale"] == 0.5 and logged[-1]["skipped"] == 0.0
 
 
 def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, num_steps=3, log_every=1, checkpoint_every=1, sample_every=3)
-    with pytest.raises(training.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
-        training.train_and_evaluate(cfg, tmp_path / "n", d_extra_loss=nan_from(2, only_at_full_lr=False))
+    with pytest.raises(loop.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
+        loop.train_and_evaluate(cfg, tmp_path / "n", d_extra_loss=nan_from(2, only_at_full_lr=False))
     assert "the last finite checkpoint is step 2" in str(e.value) and "\n" not in str(e.value)
     for step in (1, 2):
-        assert bool(training.all_finite(runs.load_run(tmp_path / "n", step).state))
+        assert bool(all_finite(runs.load_run(tmp_path / "n", step).state))
 
 
 def test_cli_quick_start_and_bad_input(tmp_path):
@@ -209,7 +213,7 @@ def test_cli_quick_start_and_bad_input(tmp_path):
 
 
 def test_streaming_from_host_memory(tmp_path):
-    state = training.train_and_evaluate(tiny_config(tmp_path, data_on_device="no", num_steps=1), tmp_path / "s")
+    state = loop.train_and_evaluate(tiny_config(tmp_path, data_on_device="no", num_steps=1), tmp_path / "s")
     assert int(state.step) == 1 and (tmp_path / "s" / "checkpoints" / "1").exists()
 
 
@@ -227,29 +231,29 @@ def test_slerp_stays_on_the_sphere_and_hits_the_ends():
 
 def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
     cfg = tiny_config(tmp_path, num_steps=50, time_limit_s=1e-9)  # stops after its first step
-    state = training.train_and_evaluate(cfg, tmp_path / "t")
+    state = loop.train_and_evaluate(cfg, tmp_path / "t")
     assert int(state.step) == 1 and (tmp_path / "t" / "checkpoints" / "1").exists()
     assert "time limit; run again to continue to 50" in capsys.readouterr().out
-    state = training.train_and_evaluate(tiny_config(tmp_path, num_steps=2), tmp_path / "t")
+    state = loop.train_and_evaluate(tiny_config(tmp_path, num_steps=2), tmp_path / "t")
     assert int(state.step) == 2
 
 
 def test_resumed_logs_equal_an_uninterrupted_runs_and_final_samples_come_back(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    training.train_and_evaluate(tiny_config(tmp_path), a)
+    loop.train_and_evaluate(tiny_config(tmp_path), a)
     with open(a / "metrics.jsonl", "a") as f:  # what a segment killed after its checkpoint at 2 had logged
         f.write(json.dumps({"step": 3, "g": 1.0}) + "\n" + '{"step": 4, "g"')
-    training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
-    training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
+    loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
     steps = [[json.loads(line)["step"] for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (a, b)]
     assert steps[0] == steps[1] == [1, 2, 3, 4]
     (a / "samples" / "samples_0000004.png").unlink()  # killed between the final checkpoint and its samples
-    training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
     assert (a / "samples" / "samples_0000004.png").exists()
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    training.train_and_evaluate(tiny_config(tmp_path), tmp_path / "d")
+    loop.train_and_evaluate(tiny_config(tmp_path), tmp_path / "d")
     save = checkpoints.save
 
     def full(mngr, step, *args, **kwargs):
@@ -257,8 +261,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoints, "save", full)
-    with pytest.raises(training.DiskFullError) as e:
-        training.train_and_evaluate(tiny_config(tmp_path, num_steps=4), tmp_path / "d")
+    with pytest.raises(loop.DiskFullError) as e:
+        loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), tmp_path / "d")
     message = str(e.value)
     assert "\n" not in message and message.startswith(f"{tmp_path / 'd' / 'checkpoints'}: no space left on device")
     assert "checkpoint 2 is intact" in message
@@ -268,7 +272,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
 
 SIGINT_SCRIPT = """
 import sys
-from fastgan_jax import train_cli
+from fastgan_jax.commands import train as train_cli
 train_cli.main(sys.argv)
 """
 

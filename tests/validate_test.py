@@ -8,9 +8,11 @@ import time
 
 import pytest
 
-from fastgan_jax import evaluate, state, train_cli
+from fastgan_jax.commands import evaluate
+from fastgan_jax.commands import train as train_cli
 from fastgan_jax.configs import cpu_quick, default, few_shot_1024
-from fastgan_jax.validate import RULES, ConfigError, validate
+from fastgan_jax.train import state
+from fastgan_jax.train.validate import RULES, ConfigError, validate
 
 MISSING = object()  # an override that deletes the field
 
@@ -135,7 +137,7 @@ def test_precisions_are_read_from_state(monkeypatch):
 
 def test_every_default_field_has_a_rule():
     fields = set(default.get_config())
-    assert fields - set(RULES) == set(), "give each new field of default.py a rule in fastgan_jax/validate.py"
+    assert fields - set(RULES) == set(), "give each new field of default.py a rule in fastgan_jax/train/validate.py"
     assert set(RULES) - fields == set(), "a rule for a field that default.py no longer has"
 
 
@@ -222,7 +224,7 @@ def test_evaluate_arguments(tmp_path, capsys, args, error):
 
 def test_cli_bad_flag_exits_2_before_writing(tmp_path):
     work = tmp_path / "W"
-    cmd = [sys.executable, "-m", "fastgan_jax.train_cli", "--workdir", str(work), "--config", "cpu_quick"]
+    cmd = [sys.executable, "-m", "fastgan_jax.commands.train", "--workdir", str(work), "--config", "cpu_quick"]
     res = subprocess.run([*cmd, "--config.batch_size=-3"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr[-3000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]

@@ -22,9 +22,13 @@ import jax
 import numpy as np
 import tqdm
 
-from fastgan_jax import convert, pulse, runs, superres, training
-from fastgan_jax import lpips as lpips_lib
-from fastgan_jax.downsample import DOWNSAMPLERS
+from fastgan_jax.interop import convert
+from fastgan_jax.metrics import lpips as lpips_lib
+from fastgan_jax.sr import files as sr_files
+from fastgan_jax.sr import pulse
+from fastgan_jax.sr.downsample import DOWNSAMPLERS
+from fastgan_jax.train import runs
+from fastgan_jax.train.step import recalibrate
 
 
 def _number(kind, test, what):
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lpips", type=_NON_NEGATIVE, default=0.0, help="weight of an LPIPS-VGG term (GAN inversion, factor 1 only)"
     )
-    p.add_argument("--fit", default="none", choices=superres.FITS, help="non-square or odd-sized LR: crop or pad")
+    p.add_argument("--fit", default="none", choices=sr_files.FITS, help="non-square or odd-sized LR: crop or pad")
     p.add_argument(
         "--recalibrate", type=_NON_NEGATIVE_INT, default=2048, help="--official: z for BatchNorm recalibration (0: off)"
     )
@@ -79,7 +83,7 @@ def load_generator(args):
         return run.generator, run.g_variables
     G, variables = convert.generator_from_official(args.official)
     if args.recalibrate:  # the official g_ema comes with g's running statistics
-        stats = training.recalibrate(
+        stats = recalibrate(
             G, variables["params"], variables["batch_stats"], jax.random.key(args.seed), num_samples=args.recalibrate
         )
         variables = {"params": variables["params"], "batch_stats": stats}
@@ -91,13 +95,13 @@ def load_inputs(paths, im_size: int, fit: str, *, skip_unreadable: bool) -> list
     inputs = []
     for path in paths:
         try:
-            inputs.append((path, superres.load_lr(path, im_size, fit)))
-        except superres.UnreadableImage as e:
+            inputs.append((path, sr_files.load_lr(path, im_size, fit)))
+        except sr_files.UnreadableImage as e:
             if not skip_unreadable:
                 raise
             print(f"warning: {e}; skipped", file=sys.stderr)
     if not inputs:
-        raise superres.InputError(f"--input {paths[0].parent}: none of the {len(paths)} image files could be read")
+        raise sr_files.InputError(f"--input {paths[0].parent}: none of the {len(paths)} image files could be read")
     return inputs
 
 
@@ -107,7 +111,7 @@ def _lpips_variables(args, inputs, im_size):
         return None
     for path, lr in inputs:
         if lr.shape[0] != im_size:
-            raise superres.InputError(
+            raise sr_files.InputError(
                 f"--lpips is for GAN inversion (inputs at the generator's {im_size}px); {path} is {lr.shape[0]}px"
             )
     return lpips_lib.lpips_variables("vgg")
@@ -133,7 +137,7 @@ def _upscale_one(G, variables, lpips_variables, path, lr, index, args, settings)
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
     best_down = np.asarray(DOWNSAMPLERS[args.downsample](res.best, lr.shape[0]))[0]
-    return superres.write_outputs(
+    return sr_files.write_outputs(
         args.out,
         path,
         lr=lr,
@@ -155,11 +159,11 @@ def main(argv=None):
     if out.exists() and not out.is_dir():
         p.error(f"--out {out} is a file; give a folder for the results")
     try:
-        paths = superres.find_inputs(args.input)
+        paths = sr_files.find_inputs(args.input)
         G, variables = load_generator(args)
         inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
-    except (superres.InputError, FileNotFoundError, convert.OfficialCheckpointError) as e:  # incl. missing weights
+    except (sr_files.InputError, FileNotFoundError, convert.OfficialCheckpointError) as e:  # incl. missing weights
         sys.exit(f"error: {e}")
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "seed")

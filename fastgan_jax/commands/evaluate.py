@@ -1,7 +1,7 @@
 """FID and KID of a run's EMA samples against an image folder.
 
     fastgan-evaluate --workdir RUN [--data DIR] [--n 5000]
-    python -m fastgan_jax.evaluate ...  (the same)
+    python -m fastgan_jax.commands.evaluate ...  (the same)
 
 Real images get the training preprocessing (the run's im_size, aspect and
 background); their Inception features are cached per folder and size.
@@ -16,7 +16,9 @@ import time
 
 import jax
 
-from fastgan_jax import data, inception, runs
+from fastgan_jax import data
+from fastgan_jax.metrics import inception
+from fastgan_jax.train import runs
 
 
 def evaluate(workdir, *, data_source=None, n=5000, step=None, seed=0, cache_dir=None):

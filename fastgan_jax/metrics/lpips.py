@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastgan_jax import images as images_lib
-from fastgan_jax import weights
+from fastgan_jax.interop import weights
 
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 _SCALE = np.array([0.458, 0.448, 0.450], np.float32)

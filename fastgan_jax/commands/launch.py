@@ -22,7 +22,7 @@ def _exit_now(signum, frame):
 def _run(module: str) -> None:
     previous = signal.signal(signal.SIGINT, _exit_now)
     try:
-        main = importlib.import_module(f"fastgan_jax.{module}").main
+        main = importlib.import_module(f"fastgan_jax.commands.{module}").main
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
@@ -33,20 +33,20 @@ def _run(module: str) -> None:
 
 
 def train() -> None:
-    """fastgan-train (fastgan_jax/train_cli.py)."""
-    _run("train_cli")
+    """fastgan-train (fastgan_jax/commands/train.py)."""
+    _run("train")
 
 
 def sample() -> None:
-    """fastgan-sample (fastgan_jax/sample.py)."""
+    """fastgan-sample (fastgan_jax/commands/sample.py)."""
     _run("sample")
 
 
 def upscale() -> None:
-    """fastgan-upscale (fastgan_jax/upscale_cli.py)."""
-    _run("upscale_cli")
+    """fastgan-upscale (fastgan_jax/commands/upscale.py)."""
+    _run("upscale")
 
 
 def evaluate() -> None:
-    """fastgan-evaluate (fastgan_jax/evaluate.py)."""
+    """fastgan-evaluate (fastgan_jax/commands/evaluate.py)."""
     _run("evaluate")

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from fastgan_jax import torch_pickle
-from fastgan_jax.models import COMP_SIZES, Discriminator, Generator, init_discriminator, init_generator
+from fastgan_jax.interop import torch_pickle
+from fastgan_jax.nn.models import COMP_SIZES, Discriminator, Generator, init_discriminator, init_generator
 
 OFFICIAL_SIZES = (256, 512, 1024)
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastgan_jax.layers import (
+from fastgan_jax.nn.layers import (
     BatchNorm,
     DownBlock,
     DownBlockComp,

@@ -15,9 +15,10 @@ import pathlib
 import jax
 import numpy as np
 
-from fastgan_jax import checkpoints, convert
-from fastgan_jax.models import Discriminator, Generator
-from fastgan_jax.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
+from fastgan_jax.interop import convert
+from fastgan_jax.nn.models import Discriminator, Generator
+from fastgan_jax.train import checkpoints
+from fastgan_jax.train.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
 
 
 class RunNotFoundError(FileNotFoundError):

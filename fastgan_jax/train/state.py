@@ -1,6 +1,6 @@
 """The train state and what builds it: models, optimizer, a fresh state.
 
-Below `training.py` (the step and the loop) and `runs.py` (runs and
+Below `step.py`, `loop.py` and `runs.py` (runs and
 checkpoints as objects), which both build on it.
 """
 
@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fastgan_jax.loss_scale import PRECISIONS, DynamicScale, create_dynamic_scale
-from fastgan_jax.models import REMATS, Discriminator, Generator, init_discriminator, init_generator
+from fastgan_jax.nn.models import REMATS, Discriminator, Generator, init_discriminator, init_generator
+from fastgan_jax.train.loss_scale import PRECISIONS, DynamicScale, create_dynamic_scale
 
 
 @flax.struct.dataclass

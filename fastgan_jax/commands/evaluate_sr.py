@@ -1,6 +1,6 @@
 """Super-resolution benchmark: PULSE through a run's generator against bicubic.
 
-    python -m fastgan_jax.evaluate_sr --workdir RUN --hr DIR --factor 8 [--n 100 --restarts 8 --steps 100]
+    python -m fastgan_jax.commands.evaluate_sr --workdir RUN --hr DIR --factor 8 [--n 100 --restarts 8 --steps 100]
 
 Each HR image (the run's preprocessing, at the generator's resolution) is
 area-downscaled by `--factor`, then enlarged back by PULSE and by bicubic
@@ -21,16 +21,20 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from fastgan_jax import data, inception, pulse, runs, similarity, superres
+from fastgan_jax import data
 from fastgan_jax import images as images_lib
-from fastgan_jax.downsample import area_downsample
-from fastgan_jax.lpips import lpips_distance
+from fastgan_jax.metrics import inception, similarity
+from fastgan_jax.metrics.lpips import lpips_distance
+from fastgan_jax.sr import files as sr_files
+from fastgan_jax.sr import pulse
+from fastgan_jax.sr.downsample import area_downsample
+from fastgan_jax.train import runs
 
 
 def bicubic_up(lr, size) -> np.ndarray:
     """PIL bicubic enlargement of [B, h, w, 3] images in [-1, 1] (quantised to uint8 first, as a saved LR is)."""
     lr_u8 = images_lib.to_uint8(lr)
-    return np.asarray(images_lib.to_float(np.stack([superres.enlarge(img, size, Image.BICUBIC) for img in lr_u8])))
+    return np.asarray(images_lib.to_float(np.stack([sr_files.enlarge(img, size, Image.BICUBIC) for img in lr_u8])))
 
 
 def _scores(sr, hr, lr, lpips, eps):

@@ -15,10 +15,11 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastgan_jax import diffaug, state
 from fastgan_jax.configs import default
 from fastgan_jax.data import ASPECTS
-from fastgan_jax.models import D_MULT, G_MULT, IM_SIZES, REMATS
+from fastgan_jax.nn import diffaug, losses
+from fastgan_jax.nn.models import D_MULT, G_MULT, IM_SIZES, REMATS
+from fastgan_jax.train import state
 
 DATA_ON_DEVICE = ("auto", "yes", "no")
 SEED_LIMIT = 2**32  # jax.random.key(2**32) is key(0); numpy's host batches refuse a negative seed
@@ -154,12 +155,6 @@ def _policy(v, cfg, num_devices):
     return None
 
 
-def _recons() -> tuple:
-    from fastgan_jax.training import RECONS  # training.py imports this module: not at the top
-
-    return RECONS
-
-
 def _init_from(v, cfg, num_devices):
     if not isinstance(v, str):
         return f"must be a path or ''{_type_note(v, False)}"
@@ -192,7 +187,7 @@ RULES: dict[str, Rule] = {
     "beta2": _real(0, 1),
     "ema_decay": _real(0, 1),
     "policy": _policy,
-    "recon": _choice(_recons),
+    "recon": _choice(lambda: losses.RECONS),
     "num_steps": _int(1),
     "seed": _int(0, SEED_LIMIT),
     "init_from": _init_from,

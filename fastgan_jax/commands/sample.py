@@ -5,7 +5,7 @@
     fastgan-sample --workdir RUN --latents z.npy --out mine.png   # your latents, float [N, nz]
     fastgan-sample --workdir RUN --interpolate 8 --out lerp.png --gif lerp.gif
 
-`python -m fastgan_jax.sample` is the same command. Images depend only on
+`python -m fastgan_jax.commands.sample` is the same command. Images depend only on
 their latent, the noise (from --seed) and the checkpoint, never on the rest
 of the batch.
 """
@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from fastgan_jax import images, runs, visual
-from fastgan_jax.models import generate_batches
+from fastgan_jax import images, visual
+from fastgan_jax.nn.models import generate_batches
+from fastgan_jax.train import runs
 
 
 def slerp(z0, z1, t):

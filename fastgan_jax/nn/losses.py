@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from fastgan_jax.layers import nearest_resize
+from fastgan_jax.nn.layers import nearest_resize
 
 # (x [B, H, W, C], y [M, H, W, C], y_index [B] or None) -> [B]: the distance of x[i] to y[y_index[i]]
 # (to y[i] without an index).
@@ -32,6 +32,12 @@ def l1_distance(x, y, y_index=None):
 def mse_distance(x, y, y_index=None):
     """Per-sample mean squared difference, [B]."""
     return jnp.mean(jnp.square(x - _pick(y, y_index)), axis=(1, 2, 3))
+
+
+# The reconstruction distances by their config name (`recon`). The official one is LPIPS-VGG, whose weights
+# come from `fastgan_jax.metrics.lpips` (the train step builds it); the others need nothing.
+DISTANCES = {"l1": l1_distance, "mse": mse_distance}
+RECONS = ("lpips", *DISTANCES)
 
 
 def _margin(key, logits):

@@ -15,8 +15,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fastgan_jax import checkpoints, configs, convert, data, hosts, runs, training, weights
-from fastgan_jax.validate import ConfigError, check_fields, validate
+from fastgan_jax import configs, data
+from fastgan_jax.interop import convert, weights
+from fastgan_jax.train import checkpoints, hosts, loop, runs
+from fastgan_jax.train.validate import ConfigError, check_fields, validate
 
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
 CONFIG_FLAGS = ("--config", "-config")
@@ -104,7 +106,7 @@ def _main(argv):
     except ConfigError as e:
         _usage_error(str(e))
     try:
-        training.train_and_evaluate(config, flags.FLAGS.workdir)
+        loop.train_and_evaluate(config, flags.FLAGS.workdir)
     except ConfigError as e:
         _usage_error(str(e))
     except (
@@ -114,11 +116,11 @@ def _main(argv):
         weights.WeightsNotFoundError,
         runs.WarmStartError,
         convert.OfficialCheckpointError,
-        training.DiskFullError,
-        training.NonFiniteError,
+        loop.DiskFullError,
+        loop.NonFiniteError,
     ) as e:
         sys.exit(f"error: {e}")
-    except training.Interrupted as e:
+    except loop.Interrupted as e:
         print(e, file=sys.stderr)
         sys.exit(128 + e.signum)
 
