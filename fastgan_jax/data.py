@@ -18,6 +18,7 @@ and rebuilt.
 """
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from PIL import Image, ImageOps
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ASPECTS = ("center_crop", "stretch")
-_CACHE_VERSION = 2  # 2: .npz with the decode failures; symbolic links followed
+_CACHE_VERSION = 3  # 2: .npz with the decode failures; symbolic links followed; 3: colour-key transparency
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parent / "assets" / "noto-smileys-512"
 
 
@@ -104,14 +105,82 @@ def _walk(folder):
     return sorted(files), skipped
 
 
+class UnreadableImageError(DataError):
+    """An image file that cannot be read; `reason` says why in a few words, without the path."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = pathlib.Path(path), reason
+
+
+# What PIL raises for files it cannot decode: not an image, truncated, corrupt, too many pixels.
+_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def read_image(path, background=(255, 255, 255)) -> Image.Image:
+    """The image reader of every command (training, streaming, evaluation, upscaling): one file as 8-bit RGB.
+
+    EXIF orientation is applied; every form of transparency (an alpha
+    channel in RGBA/LA/PA, a palette's transparent entries, a transparent
+    colour key of an RGB, L or 16-bit image) is composited on `background`
+    (RGB, 0-255); grayscale, palette, CMYK and 16-bit images become 8-bit RGB.
+
+    Raises:
+      UnreadableImageError: an empty, missing, truncated or otherwise
+        undecodable file, or one with more pixels than PIL's
+        decompression-bomb limit (2 * `PIL.Image.MAX_IMAGE_PIXELS`).
+    """
+    with _reading(path), _open(path) as img:
+        img.load()
+        return to_rgb8(ImageOps.exif_transpose(img), background)
+
+
+def _open(path) -> Image.Image:
+    if os.path.getsize(path) == 0:
+        raise UnreadableImageError(path, "empty file (0 bytes)")
+    return Image.open(path)
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """PIL's and the file system's errors while reading `path` as UnreadableImageError, one short reason."""
+    try:
+        yield
+    except UnreadableImageError:
+        raise
+    except Image.DecompressionBombError:
+        limit = 2 * Image.MAX_IMAGE_PIXELS
+        reason = f"more than {limit:,} pixels (PIL's decompression-bomb limit); downscale it first"
+        raise UnreadableImageError(path, reason) from None
+    except _READ_ERRORS as e:
+        raise UnreadableImageError(path, _reason(e, path)) from None
+
+
+def _colour_key_alpha(img: Image.Image) -> Image.Image | None:
+    """The alpha mask [H, W] of an RGB, L or I;16 image with a transparent colour (PNG tRNS), else None."""
+    key = img.info.get("transparency")
+    if key is None or img.mode not in ("RGB", "L", "1", "I", "I;16", "I;16L", "I;16B", "I;16N"):
+        return None
+    arr = np.asarray(img)
+    if arr.ndim == 3:  # RGB: the key is an (r, g, b) tuple
+        transparent = np.all(arr == np.asarray(key, arr.dtype)[:3], axis=-1)
+    else:
+        transparent = arr == key
+    return Image.fromarray(np.where(transparent, 0, 255).astype(np.uint8), "L")
+
+
 def to_rgb8(img: Image.Image, background) -> Image.Image:
-    """Any PIL image as 8-bit RGB, transparency composited on `background`."""
+    """Any PIL image as 8-bit RGB, transparency (alpha, palette or colour key) composited on `background`."""
+    key_alpha = _colour_key_alpha(img)
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         if img.mode == "F" and arr.max() <= 1.0:
             top = 1.0
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if key_alpha is not None:
+        img = img.convert("RGB")
+        img.putalpha(key_alpha)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -123,7 +192,10 @@ def to_rgb8(img: Image.Image, background) -> Image.Image:
 
 def preprocess(img: Image.Image, im_size: int, aspect: str = "center_crop", background=(255, 255, 255)):
     """One image as uint8 [im_size, im_size, 3]; also whether it was upscaled."""
-    img = to_rgb8(ImageOps.exif_transpose(img), background)
+    return _fit_square(to_rgb8(ImageOps.exif_transpose(img), background), im_size, aspect)
+
+
+def _fit_square(img: Image.Image, im_size: int, aspect: str):
     w, h = img.size
     if aspect == "center_crop":
         side = min(w, h)
@@ -150,13 +222,9 @@ def _reason(e: BaseException, path) -> str:
 def _decode(path, im_size, aspect, background):
     """((uint8 image, upscaled), None), or (None, why the file cannot be read)."""
     try:
-        if os.path.getsize(path) == 0:
-            return None, "empty file (0 bytes)"
-        with Image.open(path) as img:
-            img.load()
-            return preprocess(img, im_size, aspect, background), None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        return None, _reason(e, path)
+        return _fit_square(read_image(path, background), im_size, aspect), None
+    except UnreadableImageError as e:
+        return None, e.reason
 
 
 def _cache_key(files, im_size, aspect, background) -> str:
@@ -321,12 +389,10 @@ def file_source(folder, im_size: int, *, aspect="center_crop", background=(255, 
     readable, failed = [], []
     for f in files:  # headers only: a fraction of a millisecond per file, not a decode
         try:
-            if os.path.getsize(f) == 0:
-                raise OSError("empty file (0 bytes)")
-            with Image.open(f):
+            with _reading(f), _open(f):
                 readable.append(f)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            failed.append((f.relative_to(folder), _reason(e, f)))
+        except UnreadableImageError as e:
+            failed.append((f.relative_to(folder), e.reason))
     if not readable:
         raise DataError(f"--data {folder}: no readable image file among {len(files)}")
     skipped = sorted([(p.relative_to(folder), why) for p, why in unreachable] + failed)

@@ -53,7 +53,7 @@ def test_upscale_speed_prints_figures(tmp_path, monkeypatch, capsys):
 
 def test_compare_puts_ours_beside_the_official(tmp_path, monkeypatch, capsys):
     # The official's H100 figures (256: 46.8 img/s, 4.16 GiB; PULSE 1.585 s) beside made-up figures of ours.
-    official = BENCH.parent.parent / "shared" / "reference" / "official-fastgan-torch_h100.jsonl"
+    official = pathlib.Path(__file__).resolve().parent / "data" / "official-fastgan-torch_h100.jsonl"
     ours = tmp_path / "ours.jsonl"
     rows = [
         {"im_size": 256, "precision": "float16", "remat": "blocks", "img_per_s": 468.0, "peak_gib": 2.5},

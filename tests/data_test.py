@@ -1,6 +1,7 @@
 import errno
 import io
 import os
+import re
 
 import helpers
 import numpy as np
@@ -38,6 +39,46 @@ def test_modes_are_converted(tmp_path):
     np.testing.assert_array_equal(by_name["g16"][0, 0], [255, 255, 255])
     assert by_name["cmyk"][0, 0, 0] > 200 and by_name["cmyk"][0, 0, 1] < 50  # red
     assert by_name["x"][0, 0, 1] > 180
+
+
+def test_colour_key_transparency_gets_the_background(tmp_path):
+    # PNG optimisers write icons as RGB or L with a transparent colour (tRNS) instead of an alpha channel.
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:] = (255, 0, 255)  # magenta key
+    rgb[16:48, 16:48] = (0, 0, 255)  # a blue square
+    save(tmp_path / "k.png", Image.fromarray(rgb), transparency=(255, 0, 255))
+    gray = np.full((64, 64), 7, np.uint8)
+    gray[16:48, 16:48] = 100
+    save(tmp_path / "g.png", Image.fromarray(gray), transparency=7)
+    g16 = np.full((64, 64), 300, np.uint16)
+    g16[16:48, 16:48] = 65535
+    save(tmp_path / "g16.png", Image.fromarray(g16), transparency=300)
+    with Image.open(tmp_path / "k.png") as k:
+        assert k.mode == "RGB" and "transparency" in k.info  # what the test is about
+        out, _ = data.preprocess(k, 64)
+    np.testing.assert_array_equal(out[0, 0], [255, 255, 255])
+    np.testing.assert_array_equal(out[32, 32], [0, 0, 255])
+    for name, inside in (("g", 100), ("g16", 255)):
+        with Image.open(tmp_path / f"{name}.png") as img:
+            assert "transparency" in img.info, name
+        out = np.asarray(data.read_image(tmp_path / f"{name}.png", background=(10, 20, 30)))
+        np.testing.assert_array_equal(out[0, 0], [10, 20, 30])
+        np.testing.assert_array_equal(out[32, 32], [inside] * 3)
+
+
+def test_every_reader_refuses_a_decompression_bomb_with_one_reason(tmp_path, monkeypatch):
+    # A 14000x13000 PNG is 570 KB on disk; a 64x64 one over a lowered limit takes the same path in PIL.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    save(tmp_path / "huge.png", Image.new("RGB", (64, 64)))
+    save(tmp_path / "ok.png", Image.new("RGB", (8, 8), (1, 2, 3)))
+    with pytest.raises(data.UnreadableImageError, match="decompression-bomb limit") as e:
+        data.read_image(tmp_path / "huge.png")
+    reason = e.value.reason
+    assert reason == "more than 2,000 pixels (PIL's decompression-bomb limit); downscale it first"
+    with pytest.warns(UserWarning, match=re.escape(f"huge.png: {reason}")):
+        assert len(data.load_folder(tmp_path, 8, cache_dir=False)) == 1
+    with pytest.warns(UserWarning, match=re.escape(f"huge.png: {reason}")):
+        assert len(data.file_source(tmp_path, 8)) == 1
 
 
 def test_background_is_configurable(tmp_path):

@@ -76,6 +76,22 @@ def test_a_failing_worker_ends_the_iteration_with_its_error(tmp_path):
     assert time.monotonic() - start < 120  # the error itself, within seconds; never a hang
 
 
+def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done(tmp_path):
+    exp, state = loop.setup(helpers.tiny_config(tmp_path / "cache", data_on_device="no", num_steps=10), tmp_path / "w")
+    streamed = exp.batches
+
+    def batches():  # two good batches, then the worker meets a file damaged since the start
+        yield next(streamed)
+        yield next(streamed)
+        raise data.DataError("imgs/3.png: image file is truncated; remove or replace the file and run the same command")
+
+    exp.batches = batches()
+    with pytest.raises(data.DataError, match=r"imgs/3.png: .*; stopped at step 2, checkpoint 2 saved"):
+        loop.train_loop(exp, state)
+    streamed.close()
+    assert exp.mngr.all_steps() == [2]
+
+
 def test_streamed_from_files_resumed_run_equals_an_uninterrupted_one(tmp_path):
     folder = _folder(tmp_path, n=6, size=64)
     cfg = {"data": str(folder), "stream_from": "files", "data_workers": 1, "sample_every": 100}

@@ -282,15 +282,20 @@ def test_upscale_cli_out_that_is_a_file_fails_before_the_search(tmp_path, capsys
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("is a file; give a folder for the results")
 
 
-def test_upscale_cli_same_stems_unreadable_files_and_reruns(tmp_path, capsys, tiny_generator):
+def test_upscale_cli_same_stems_unreadable_files_and_reruns(tmp_path, capsys, monkeypatch, tiny_generator):
     (tmp_path / "in").mkdir()
     Image.new("RGB", (8, 8), (200, 180, 20)).save(tmp_path / "in" / "face.png")
     Image.new("RGB", (8, 8), (20, 40, 200)).save(tmp_path / "in" / "face.jpg")
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
-    cli(tmp_path, "--input", str(tmp_path / "in"), "--restarts", "3", "--steps", "2")
+    Image.new("RGB", (64, 64)).save(tmp_path / "in" / "huge.png")
+    with monkeypatch.context() as m:
+        m.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 is a decompression bomb, as 14000x13000 is
+        cli(tmp_path, "--input", str(tmp_path / "in"), "--restarts", "3", "--steps", "2")
     out = capsys.readouterr()
     warning = [line for line in out.err.splitlines() if line.startswith("warning: ")]
-    assert len(warning) == 1 and "broken.png: not a readable image" in warning[0] and warning[0].endswith("skipped")
+    assert len(warning) == 2 and all(w.endswith("skipped") for w in warning), warning
+    assert "broken.png: not a readable image" in warning[0] and "huge.png: not a readable image" in warning[1]
+    assert "decompression-bomb limit" in warning[1]
     assert "done: " in out.out and "2 input(s)" in out.out
     png, jpg = (json.loads((tmp_path / "out" / f"face_{e}.json").read_text()) for e in ("png", "jpg"))
     assert png["input"].endswith("face.png") and jpg["input"].endswith("face.jpg")
@@ -300,6 +305,9 @@ def test_upscale_cli_same_stems_unreadable_files_and_reruns(tmp_path, capsys, ti
     assert sorted(p.name for p in (tmp_path / "out" / "face_png_candidates").iterdir()) == ["r0.png", "r1.png"]
     with pytest.raises(SystemExit, match="broken.png: not a readable image"):  # a single input is not skipped
         cli(tmp_path, "--input", str(tmp_path / "in" / "broken.png"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(SystemExit, match=r"^error: --input \S*huge.png: not a readable image \(more than"):
+        cli(tmp_path, "--input", str(tmp_path / "in" / "huge.png"))
 
 
 def test_upscale_cli_lpips_is_for_inversion_only(tmp_path, tiny_generator):

@@ -10,11 +10,11 @@ import pathlib
 import shutil
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
-from fastgan_jax import visual
-from fastgan_jax.data import EXTENSIONS, to_rgb8
+from fastgan_jax.data import EXTENSIONS
 
 FITS = ("none", "crop", "pad")
 
@@ -62,22 +62,21 @@ def output_name(path) -> str:
 def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -> np.ndarray:
     """An LR image as uint8 data [s, s, 3], s dividing `im_size`.
 
-    RGBA, grayscale, palette and 16-bit images are converted to RGB (alpha
-    composited over `background`). A non-square image or a size that does not
+    Read as training reads images (`data.read_image`): RGB, with every
+    form of transparency composited over `background`. A non-square image or a size that does not
     divide the generator's is an error, unless `fit` is 'crop' (centre crop to
     the largest size that fits) or 'pad' (pad with edge pixels to the smallest
     size that fits).
 
     Raises:
-      UnreadableImage: not an image file PIL can read.
+      UnreadableImage: not an image file PIL can read, or too large to decode (a decompression bomb).
       InputError: the wrong size or shape for `fit`.
     """
     path = pathlib.Path(path)
     try:
-        with Image.open(path) as img:
-            img = to_rgb8(ImageOps.exif_transpose(img), background)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise UnreadableImage(f"--input {path}: not a readable image ({e})") from None
+        img = data.read_image(path, background)  # the one reader: training skips the same files for the same reasons
+    except data.UnreadableImageError as e:
+        raise UnreadableImage(f"--input {path}: not a readable image ({e.reason})") from None
     arr = np.asarray(img, np.uint8)
     h, w = arr.shape[:2]
     ok = h == w and im_size % h == 0

@@ -490,6 +490,21 @@ def _stop_on_signals():
             signal.signal(sig, previous)
 
 
+def _next_batch(exp: Experiment, state: TrainState, logger: Logger):
+    """The next step's data. A streamed image file that became unreadable since the start ends the run with
+    `data.DataError` naming it, after a checkpoint of the steps done so far (nothing trained is lost)."""
+    try:
+        return next(exp.batches)
+    except data.DataError as e:
+        step = int(state.step)
+        if jax.process_count() > 1:  # the other processes are not stopping: no collective checkpoint to join
+            raise
+        if step and exp.mngr.latest_step() != step:
+            save_checkpoint(exp, state, logger, with_fid=False)
+        kept = f"checkpoint {step} saved" if step else "nothing trained yet"
+        raise data.DataError(f"{e}; stopped at step {step}, {kept}") from None
+
+
 def train_loop(exp: Experiment, state: TrainState) -> TrainState:
     """Steps from `state.step` to `num_steps` with the periodic actions and rollbacks.
 
@@ -503,7 +518,7 @@ def train_loop(exp: Experiment, state: TrainState) -> TrainState:
     t0, done, rollbacks = time.perf_counter(), start, 0
     with _stop_on_signals() as signals:
         while done < total:
-            state, metrics = exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
+            state, metrics = exp.step_fn(state, _next_batch(exp, state, logger), exp.keys["train"], exp.recon_vars)
             logger.tick()
             done += 1
             timed_out = bool(time_limit and time.perf_counter() - t0 >= time_limit)
