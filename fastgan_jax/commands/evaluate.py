@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         p.error(f"--step {args.step}: give a checkpoint step >= 0 (default: the latest)")
     try:
         result = evaluate(args.workdir, data_source=args.data, n=args.n, step=args.step, seed=args.seed)
-    except (FileNotFoundError, data.DataError) as e:
+    except (FileNotFoundError, data.DataError, ValueError) as e:  # ValueError: a damaged checkpoint
         sys.exit(f"error: {e}")
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" / f"fid_{result['step']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,7 @@ def _main(argv):
     except (
         data.DataError,
         checkpoints.ConfigMismatchError,
+        checkpoints.DamagedCheckpointError,
         NotADirectoryError,
         weights.WeightsNotFoundError,
         runs.WarmStartError,

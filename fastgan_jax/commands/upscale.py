@@ -27,7 +27,7 @@ from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.sr import pulse
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
-from fastgan_jax.train import runs
+from fastgan_jax.train import checkpoints, runs
 from fastgan_jax.train.step import recalibrate
 
 
@@ -163,7 +163,12 @@ def main(argv=None):
         G, variables = load_generator(args)
         inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
-    except (sr_files.InputError, FileNotFoundError, convert.OfficialCheckpointError) as e:  # incl. missing weights
+    except (
+        sr_files.InputError,
+        FileNotFoundError,  # incl. missing weights
+        convert.OfficialCheckpointError,
+        checkpoints.DamagedCheckpointError,
+    ) as e:
         sys.exit(f"error: {e}")
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "seed")

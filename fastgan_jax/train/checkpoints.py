@@ -2,12 +2,28 @@
 
 The only module that imports orbax. Layout: `WORKDIR/checkpoints/<step>/`
 with the items `state` (StandardSave of the TrainState pytree) and `config`
-(JSON). The last `keep` checkpoints are preserved.
+(JSON), and `manifest.json`: the size and SHA-256 of every file Orbax wrote,
+so that a damaged checkpoint (a truncated, missing or altered file) is found
+before TensorStore reads it. The last `keep` checkpoints are preserved.
+
+`restore_newest` restores the newest checkpoint that reads back; a damaged
+one is reported to the caller, which sets it aside (training: `set_aside`
+moves it to `WORKDIR/damaged_checkpoints/<step>`, never deletes it) or skips
+it (readers).
 """
 
+import contextlib
 import dataclasses
+import gc
+import hashlib
 import json
+import logging
+import os
 import pathlib
+import shutil
+import sys
+import warnings
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -40,8 +56,15 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 
+MANIFEST = "manifest.json"
+
+
 class ConfigMismatchError(ValueError):
     """A workdir's checkpoints come from a different config."""
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint that cannot be restored, or a run none of whose checkpoints can."""
 
 
 def manager(workdir, *, keep: int = 3, keep_best_fid: bool = False, create: bool = True) -> ocp.CheckpointManager:
@@ -80,11 +103,21 @@ def check_compatible(saved: dict, current: dict, workdir) -> None:
 
 
 def saved_config(mngr: ocp.CheckpointManager):
-    """The config of the latest checkpoint, or None when there is none."""
-    step = mngr.latest_step()
-    if step is None:
-        return None
-    return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    """The run's config: that of the newest checkpoint whose config reads back; None when there is none.
+
+    Raises:
+      DamagedCheckpointError: there are checkpoints, and no config reads back.
+    """
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for step in steps:
+        try:
+            with _quiet_failures():
+                return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        except Exception:  # a damaged config: the next older one is the same run's
+            continue
+    if steps:
+        raise DamagedCheckpointError(f"{mngr.directory}: no checkpoint's config reads back (steps {steps})")
+    return None
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, metrics: dict | None = None) -> None:
@@ -96,6 +129,158 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, metrics: d
         force=True,
     )
     mngr.wait_until_finished()
+    if jax.process_index() == 0:  # after Orbax's commit: every process's files are there
+        write_manifest(mngr, step)
+
+
+def _step_dir(mngr, step: int) -> pathlib.Path:
+    return pathlib.Path(mngr.directory) / str(step)
+
+
+def _file_digests(folder: pathlib.Path) -> dict[str, list]:
+    digests = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        digests[str(path.relative_to(folder))] = [path.stat().st_size, h.hexdigest()]
+    return digests
+
+
+def write_manifest(mngr: ocp.CheckpointManager, step: int) -> None:
+    """Records the size and SHA-256 of every file of checkpoint `step` (atomically: temp file, rename)."""
+    folder = _step_dir(mngr, step)
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": _file_digests(folder)}))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def damage(mngr: ocp.CheckpointManager, step: int) -> str | None:
+    """Why checkpoint `step` differs from what was saved (a short reason), from its manifest; None when every
+    file is as saved, or when it has no readable manifest (written before manifests, or killed before its
+    manifest: then only a restore tells)."""
+    folder = _step_dir(mngr, step)
+    try:
+        saved = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    now = _file_digests(folder)
+    for name, (size, digest) in saved.items():
+        if name not in now:
+            return f"{name} is missing"
+        if now[name][0] != size:
+            return f"{name} has {now[name][0]} bytes, {size} were saved"
+        if now[name][1] != digest:
+            return f"{name} changed since it was saved"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_failures():
+    """A failed TensorStore read makes Orbax abandon the checkpoint's other reads: each then fails on a closed
+    event loop in a TensorStore thread, printing a traceback (an unraisable exception, or asyncio's "exception
+    was never retrieved" log), up to hundreds, possibly after the restore returned. After the first failure,
+    those are dropped for the rest of the process; the caller reports the failure in one line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the abandoned reads' coroutines, never awaited
+            yield
+    except Exception:
+        _drop_abandoned_reads()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gc.collect()  # the abandoned reads' futures report now
+        raise
+
+
+class _AbandonedReads(logging.Filter):
+    def filter(self, record) -> bool:
+        return "exception was never retrieved" not in record.getMessage()
+
+
+def _drop_abandoned_reads() -> None:
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable):
+        message = str(unraisable.exc_value)
+        if message != "Event loop is closed" and not message.startswith("Encountered error while reading array"):
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_AbandonedReads())
+
+
+def short_reason(e: BaseException) -> str:
+    """A failed restore's exception in one short line."""
+    line = (str(e).splitlines() or [""])[0]
+    if line.startswith("Encountered error while reading array"):  # TensorStore's, followed by its whole spec
+        return "its state's files cannot be read"
+    line = f"{type(e).__name__}: {line}" if line else type(e).__name__
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+def restore_newest(
+    mngr: ocp.CheckpointManager,
+    abstract_state,
+    *,
+    defaults: dict | None = None,
+    on_damaged: Callable[[int, str], None],
+):
+    """The newest checkpoint that reads back: its state, restored as `restore` does.
+
+    Each newer checkpoint that is damaged (its manifest does not match, or
+    the restore fails) is passed to `on_damaged(step, reason)` first.
+
+    Raises:
+      FileNotFoundError: no checkpoint at all.
+      DamagedCheckpointError: no checkpoint reads back (each step with its reason).
+    """
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if not steps:
+        raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
+    reasons = []
+    for step in steps:
+        why = damage(mngr, step)
+        if why is None:
+            try:
+                return restore(mngr, abstract_state, step, defaults=defaults)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as e:  # TensorStore and Orbax fail in many ways on damaged files
+                why = short_reason(e)
+        on_damaged(step, why)
+        reasons.append(f"{step}: {why}")
+    raise DamagedCheckpointError(f"{mngr.directory}: no checkpoint reads back ({'; '.join(reasons)})")
+
+
+def readable_steps(mngr: ocp.CheckpointManager, abstract_state, *, defaults: dict | None = None, but=()) -> list[int]:
+    """The steps, other than `but`, whose checkpoints restore (each is read: for error messages, not a loop)."""
+    good = []
+    for step in sorted(set(mngr.all_steps()) - set(but)):
+        if damage(mngr, step) is None:
+            try:
+                restore(mngr, abstract_state, step, defaults=defaults)
+                good.append(step)
+            except Exception:
+                pass
+    return good
+
+
+def set_aside(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:
+    """Moves checkpoint `step` to `WORKDIR/damaged_checkpoints/<step>` (kept for inspection, never deleted)."""
+    aside = pathlib.Path(mngr.directory).parent / "damaged_checkpoints" / str(step)
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = aside.with_name(f"{step}-{n}")
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(_step_dir(mngr, step)), str(aside))
+    mngr.reload()
+    return aside
 
 
 def _restore(mngr, step, abstract):
@@ -119,11 +304,12 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
-    try:
-        return _restore(mngr, step, abstract_state)
-    except ValueError:
-        if not defaults:
-            raise
-    fields = [f.name for f in dataclasses.fields(abstract_state) if f.name not in defaults]
-    restored = _restore(mngr, step, {name: getattr(abstract_state, name) for name in fields})
+    with _quiet_failures():
+        try:
+            return _restore(mngr, step, abstract_state)
+        except ValueError:
+            if not defaults:
+                raise
+        fields = [f.name for f in dataclasses.fields(abstract_state) if f.name not in defaults]
+        restored = _restore(mngr, step, {name: getattr(abstract_state, name) for name in fields})
     return abstract_state.replace(**restored, **defaults)

@@ -47,6 +47,12 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
+def sync(name: str) -> None:
+    """Waits until every process reaches the point `name` (alone: returns at once)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def agree(flag: bool, at: bool = True) -> bool:
     """Process 0's `flag` on every process (a time limit or a signal must stop all of them at the same step).
 

@@ -172,12 +172,28 @@ def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
     """The latest checkpoint's state when resuming; else a fresh one, warm-started from `init_from` if set."""
     init = functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx)
     if resume:
-        return checkpoints.restore(mngr, jax.eval_shape(init, key), defaults=legacy_defaults())
+        damaged = []
+        state = checkpoints.restore_newest(
+            mngr, jax.eval_shape(init, key), defaults=legacy_defaults(), on_damaged=lambda *d: damaged.append(d)
+        )
+        _set_aside(mngr, damaged, int(state.step))
+        return state
     state = init(key)
     if cfg.get("init_from"):
         state = runs.warm_start(state, cfg["init_from"])
         hosts.say(f"starting from the G, D and EMA weights of {cfg['init_from']} (fresh optimizer state)")
     return state
+
+
+def _set_aside(mngr, damaged, step) -> None:
+    """Moves the damaged checkpoints newer than the restored `step` out of the run (they would be overwritten)."""
+    for bad, why in damaged:
+        if hosts.is_primary():
+            aside = checkpoints.set_aside(mngr, bad)
+            hosts.say(f"checkpoint {bad} is damaged ({why}): moved to {aside}; resuming from checkpoint {step}")
+    if damaged:
+        hosts.sync("damaged checkpoints set aside")
+        mngr.reload()
 
 
 def _batches(cfg, source, mesh, resident, start) -> Iterator:

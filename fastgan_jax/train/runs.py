@@ -11,6 +11,7 @@ another run or of an official checkpoint (fine-tuning, `config.init_from`).
 import dataclasses
 import functools
 import pathlib
+import warnings
 
 import jax
 import numpy as np
@@ -88,8 +89,13 @@ def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
     Returns:
       A `Run`.
 
+    A damaged latest checkpoint (see `checkpoints.damage`) is skipped with a
+    warning for the newest one that reads back.
+
     Raises:
       RunNotFoundError: no checkpoint in `workdir`, or none at `step`.
+      checkpoints.DamagedCheckpointError: the checkpoint at `step` is damaged
+        (the message lists the readable steps), or no checkpoint reads back.
     """
     mngr, cfg = _open(workdir)
     if step is not None and step not in mngr.all_steps():
@@ -97,7 +103,7 @@ def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
     G, D = _models(cfg)
     tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
     abstract = jax.eval_shape(functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx), jax.random.key(0))
-    state = checkpoints.restore(mngr, abstract, step, defaults=legacy_defaults())
+    state = _restore(mngr, abstract, step, workdir)
     g_vars = (state.ema_params, state.ema_stats) if ema else (state.g_params, state.g_stats)
     return Run(
         workdir=pathlib.Path(workdir),
@@ -108,6 +114,29 @@ def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
         g_variables={"params": g_vars[0], "batch_stats": g_vars[1]},
         d_variables={"params": state.d_params, "batch_stats": state.d_stats},
         state=state,
+    )
+
+
+def _restore(mngr, abstract, step, workdir):
+    """The state at `step`, or at the newest checkpoint that reads back (a damaged newer one is a warning)."""
+    defaults = legacy_defaults()
+    if step is None:
+
+        def skip(bad, why):
+            warnings.warn(f"{workdir}: checkpoint {bad} is damaged ({why}); using an older one", stacklevel=4)
+
+        return checkpoints.restore_newest(mngr, abstract, defaults=defaults, on_damaged=skip)
+    why = checkpoints.damage(mngr, step)
+    if why is None:
+        try:
+            return checkpoints.restore(mngr, abstract, step, defaults=defaults)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as e:  # TensorStore and Orbax fail in many ways on damaged files
+            why = checkpoints.short_reason(e)
+    readable = checkpoints.readable_steps(mngr, abstract, defaults=defaults, but=[step])
+    raise checkpoints.DamagedCheckpointError(
+        f"{workdir}: checkpoint {step} is damaged ({why}); readable checkpoints: {readable or 'none'}"
     )
 
 
