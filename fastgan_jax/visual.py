@@ -4,7 +4,7 @@ import math
 import pathlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from fastgan_jax import images as images_lib
 
@@ -26,6 +26,29 @@ def grid(images, ncols: int | None = None, pad: int = 2) -> np.ndarray:
         r, col = divmod(i, ncols)
         out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = x[i]
     return out
+
+
+def labelled_row(tiles, labels: list[list[str]], pad: int = 2) -> np.ndarray:
+    """Tiles [N, H, W, 3] in one row (as `grid`) with lines of text centred under each, in black on white.
+
+    Args:
+      tiles: uint8 data or float images in [-1, 1].
+      labels: N lists of lines, one list per tile.
+
+    Returns:
+      uint8 [H + 2 * pad + text height, N * (W + pad) + pad, 3].
+    """
+    row = grid(tiles, ncols=len(labels), pad=pad)
+    w = np.asarray(tiles).shape[2]
+    font = ImageFont.load_default(size=max(10, w // 12))  # Pillow's own font: no file to find
+    line = font.getbbox("Ag")[3] + 2
+    strip = Image.new("RGB", (row.shape[1], line * max(len(lines) for lines in labels) + pad), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, lines in enumerate(labels):
+        centre = pad + i * (w + pad) + w / 2
+        for k, text in enumerate(lines):
+            draw.text((centre, k * line), text, fill="black", font=font, anchor="ma")
+    return np.concatenate([row, np.asarray(strip)])
 
 
 def save_png(path, image: np.ndarray) -> pathlib.Path:

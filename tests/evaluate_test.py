@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 
 import helpers
 import numpy as np
@@ -45,10 +46,21 @@ def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
 
 def test_evaluate_cli(run, capsys):
     tmp, _ = run
-    evaluate.main(["--workdir", str(tmp / "run"), "--n", "8"])
+    with pytest.warns(UserWarning, match="from 8 generated and 6 real images are mostly noise"):
+        evaluate.main(["--workdir", str(tmp / "run"), "--n", "8"])
     result = json.loads((tmp / "run" / "eval" / "fid_4.json").read_text())
     assert result["n_generated"] == 8 and result["n_real"] == 6 and result["fid"] > 0
-    assert "FID" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "FID" in out.out and "generated images: 100%" in out.err  # a progress bar while it works
+    # Against other data: a file of its own, named by what it compared, never over the run's own evaluation.
+    other = tmp / "other images"
+    shutil.copytree(tmp / "data", other)
+    with pytest.warns(UserWarning, match="mostly noise"):
+        evaluate.main(["--workdir", str(tmp / "run"), "--n", "8", "--data", str(other)])
+    (written,) = set((tmp / "run" / "eval").glob("fid_4_*.json"))
+    assert re.fullmatch(r"fid_4_other-images-[0-9a-f]{8}\.json", written.name), written.name
+    assert json.loads(written.read_text())["data"] == str(other)
+    assert json.loads((tmp / "run" / "eval" / "fid_4.json").read_text()) == result
     with pytest.raises(SystemExit, match="no checkpoint here"):
         evaluate.main(["--workdir", str(tmp / "nothing")])
 

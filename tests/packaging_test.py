@@ -25,7 +25,7 @@ from fastgan_jax.configs import default
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # What a wheel is built from (copied, so that the build leaves nothing in the checkout).
 SOURCES = ("pyproject.toml", "README.md", "fastgan_jax", "configs", "train.py")
-COMMANDS = ("fastgan-train", "fastgan-sample", "fastgan-upscale", "fastgan-evaluate")
+COMMANDS = ("fastgan-train", "fastgan-sample", "fastgan-upscale", "fastgan-evaluate", "fastgan-evaluate-sr")
 TINY = [  # cpu_quick shrunk as tests/helpers.py does
     "--config.ngf=8",
     "--config.ndf=8",

@@ -1,6 +1,7 @@
 import functools
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -203,13 +204,32 @@ def test_load_lr_conversions_and_fitting(tmp_path):
     np.testing.assert_array_equal(sr_files.load_lr(tmp_path / "rgba.png", 64)[0, 0], [255, 255, 255])
     np.testing.assert_array_equal(sr_files.load_lr(tmp_path / "g16.png", 64)[0, 0], [255, 255, 255])
     assert sr_files.load_lr(tmp_path / "pal.png", 64).shape == (16, 16, 3)
-    with pytest.raises(sr_files.InputError, match="wide.png is 20x12, not square; pass --fit crop or --fit pad"):
+    with pytest.raises(sr_files.InputError, match=r"wide.png is 20x12, not square; pass --fit crop \(its centre\)"):
         sr_files.load_lr(tmp_path / "wide.png", 64)
-    with pytest.raises(sr_files.InputError, match="odd.png is 12px: 64 / 12 is not a whole factor"):
+    odd = "odd.png is 12px, which does not divide the generator's 64px: --fit resize area-downscales it to 8px, "
+    with pytest.raises(
+        sr_files.InputError, match=re.escape(odd + "--fit crop takes its centre, --fit pad pads it to 16px")
+    ):
         sr_files.load_lr(tmp_path / "odd.png", 64)
     assert sr_files.load_lr(tmp_path / "wide.png", 64, "crop").shape == (8, 8, 3)
     assert sr_files.load_lr(tmp_path / "wide.png", 64, "pad").shape == (32, 32, 3)
     assert sr_files.load_lr(tmp_path / "odd.png", 64, "pad").shape == (16, 16, 3)
+    with pytest.raises(sr_files.InputError, match="not square: --fit resize keeps the shape"):
+        sr_files.load_lr(tmp_path / "wide.png", 64, "resize")
+
+
+def test_fit_resize_area_downscales_to_the_largest_size_that_divides():
+    big = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    with pytest.raises(
+        sr_files.InputError, match="is 128px, .*--fit resize area-downscales it to 64px.*than the generator"
+    ):
+        sr_files.fit_lr(big, 64, "none", "big.png")
+    np.testing.assert_array_equal(  # a 128 px LR for a 64 px generator: GAN inversion of the whole image
+        sr_files.fit_lr(big, 64, "resize"), np.asarray(Image.fromarray(big).resize((64, 64), Image.BOX))
+    )
+    assert sr_files.fit_lr(big[:12, :12], 64, "resize").shape == (8, 8, 3)
+    assert sr_files.fit_lr(big[:16, :16], 64, "resize") is not None  # a size that divides stays as it is
+    np.testing.assert_array_equal(sr_files.fit_lr(big[:16, :16], 64, "resize"), big[:16, :16])
 
 
 def test_upscale_cli_end_to_end(tmp_path):
@@ -243,7 +263,17 @@ def test_upscale_cli_end_to_end(tmp_path):
     assert (tmp_path / "out" / "face_png_sr.png").exists()
     assert (tmp_path / "out" / "face_png_candidates" / "r1.png").exists()
     with Image.open(tmp_path / "out" / "face_png_compare.png") as fig:
-        assert fig.size == (5 * 66 + 2, 66 + 2)  # LR, bicubic, 2 candidates, best downscaled
+        figure = np.asarray(fig)
+    assert figure.shape[1] == 5 * 66 + 2 and figure.shape[0] > 66 + 2 + 20  # 5 tiles, 3 lines of labels below
+    labels = figure[68:].min(axis=-1) < 128  # dark text on white
+    assert all(labels[:, 2 + 66 * i : 66 * (i + 1)].any() for i in range(5))  # under every tile
+    lines = res.stdout.splitlines()
+    assert any(line.endswith("wide.png: 10x16 -> 16px (--fit pad), factor x4") for line in lines), res.stdout
+    face = [line for line in lines if "face.png: x4 (16 -> 64px), best LR MSE " in line]
+    assert len(face) == 1 and face[0].endswith(
+        f"eps 0.002 (restart {report['best_restart']}): {tmp_path / 'out' / 'face_png_sr.png'}"
+    )
+    assert report["factor"] == 4 and report["fit"] == "pad"
 
 
 def cli(tmp_path, *flags):

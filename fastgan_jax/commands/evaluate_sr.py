@@ -1,6 +1,7 @@
 """Super-resolution benchmark: PULSE through a run's generator against bicubic.
 
-    python -m fastgan_jax.commands.evaluate_sr --workdir RUN --hr DIR --factor 8 [--n 100 --restarts 8 --steps 100]
+    fastgan-evaluate-sr --workdir RUN --hr DIR --factor 8 [--n 100 --restarts 8 --steps 100]
+    python -m fastgan_jax.commands.evaluate_sr ...  (the same)
 
 Each HR image (the run's preprocessing, at the generator's resolution) is
 area-downscaled by `--factor`, then enlarged back by PULSE and by bicubic
@@ -19,6 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 from PIL import Image
 
 from fastgan_jax import data
@@ -58,8 +60,9 @@ def _load_hr(source, size, cfg) -> np.ndarray:
         raise data.DataError(str(e).replace("--data", "--hr", 1)) from None
 
 
-def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch):
+def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress):
     sr = []
+    bar = tqdm.tqdm(total=len(lr), desc="PULSE search", unit="img", disable=not progress)
     for i in range(0, len(lr), batch):
         res = pulse.upscale(
             G,
@@ -72,10 +75,14 @@ def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch):
             image_offset=i,
         )
         sr.append(np.asarray(res.best))
+        bar.update(len(sr[-1]))
+    bar.close()
     return np.concatenate(sr)
 
 
-def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, eps=2e-3, seed=0, batch=4) -> dict:
+def evaluate_sr(
+    workdir, hr_source, factor, *, n=None, restarts=8, steps=100, eps=2e-3, seed=0, batch=4, progress=False
+) -> dict:
     """PULSE and bicubic super-resolution of a run's HR images, side by side.
 
     Args:
@@ -85,6 +92,7 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
       n: use the first n images (default: all).
       restarts, steps, eps, seed: the PULSE search (`pulse.upscale`); eps on the [0, 1] scale.
       batch: images per search call.
+      progress: show progress bars (stderr) for the search and the Inception features.
 
     Returns:
       The report: per method within_eps, lr_mse ([0, 1] scale), psnr, ssim, lpips_alex, fid.
@@ -100,7 +108,7 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
     hr = np.asarray(images_lib.to_float(hr_u8))
     lr = np.asarray(area_downsample(jnp.asarray(hr), size // factor))
     t0 = time.perf_counter()
-    sr = _pulse(G, variables, lr, restarts=restarts, steps=steps, eps=eps, seed=seed, batch=batch)
+    sr = _pulse(G, variables, lr, restarts=restarts, steps=steps, eps=eps, seed=seed, batch=batch, progress=progress)
     pulse_seconds = time.perf_counter() - t0
     report = {
         "n": len(hr),
@@ -112,7 +120,7 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
         "pulse_seconds": round(pulse_seconds, 1),
     }
     lpips = lpips_distance("alex")
-    hr_feats = inception.inception_features(hr_u8)
+    hr_feats = inception.inception_features(hr_u8, progress="HR features" if progress else None)
     for name, images in {"pulse": sr, "bicubic": bicubic_up(lr, size)}.items():
         s = _scores(images, hr, lr, lpips, eps)
         report[name] = {
@@ -121,9 +129,15 @@ def evaluate_sr(workdir, hr_source, factor, *, n=None, restarts=8, steps=100, ep
             "psnr": float(s["psnr"].mean()),
             "ssim": float(s["ssim"].mean()),
             "lpips_alex": float(s["lpips"].mean()),
-            "fid": inception.fid(inception.inception_features(images), hr_feats) if len(hr) > 1 else float("nan"),
+            "fid": _fid(images, hr_feats, f"{name} features" if progress else None),
         }
     return report
+
+
+def _fid(images, hr_feats, progress) -> float:
+    if len(images) < 2:
+        return float("nan")
+    return inception.fid(inception.inception_features(images, progress=progress), hr_feats)
 
 
 def _positive_int(text):
@@ -136,17 +150,22 @@ def _positive_int(text):
     return value
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
+    """The `fastgan-evaluate-sr` command."""
+    p = argparse.ArgumentParser(prog="fastgan-evaluate-sr", description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--hr", required=True, help="folder of high-resolution images (or tfds:NAME)")
     p.add_argument("--factor", type=_positive_int, required=True, help="dividing the generator's resolution")
-    p.add_argument("--n", type=_positive_int, default=None, help="use the first n images")
-    p.add_argument("--restarts", type=_positive_int, default=8)
-    p.add_argument("--steps", type=_positive_int, default=100)
+    p.add_argument("--n", type=_positive_int, default=None, help="use the first n images (None: all)")
+    p.add_argument("--restarts", type=_positive_int, default=8, help="PULSE candidates per image")
+    p.add_argument("--steps", type=_positive_int, default=100, help="Adam steps per candidate")
     p.add_argument("--eps", type=float, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
+    p.add_argument("--out", default=None, help="JSON output (None: RUN/eval/sr_x<factor>.json)")
     args = p.parse_args(argv)
     try:
         report = evaluate_sr(
@@ -158,6 +177,7 @@ def main(argv=None):
             steps=args.steps,
             eps=args.eps,
             seed=args.seed,
+            progress=True,
         )
     except (FileNotFoundError, data.DataError, ValueError) as e:
         sys.exit(f"error: {e}")

@@ -5,13 +5,15 @@ a traceback: while the command's module loads (JAX, the networks) the
 process exits at once, since nothing is there to save and a
 KeyboardInterrupt inside a half-initialised extension module can crash the
 interpreter; afterwards the command's own handling applies (training saves
-a checkpoint first).
+a checkpoint first). Python warnings (skipped files, upscaled images, a
+damaged checkpoint) print as `warning: ...` lines, without a source line.
 """
 
 import importlib
 import os
 import signal
 import sys
+import warnings
 
 
 def _exit_now(signum, frame):
@@ -19,7 +21,12 @@ def _exit_now(signum, frame):
     os._exit(130)
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def _run(module: str) -> None:
+    warnings.formatwarning = _warning_line  # a warning is a line for the user, not a source location
     previous = signal.signal(signal.SIGINT, _exit_now)
     try:
         main = importlib.import_module(f"fastgan_jax.commands.{module}").main
@@ -50,3 +57,8 @@ def upscale() -> None:
 def evaluate() -> None:
     """fastgan-evaluate (fastgan_jax/commands/evaluate.py)."""
     _run("evaluate")
+
+
+def evaluate_sr() -> None:
+    """fastgan-evaluate-sr (fastgan_jax/commands/evaluate_sr.py)."""
+    _run("evaluate_sr")

@@ -9,8 +9,9 @@ Per input file, outputs are named after the file name with its dot replaced
 NAME_sr.png (the best candidate), NAME_candidates/rK.png (replaced as a
 whole on every run), NAME_compare.png (LR, bicubic, the candidates, the best
 one downscaled again) and NAME.json (each candidate's LR MSE and success
-flag, the time taken). An unreadable file in an input folder is skipped with
-a warning.
+flag, the time taken). Each input gets one line: the factor, the best LR
+MSE against eps, and the result's path. An unreadable file in an input
+folder is skipped with a warning.
 """
 
 import argparse
@@ -50,29 +51,41 @@ _NON_NEGATIVE = _number(float, lambda v: v >= 0, ">= 0")
 _NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, ">= 0")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="fastgan-upscale", description=__doc__, formatter_class=_HelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a run of train.py (its EMA generator)")
     src.add_argument("--official", help="an official FastGAN checkpoint (.pth or .npz)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step of --workdir (default: latest)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step of --workdir (None: the latest)")
     p.add_argument("--input", required=True, help="an LR image or a folder of them")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--restarts", type=_POSITIVE_INT, default=8)
-    p.add_argument("--steps", type=_POSITIVE_INT, default=100)
+    p.add_argument("--restarts", type=_POSITIVE_INT, default=8, help="candidates searched per input")
+    p.add_argument("--steps", type=_POSITIVE_INT, default=100, help="Adam steps per candidate")
     p.add_argument("--eps", type=_POSITIVE, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
     p.add_argument("--downsample", default="area", choices=sorted(DOWNSAMPLERS), help="how the LR was made")
-    p.add_argument("--noise", default="trainable", choices=pulse.NOISE_MODES)
+    p.add_argument(
+        "--noise", default="trainable", choices=pulse.NOISE_MODES, help="the noise maps: searched, drawn once, or 0"
+    )
     p.add_argument("--l1", type=_NON_NEGATIVE, default=0.0, help="weight of an extra L1 term")
     p.add_argument(
         "--lpips", type=_NON_NEGATIVE, default=0.0, help="weight of an LPIPS-VGG term (GAN inversion, factor 1 only)"
     )
-    p.add_argument("--fit", default="none", choices=sr_files.FITS, help="non-square or odd-sized LR: crop or pad")
+    p.add_argument(
+        "--fit",
+        default="none",
+        choices=sr_files.FITS,
+        help="an LR that is not square or whose size does not divide the generator's: refuse it (none), "
+        "area-downscale it to the largest size that does (resize), take its centre (crop) or pad it (pad)",
+    )
     p.add_argument(
         "--recalibrate", type=_NON_NEGATIVE_INT, default=2048, help="--official: z for BatchNorm recalibration (0: off)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
     return p
 
 
@@ -91,15 +104,22 @@ def load_generator(args):
 
 
 def load_inputs(paths, im_size: int, fit: str, *, skip_unreadable: bool) -> list[tuple[pathlib.Path, np.ndarray]]:
-    """(path, uint8 LR image) per input; unreadable files are skipped with a warning when `skip_unreadable`."""
+    """(path, uint8 LR image) per input; unreadable files are skipped with a warning when `skip_unreadable`.
+    An input that `fit` changed is said in one line (its size before and after)."""
     inputs = []
     for path in paths:
         try:
-            inputs.append((path, sr_files.load_lr(path, im_size, fit)))
+            image = sr_files.read_lr(path)
         except sr_files.UnreadableImage as e:
             if not skip_unreadable:
                 raise
             print(f"warning: {e}; skipped", file=sys.stderr)
+            continue
+        lr = sr_files.fit_lr(image, im_size, fit, path)
+        if lr.shape != image.shape:
+            h, w = image.shape[:2]
+            print(f"{path}: {w}x{h} -> {lr.shape[0]}px (--fit {fit}), factor x{im_size // lr.shape[0]}")
+        inputs.append((path, lr))
     if not inputs:
         raise sr_files.InputError(f"--input {paths[0].parent}: none of the {len(paths)} image files could be read")
     return inputs
@@ -171,13 +191,25 @@ def main(argv=None):
     ) as e:
         sys.exit(f"error: {e}")
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
-    names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "seed")
+    names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed")
     settings = {k: getattr(args, k) for k in names}
     successes = 0
     for i, (path, lr) in enumerate(tqdm.tqdm(inputs, unit="image", disable=None)):
         report = _upscale_one(G, variables, lpips_variables, path, lr, i, args, settings)
         successes += any(c["success"] for c in report["candidates"])
+        tqdm.tqdm.write(_result_line(path, report, args))
     print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")
+
+
+def _result_line(path, report: dict, args) -> str:
+    """One input's outcome: the factor, the best LR MSE against eps, and the file that is the answer."""
+    best = report["candidates"][report["best_restart"]]
+    verdict = "within" if best["success"] else "above"
+    answer = pathlib.Path(args.out) / f"{sr_files.output_name(path)}_sr.png"
+    return (
+        f"{path}: x{report['factor']} ({report['lr_size']} -> {report['sr_size']}px), best LR MSE "
+        f"{best['lr_mse']:.2e} {verdict} eps {args.eps:g} (restart {report['best_restart']}): {answer}"
+    )
 
 
 if __name__ == "__main__":

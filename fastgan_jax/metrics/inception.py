@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from fastgan_jax import data
 from fastgan_jax import images as images_lib
@@ -162,51 +163,60 @@ def _inception_apply(variables, images):
     return InceptionV3().apply(variables, (x - 128.0) / 128.0)
 
 
-def inception_features(images, batch: int = 50) -> np.ndarray:
+def inception_features(images, batch: int = 50, *, progress: str | None = None) -> np.ndarray:
     """2048-d pool3 features, float64 [N, 2048].
 
     Args:
       images: uint8 data [N, H, W, 3], or float images in [-1, 1] (quantised
         to uint8 first, as saved images would be).
       batch: images per compiled call.
+      progress: a progress bar's label (stderr, tqdm), or None for none.
     """
     images_lib.check_any(images, "images")
     variables = inception_variables()
     out = []
-    for i in range(0, len(images), batch):
-        chunk = images_lib.to_uint8(images[i : i + batch])
-        n = len(chunk)
-        if n < batch and len(images) > batch:  # keep one compiled shape
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-        out.append(np.asarray(_inception_apply(variables, jnp.asarray(chunk)), np.float64)[:n])
+    with tqdm.tqdm(total=len(images), desc=progress, unit="img", disable=progress is None) as bar:
+        for i in range(0, len(images), batch):
+            chunk = images_lib.to_uint8(images[i : i + batch])
+            n = len(chunk)
+            if n < batch and len(images) > batch:  # keep one compiled shape
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+            out.append(np.asarray(_inception_apply(variables, jnp.asarray(chunk)), np.float64)[:n])
+            bar.update(n)
     return np.concatenate(out)
 
 
 # ----------------------------------------------------------------------------- FID and KID
 
 
-def real_features(source, im_size, *, aspect="center_crop", background=(255, 255, 255), cache_dir=None):
-    """Inception features of a data source, cached next to the decoded images."""
+def real_features(
+    source, im_size, *, aspect="center_crop", background=(255, 255, 255), cache_dir=None, progress: str | None = None
+):
+    """Inception features of a data source, cached next to the decoded images (`progress`: a bar's label)."""
     images = data.load(source, im_size, aspect=aspect, background=background, cache_dir=cache_dir)
     digest = hashlib.sha256(images.tobytes()).hexdigest()[:24]
     cache = pathlib.Path(cache_dir or data.default_cache_dir()) / f"inception-{digest}.npy"
     if cache.exists():
         return np.load(cache)
-    feats = inception_features(images)
+    feats = inception_features(images, progress=progress)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, feats)
     return feats
 
 
-def generated_features(G, variables, n, key, batch=50):
-    """Inception features of n EMA samples (eval mode), uint8-quantised as saved images would be."""
+def generated_features(G, variables, n, key, batch=50, *, progress: str | None = None):
+    """Inception features of n EMA samples (eval mode), uint8-quantised as saved images would be.
+
+    `progress`: a progress bar's label (stderr, tqdm), or None for none."""
     batch = min(batch, n)
     feats = []
-    for i in range(0, n, batch):
-        m = min(batch, n - i)
-        z = jax.random.normal(jax.random.fold_in(key, i), (batch, G.nz))
-        imgs = images_lib.to_uint8(generate(G, variables, z, jax.random.fold_in(key, i + 1)))
-        feats.append(inception_features(imgs, batch=batch)[:m])  # one compiled shape
+    with tqdm.tqdm(total=n, desc=progress, unit="img", disable=progress is None) as bar:
+        for i in range(0, n, batch):
+            m = min(batch, n - i)
+            z = jax.random.normal(jax.random.fold_in(key, i), (batch, G.nz))
+            imgs = images_lib.to_uint8(generate(G, variables, z, jax.random.fold_in(key, i + 1)))
+            feats.append(inception_features(imgs, batch=batch)[:m])  # one compiled shape
+            bar.update(m)
     return np.concatenate(feats)
 
 

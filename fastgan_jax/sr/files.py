@@ -16,7 +16,7 @@ from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
 from fastgan_jax.data import EXTENSIONS
 
-FITS = ("none", "crop", "pad")
+FITS = ("none", "resize", "crop", "pad")
 
 
 class InputError(ValueError):
@@ -59,44 +59,71 @@ def output_name(path) -> str:
     return f"{path.stem}_{path.suffix[1:]}" if path.suffix else path.name
 
 
-def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -> np.ndarray:
-    """An LR image as uint8 data [s, s, 3], s dividing `im_size`.
+def read_lr(path, background=(255, 255, 255)) -> np.ndarray:
+    """An input image as uint8 data [h, w, 3], read as training reads images (`data.read_image`): RGB, with
+    every form of transparency composited over `background`.
 
-    Read as training reads images (`data.read_image`): RGB, with every
-    form of transparency composited over `background`. A non-square image or a size that does not
-    divide the generator's is an error, unless `fit` is 'crop' (centre crop to
-    the largest size that fits) or 'pad' (pad with edge pixels to the smallest
-    size that fits).
+    Raises:
+      UnreadableImage: not an image file PIL can read, or too large to decode (a decompression bomb).
+    """
+    try:
+        img = data.read_image(path, background)  # the one reader: training skips the same files for the same reasons
+    except data.UnreadableImageError as e:
+        raise UnreadableImage(f"--input {path}: not a readable image ({e.reason})") from None
+    return np.asarray(img, np.uint8)
+
+
+def fit_lr(arr: np.ndarray, im_size: int, fit: str = "none", path="image") -> np.ndarray:
+    """uint8 [h, w, 3] -> uint8 [s, s, 3] with s dividing `im_size`, as `fit` says.
+
+    'none' takes a square image whose size divides the generator's as it is
+    and refuses any other; 'resize' area-downscales (PIL BOX, as
+    `area_downsample`) a square image to the largest size that divides the
+    generator's and is not larger than it (a 128 px LR for a 64 px generator
+    becomes 64 px: GAN inversion; a 12 px one 8 px); 'crop' takes the centre
+    square of the largest such size; 'pad' pads with edge pixels to the
+    smallest such size.
+
+    Raises:
+      InputError: the wrong size or shape for `fit`, naming `path` and the fits that would take it.
+    """
+    h, w = arr.shape[:2]
+    if h == w and im_size % h == 0:
+        return arr
+    below = max(s for s in _sizes_dividing(im_size) if s <= min(h, w))
+    above = [s for s in _sizes_dividing(im_size) if s >= max(h, w)]
+    if fit == "none":
+        if h != w:
+            raise InputError(f"--input {path} is {w}x{h}, not square; pass --fit crop (its centre) or --fit pad")
+        pad = f", --fit pad pads it to {above[0]}px" if above else f" (larger than the generator's {im_size}px)"
+        raise InputError(
+            f"--input {path} is {h}px, which does not divide the generator's {im_size}px: --fit resize "
+            f"area-downscales it to {below}px, --fit crop takes its centre{pad}"
+        )
+    if fit == "resize":
+        if h != w:
+            raise InputError(f"--input {path} is {w}x{h}, not square: --fit resize keeps the shape; crop or pad it")
+        return np.asarray(Image.fromarray(arr).resize((below, below), Image.BOX))
+    if fit == "crop":
+        top, left = (h - below) // 2, (w - below) // 2
+        return arr[top : top + below, left : left + below]
+    if fit == "pad":
+        if not above:
+            raise InputError(f"--input {path} is {w}x{h}, larger than the generator's {im_size}px; use --fit resize")
+        side = above[0]
+        top, left = (side - h) // 2, (side - w) // 2
+        return np.pad(arr, ((top, side - h - top), (left, side - w - left), (0, 0)), mode="edge")
+    raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+
+
+def load_lr(path, im_size: int, fit: str = "none", background=(255, 255, 255)) -> np.ndarray:
+    """An LR image as uint8 data [s, s, 3], s dividing `im_size`: `read_lr`, then `fit_lr`.
 
     Raises:
       UnreadableImage: not an image file PIL can read, or too large to decode (a decompression bomb).
       InputError: the wrong size or shape for `fit`.
     """
-    path = pathlib.Path(path)
-    try:
-        img = data.read_image(path, background)  # the one reader: training skips the same files for the same reasons
-    except data.UnreadableImageError as e:
-        raise UnreadableImage(f"--input {path}: not a readable image ({e.reason})") from None
-    arr = np.asarray(img, np.uint8)
-    h, w = arr.shape[:2]
-    ok = h == w and im_size % h == 0
-    if ok:
-        return arr
-    if fit == "none":
-        why = f"is {w}x{h}, not square" if h != w else f"is {h}px: {im_size} / {h} is not a whole factor"
-        raise InputError(f"--input {path} {why}; pass --fit crop or --fit pad, or resize it to {im_size} / k pixels")
-    if fit == "crop":
-        side = max(s for s in _sizes_dividing(im_size) if s <= min(h, w))
-        top, left = (h - side) // 2, (w - side) // 2
-        return arr[top : top + side, left : left + side]
-    if fit == "pad":
-        larger = [s for s in _sizes_dividing(im_size) if s >= max(h, w)]
-        if not larger:
-            raise InputError(f"--input {path} is {w}x{h}, larger than the generator's {im_size}px")
-        side = larger[0]
-        top, left = (side - h) // 2, (side - w) // 2
-        return np.pad(arr, ((top, side - h - top), (left, side - w - left), (0, 0)), mode="edge")
-    raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    return fit_lr(read_lr(path, background), im_size, fit, path)
 
 
 def enlarge(lr, size, method) -> np.ndarray:
@@ -104,19 +131,29 @@ def enlarge(lr, size, method) -> np.ndarray:
     return np.asarray(Image.fromarray(images_lib.check_uint8(lr, "lr", ndim=3)).resize((size, size), method))
 
 
-def comparison(lr, candidates, best_down) -> np.ndarray:
-    """One row: LR (nearest), bicubic enlargement, every candidate, the best one downscaled again (nearest).
+def comparison(lr, candidates, best_down, lr_mse, eps: float) -> np.ndarray:
+    """One labelled row: LR (nearest), bicubic enlargement, every candidate with its LR MSE against eps, and
+    the best one downscaled again (nearest), which is what was compared with the LR.
 
     Args:
       lr: uint8 [h, w, 3].
       candidates: [R, H, W, 3] float in [-1, 1].
       best_down: [h, w, 3] float in [-1, 1].
+      lr_mse: [R] each candidate's LR MSE ([0, 1] scale).
+      eps: the success threshold on it.
     """
-    size = candidates.shape[1]
+    size, best = candidates.shape[1], int(np.argmin(lr_mse))
     tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
     tiles += list(images_lib.to_uint8(candidates))
     tiles += [enlarge(images_lib.to_uint8(best_down), size, Image.NEAREST)]
-    return visual.grid(np.stack(tiles), ncols=len(tiles))
+    labels = [[f"LR {lr.shape[0]}px", "nearest"], ["bicubic", f"x{size // lr.shape[0]}"]]
+    for r, m in enumerate(lr_mse):
+        mse = f"{m:.1e}".replace("e-0", "e-")
+        labels.append(
+            [f"r{r} (best)" if r == best else f"r{r}", f"mse {mse}", "within eps" if m <= eps else "above eps"]
+        )
+    labels.append([f"r{best}", "downscaled"])
+    return visual.labelled_row(np.stack(tiles), labels)
 
 
 def write_outputs(out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings) -> dict:
@@ -144,11 +181,12 @@ def write_outputs(out_dir, path, *, lr, images, best, best_down, lr_mse, success
     shutil.rmtree(out_dir / f"{name}_candidates", ignore_errors=True)
     for r, img in enumerate(images):
         visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", images_lib.to_uint8(img))
-    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down))
+    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down, lr_mse, settings["eps"]))
     report = {
         "input": str(path),
         "lr_size": int(lr.shape[0]),
         "sr_size": int(best.shape[0]),
+        "factor": int(best.shape[0]) // int(lr.shape[0]),
         "candidates": [
             {"restart": r, "lr_mse": float(m), "success": bool(s)}
             for r, (m, s) in enumerate(zip(lr_mse, success, strict=True))
