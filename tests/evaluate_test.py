@@ -61,11 +61,10 @@ def test_evaluate_cli(run, capsys):
     assert re.fullmatch(r"fid_4_other-images-[0-9a-f]{8}\.json", written.name), written.name
     assert json.loads(written.read_text())["data"] == str(other)
     assert json.loads((tmp / "run" / "eval" / "fid_4.json").read_text()) == result
-    with pytest.raises(SystemExit, match="no checkpoint here"):
-        evaluate.main(["--workdir", str(tmp / "nothing")])
+    assert "no checkpoint here" in helpers.error_line(capsys, evaluate.main, ["--workdir", str(tmp / "nothing")])
 
 
-def test_evaluate_sr_cli(run):
+def test_evaluate_sr_cli(run, capsys):
     tmp, _ = run
     evaluate_sr.main(
         [
@@ -89,10 +88,10 @@ def test_evaluate_sr_cli(run):
     for name in ("pulse", "bicubic"):
         assert set(report[name]) == {"within_eps", "lr_mse", "psnr", "ssim", "lpips_alex", "fid"}
         assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0
-    with pytest.raises(SystemExit, match="--factor 3 does not divide"):
-        evaluate_sr.main(["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"])
-    with pytest.raises(SystemExit, match=r"^error: --hr \S*nothing: no such folder$"):
-        evaluate_sr.main(["--workdir", str(tmp / "run"), "--hr", str(tmp / "nothing"), "--factor", "4"])
+    args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"]
+    assert "--factor 3 does not divide" in helpers.error_line(capsys, evaluate_sr.main, args)
+    args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "nothing"), "--factor", "4"]
+    assert re.fullmatch(r"error: --hr \S*nothing: no such folder", helpers.error_line(capsys, evaluate_sr.main, args))
 
 
 @pytest.mark.parametrize("factor", ["0", "-2"])

@@ -49,6 +49,19 @@ def subprocess_env(cache_dir, devices=None, *, fast_compile=True):
     return env
 
 
+def error_line(capsys, command, *args) -> str:
+    """Runs `command(*args)`, which must end on the user's mistake: exit code 2 and an `error: ...` line last
+    on stderr. Returns that line."""
+    import pytest
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        command(*args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err and err[-1].startswith("error: "), (e.value.code, err[-3:])
+    return err[-1]
+
+
 def leaves(tree):
     """The leaves of a pytree as numpy arrays."""
     import jax

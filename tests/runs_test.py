@@ -145,7 +145,7 @@ def test_cli_init_from_that_does_not_fit_is_one_line(tmp_path):
         f"--config.cache_dir={tmp_path / 'cache'}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: --config.init_from ")
     assert "does not fit this run's networks" in result.stderr
 

@@ -208,8 +208,9 @@ def test_cli_quick_start_and_bad_input(tmp_path):
 
     cmd[cmd.index(str(run))] = str(tmp_path / "run2")
     res = subprocess.run(cmd + ["--data", str(tmp_path / "missing")], env=env, capture_output=True, text=True)
-    assert res.returncode == 1
+    assert res.returncode == 2  # the user's input, as a bad flag
     assert res.stderr.strip().splitlines()[-1] == f"error: --data {tmp_path / 'missing'}: no such folder"
+    assert not (tmp_path / "run2").exists()  # no empty run folder left behind
 
 
 def test_streaming_from_host_memory(tmp_path):

@@ -14,13 +14,13 @@ import hashlib
 import json
 import pathlib
 import re
-import sys
 import time
 import warnings
 
 import jax
 
 from fastgan_jax import data
+from fastgan_jax.commands import launch
 from fastgan_jax.metrics import inception
 from fastgan_jax.train import runs
 
@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     try:
         result = evaluate(args.workdir, data_source=args.data, n=args.n, step=args.step, seed=args.seed, progress=True)
     except (FileNotFoundError, data.DataError, ValueError) as e:  # ValueError: a damaged checkpoint
-        sys.exit(f"error: {e}")
+        launch.fail(str(e))
     out = pathlib.Path(args.out) if args.out else result_path(args.workdir, result["step"], args.data)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

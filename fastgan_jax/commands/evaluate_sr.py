@@ -14,7 +14,6 @@ against the HR set. Written as JSON (default RUN/eval/sr_x<factor>.json).
 import argparse
 import json
 import pathlib
-import sys
 import time
 
 import jax
@@ -25,6 +24,7 @@ from PIL import Image
 
 from fastgan_jax import data
 from fastgan_jax import images as images_lib
+from fastgan_jax.commands import launch
 from fastgan_jax.metrics import inception, similarity
 from fastgan_jax.metrics.lpips import lpips_distance
 from fastgan_jax.sr import files as sr_files
@@ -180,7 +180,7 @@ def main(argv=None):
             progress=True,
         )
     except (FileNotFoundError, data.DataError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        launch.fail(str(e))
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" / f"sr_x{args.factor}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

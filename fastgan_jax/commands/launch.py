@@ -14,11 +14,19 @@ import os
 import signal
 import sys
 import warnings
+from typing import NoReturn
 
 
 def _exit_now(signum, frame):
     print("interrupted", file=sys.stderr, flush=True)
     os._exit(130)
+
+
+def fail(message: str) -> NoReturn:
+    """Ends a command on the user's own mistake (a flag, an input, a run): one `error: ...` line on stderr and exit
+    code 2, as argparse's usage errors. Failures of the run itself (disk full, non-finite losses) exit 1."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:

@@ -12,7 +12,6 @@ of the batch.
 
 import argparse
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fastgan_jax import images, visual
+from fastgan_jax.commands import launch
 from fastgan_jax.nn.models import generate_batches
 from fastgan_jax.train import runs
 
@@ -68,26 +68,30 @@ def _writable(path: str) -> bool:
     return Image.registered_extensions().get(pathlib.Path(path).suffix.lower()) in Image.SAVE
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad input exits with one line, `error: ...`, as the other commands do."""
 
     def error(self, message):
-        sys.exit(f"error: {message}")
+        launch.fail(message)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line of `fastgan-sample`; bad input exits with a one-line error."""
-    p = _Parser(prog="fastgan-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="fastgan-sample", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", default=None, help="grid (or strip) PNG; default samples.png unless --individual")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (None: the latest)")
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("--out", default=None, help="grid (or strip) PNG (None: samples.png unless --individual)")
     p.add_argument("--individual", default=None, metavar="DIR", help="also write every image as DIR/000000.png, ...")
     p.add_argument("--raw", action="store_true", help="the raw generator instead of its EMA")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents and the noise maps")
     p.add_argument("--latents", default=None, metavar="FILE", help="a .npy of float latents [N, nz] instead of -n")
     p.add_argument("--interpolate", type=int, default=0, metavar="ROWS", help="ROWS slerp strips instead of samples")
-    p.add_argument("--frames", type=int, default=10, help="frames per interpolation strip (default 10)")
+    p.add_argument("--frames", type=int, default=10, help="frames per interpolation strip")
     p.add_argument("--gif", default=None, help="also write the interpolation as an animated GIF")
     args = p.parse_args(argv)
     problems = [
@@ -136,13 +140,13 @@ def main(argv=None) -> None:
         run = runs.load_run(args.workdir, args.step, ema=not args.raw)
         z = _latents(args, run.generator.nz, k_z)
     except (runs.RunNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        launch.fail(str(e))
     # Interpolation strips share their noise maps, so that only the latent moves.
     imgs = generate_batches(run.generator, run.g_variables, z, k_noise, shared_noise=bool(args.interpolate))
     try:
         _write(imgs, args, ncols=args.frames if args.interpolate else None)
     except OSError as e:
-        sys.exit(f"error: cannot write the output: {e}")
+        launch.fail(f"cannot write the output: {e}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from fastgan_jax import configs, data
+from fastgan_jax.commands import launch
 from fastgan_jax.interop import convert, weights
 from fastgan_jax.train import checkpoints, hosts, loop, runs
 from fastgan_jax.train.validate import ConfigError, check_fields, validate
@@ -82,8 +83,7 @@ def usage(config_value: str = "default") -> str:
 
 
 def _usage_error(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    launch.fail(message)
 
 
 def _override_fields(argv: list[str]) -> list[str]:
@@ -117,9 +117,9 @@ def _main(argv):
         weights.WeightsNotFoundError,
         runs.WarmStartError,
         convert.OfficialCheckpointError,
-        loop.DiskFullError,
-        loop.NonFiniteError,
-    ) as e:
+    ) as e:  # the user's input: exit 2, and nothing of a run was written
+        launch.fail(str(e))
+    except (loop.DiskFullError, loop.NonFiniteError) as e:  # the run's own failure, after its last checkpoint
         sys.exit(f"error: {e}")
     except loop.Interrupted as e:
         print(e, file=sys.stderr)

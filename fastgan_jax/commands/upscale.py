@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import tqdm
 
+from fastgan_jax.commands import launch
 from fastgan_jax.interop import convert
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.sr import files as sr_files
@@ -189,7 +190,7 @@ def main(argv=None):
         convert.OfficialCheckpointError,
         checkpoints.DamagedCheckpointError,
     ) as e:
-        sys.exit(f"error: {e}")
+        launch.fail(str(e))
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed")
     settings = {k: getattr(args, k) for k in names}

@@ -245,7 +245,20 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     """
     cfg, workdir = resolve_config(config), pathlib.Path(workdir)
     validate(cfg, num_devices=jax.device_count(), workdir=workdir)
+    created = [p for p in (workdir, workdir / "checkpoints") if not p.exists()]
     mngr, saved = _open_workdir(cfg, workdir)
+    try:
+        return _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss)
+    except Exception:  # bad data, weights or init_from: leave no empty run folder behind
+        mngr.close()
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
+def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Experiment, TrainState]:
+    """`setup` once the workdir is open: the data, the networks, the start state and the jitted step."""
     source = _load_data(cfg)
     G, D = make_models(
         im_size=cfg["im_size"],
