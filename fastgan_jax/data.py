@@ -437,7 +437,8 @@ def _open_tfds(spec: str, data_dir):
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # tfds raises many kinds for a missing or unprepared dataset
-        raise DataError(f"--data {spec}: cannot open the dataset ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0]  # a missing dataset's message lists the whole catalogue
+        raise DataError(f"--data {spec}: cannot open the dataset ({type(e).__name__}: {first[:200]})") from None
 
 
 class TfdsSource:

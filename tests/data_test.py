@@ -201,9 +201,12 @@ def test_embedded_default_set():
     assert (data.DEFAULT_DATA / "LICENSE").exists()
 
 
-def test_tfds_spec_errors():
+def test_tfds_spec_errors(tmp_path):
     with pytest.raises(data.DataError, match="expected tfds:NAME"):
         data.load("tfds:", 32)
+    with pytest.raises(data.DataError) as e:  # TFDS's own message lists its whole catalogue, hundreds of lines
+        data.load("tfds:no_such_name", 32, tfds_data_dir=str(tmp_path))
+    assert "\n" not in str(e.value) and "Dataset no_such_name not found" in str(e.value), str(e.value)[:500]
 
 
 def test_tfds_source(tmp_path, monkeypatch):

@@ -76,6 +76,13 @@ def test_a_failing_worker_ends_the_iteration_with_its_error(tmp_path):
     assert time.monotonic() - start < 120  # the error itself, within seconds; never a hang
 
 
+def test_fewer_images_than_the_batch_is_a_warning(tmp_path):
+    cfg = helpers.tiny_config(tmp_path / "cache", data=str(_folder(tmp_path, n=2, size=64)))
+    with pytest.warns(UserWarning, match=r"2 image\(s\), fewer than --config.batch_size=4: every batch repeats"):
+        exp, _ = loop.setup(cfg, tmp_path / "w")
+    exp.mngr.close()
+
+
 def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done(tmp_path):
     exp, state = loop.setup(helpers.tiny_config(tmp_path / "cache", data_on_device="no", num_steps=10), tmp_path / "w")
     streamed = exp.batches

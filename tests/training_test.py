@@ -5,6 +5,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import types
 
 import helpers
 import jax
@@ -121,8 +122,12 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
         assert gif.n_frames == 4  # 3 frames forth, 1 back
 
     listing = sorted(str(p) for p in a.rglob("*"))
-    with pytest.raises(checkpoints.ConfigMismatchError, match="ngf: 8 -> 16"):
-        loop.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16), a)
+    with pytest.raises(checkpoints.ConfigMismatchError, match="ngf: 8 -> 16") as e:
+        loop.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16, ndf=16, nz=32, batch_size=8), a)
+    message = str(e.value)  # every differing field, and how the run was made
+    assert all(f in message for f in ("ndf: 8 -> 16", "nz: 16 -> 32", "batch_size: 4 -> 8")), message
+    assert "the run was made with --config cpu_quick " in message and " --config.ngf=8 " in message, message
+    assert "--config.num_steps" not in message and "\n" not in message  # schedule fields may change
     assert sorted(str(p) for p in a.rglob("*")) == listing  # nothing written
 
 
@@ -174,8 +179,20 @@ def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path
     with pytest.raises(loop.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
         loop.train_and_evaluate(cfg, tmp_path / "n", d_extra_loss=nan_from(2, only_at_full_lr=False))
     assert "the last finite checkpoint is step 2" in str(e.value) and "\n" not in str(e.value)
+    assert "precision" not in str(e.value)  # a float32 run is not told to use float32
     for step in (1, 2):
         assert bool(all_finite(runs.load_run(tmp_path / "n", step).state))
+
+
+def test_nan_stop_line_without_a_checkpoint_and_at_float16():
+    exp = types.SimpleNamespace(
+        mngr=types.SimpleNamespace(latest_step=lambda: None), workdir="w", cfg={"precision": "float16"}
+    )
+    state = types.SimpleNamespace(step=3, lr_scale=0.125)
+    with pytest.raises(loop.NonFiniteError) as e:
+        loop.roll_back(exp, state, loop.MAX_ROLLBACKS)
+    assert "no checkpoint was written; start again with a lower --config.lr" in str(e.value)
+    assert str(e.value).endswith("or --config.precision=float32")
 
 
 def test_cli_quick_start_and_bad_input(tmp_path):

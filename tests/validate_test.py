@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import helpers
 import pytest
 
 from fastgan_jax.commands import evaluate
@@ -155,6 +156,11 @@ def test_workdir(tmp_path):
     with pytest.raises(ConfigError, match=r"^--workdir .*/file/a/b: cannot be created, .*/file is a file$"):
         validate(cfg, num_devices=1, workdir=str(tmp_path / "file" / "a" / "b"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]  # nothing written
+
+
+def test_cli_missing_workdir_is_one_line(capsys):
+    line = helpers.error_line(capsys, train_cli.main, ["fastgan-train", "--config", "cpu_quick"])
+    assert line == f"error: {train_cli.MISSING_WORKDIR}" and "(e.g. --workdir runs/mine)" in line
 
 
 def test_cli_unknown_field_is_one_line(capsys):

@@ -9,6 +9,7 @@ by name (cpu_quick, default, few_shot_1024) or a path to a config file;
 every field below can be overridden with --config.FIELD=VALUE.
 """
 
+import re
 import sys
 
 import jax
@@ -23,13 +24,14 @@ from fastgan_jax.train.validate import ConfigError, check_fields, validate
 
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
 CONFIG_FLAGS = ("--config", "-config")
+MISSING_WORKDIR = "--workdir is required: the run's folder for checkpoints, samples and logs (e.g. --workdir runs/mine)"
 
 # No default file here: main() adds --config default when it is not given, so that importing this
 # module loads no config (ml_collections loads a default with a deprecated importlib call).
 config_flags.DEFINE_config_file("config", None, "Training config: a bundled name or a config file.")
 flags.FLAGS["config"].default_as_str = "'default'"  # what main() adds, shown by --help
 flags.DEFINE_string("data", None, "Image folder (searched recursively) or tfds:NAME[:SPLIT]; overrides config.data.")
-flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBoard events.", required=True)
+flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBoard events (required).")
 flags.DEFINE_string("coordinator_address", None, "Several processes (hosts): process 0's HOST:PORT.")
 flags.DEFINE_integer("num_processes", None, "Several processes: how many take part.", lower_bound=1)
 flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 .. num_processes - 1.", lower_bound=0)
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     if any(arg in HELP_ARGS for arg in argv[1:]):
         print(usage(config_value))
         return
+    if not any(re.match(r"--?workdir(=|$)", arg) for arg in argv[1:]):  # before absl loads the config file
+        _usage_error(MISSING_WORKDIR)
     try:
         check_fields(_override_fields(argv))  # ml_collections would raise a bare AttributeError
     except ConfigError as e:
@@ -152,6 +156,8 @@ def _parse_and_run(argv):
         remaining = flags.FLAGS(argv)
     except flags.Error as e:
         _usage_error(f"{e} (--help lists every flag and config field)")
+    if not flags.FLAGS.workdir:
+        _usage_error(MISSING_WORKDIR)
     try:
         app.run(_main, argv=argv, flags_parser=lambda _: remaining)
     except KeyboardInterrupt:  # Ctrl-C that the training loop does not handle itself (e.g. while starting up)

@@ -7,6 +7,7 @@ fields. The top-level `configs/*.py` of a checkout re-export these, so that
 """
 
 import importlib.util
+import json
 import pathlib
 import re
 
@@ -26,6 +27,25 @@ def field_docs() -> dict[str, str]:
     """{field: one-line documentation} from the trailing comments of default.py's assignments."""
     lines = (DIR / "default.py").read_text().splitlines()
     return {m[1]: m[2].strip() for m in map(_FIELD_LINE.match, lines) if m}
+
+
+def closest(config: dict) -> tuple[str, dict]:
+    """The bundled config that `config` differs least from, and the fields where it differs from it.
+
+    Args:
+      config: a config as a dict (e.g. a saved run's).
+
+    Returns:
+      (name, {field: config's value}): `--config NAME` plus `--config.FIELD=VALUE` for each field rebuild it.
+    """
+    config = json.loads(json.dumps(config))
+    best = None
+    for name in names():
+        bundled = json.loads(json.dumps(load(name).to_dict()))
+        diff = {k: v for k, v in config.items() if bundled.get(k) != v}
+        if best is None or len(diff) < len(best[1]):
+            best = (name, diff)
+    return best
 
 
 def resolve(value: str) -> pathlib.Path:

@@ -32,6 +32,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from fastgan_jax import configs
+
 # Config fields that may change when a run is resumed (schedule, logging, the
 # learning rate, and `init_from`, which only matters for a new run); every
 # other field defines the run, and a mismatch is an error.
@@ -95,11 +97,21 @@ def check_compatible(saved: dict, current: dict, workdir) -> None:
     keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
     diffs = [k for k in keys if saved.get(k) != current.get(k)]
     if diffs:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs[:3])
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
+        name, overrides = configs.closest({k: v for k, v in saved.items() if k not in RESUMABLE_FIELDS})
+        flags = " ".join(_flag(k, v) for k, v in sorted(overrides.items()))
         raise ConfigMismatchError(
-            f"--workdir {workdir} holds a run with another config ({shown}); "
-            "use a new --workdir, or the same config to resume (nothing was overwritten)"
+            f"--workdir {workdir} holds a run with another config (the run's -> this command's: {shown}); "
+            f"the run was made with --config {name}{' ' + flags if flags else ''}: resume with that, or use a new "
+            "--workdir (nothing was overwritten)"
         )
+
+
+def _flag(field: str, value) -> str:
+    if field == "data":
+        return f"--data {value}"
+    text = value if isinstance(value, str) else json.dumps(value).replace("[", "(").replace("]", ")")
+    return f"--config.{field}={text}"
 
 
 def saved_config(mngr: ocp.CheckpointManager):

@@ -18,6 +18,7 @@ import pathlib
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -260,6 +261,12 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
 def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Experiment, TrainState]:
     """`setup` once the workdir is open: the data, the networks, the start state and the jitted step."""
     source = _load_data(cfg)
+    if len(source) < cfg["batch_size"]:
+        warnings.warn(
+            f"{len(source)} image(s), fewer than --config.batch_size={cfg['batch_size']}: every batch repeats "
+            "images (a smaller batch, or more images, gives a cleaner gradient)",
+            stacklevel=3,
+        )
     G, D = make_models(
         im_size=cfg["im_size"],
         ngf=cfg["ngf"],
@@ -471,11 +478,14 @@ def roll_back(exp: Experiment, state: TrainState, rollbacks: int) -> TrainState:
     """
     last = exp.mngr.latest_step()
     if rollbacks >= MAX_ROLLBACKS:
-        where = f"step {last} in {exp.workdir / 'checkpoints'}" if last is not None else "none was written"
+        if last is not None:
+            kept = f"the last finite checkpoint is step {last} in {exp.workdir / 'checkpoints'}; resume it"
+        else:
+            kept = "no checkpoint was written; start again"
+        lower = " or --config.precision=float32" if exp.cfg["precision"] != "float32" else ""
         raise NonFiniteError(
             f"losses stayed non-finite at step {int(state.step)} after {rollbacks} rollbacks, down to lr scale "
-            f"{float(state.lr_scale):g}; the last finite checkpoint is {where}. Resume with a lower "
-            "--config.lr (a resumed run accepts a new lr) or precision=float32"
+            f"{float(state.lr_scale):g}; {kept} with a lower --config.lr (a resumed run accepts a new lr){lower}"
         )
     restored = initial_state(exp.cfg, exp.G, exp.D, exp.tx, exp.keys["init"], exp.mngr, last is not None)
     restored = restored.replace(lr_scale=state.lr_scale * 0.5, nonfinite=jnp.zeros((), jnp.int32))
