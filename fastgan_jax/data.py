@@ -56,6 +56,26 @@ def find_images(folder) -> list[pathlib.Path]:
     return _walk(folder)[0]
 
 
+def fingerprint(folder, *, contents: bool = True) -> str:
+    """SHA-256 of the image files under `folder` (as `find_images` finds them): each one's path relative to
+    `folder` and its bytes, or with `contents=False` its size only (for sets too large to read at a start).
+    The same images in another folder give the same fingerprint.
+
+    Raises:
+      DataError: as `find_images`.
+    """
+    folder = pathlib.Path(folder)
+    h = hashlib.sha256(b"contents" if contents else b"sizes")
+    for path in find_images(folder):
+        h.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+        if contents:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+        h.update(f"\0{os.path.getsize(path)}\n".encode())
+    return h.hexdigest()
+
+
 def _may_be_images(name: str) -> bool:
     suffix = os.path.splitext(name)[1].lower()
     return suffix in EXTENSIONS or not suffix  # no suffix: a link to a folder, most likely

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -83,6 +84,26 @@ def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
         runs.warm_start(other, pth)
     with pytest.raises(runs.WarmStartError, match="no such run folder or checkpoint file"):
         runs.warm_start(other, tmp_path / "missing.pth")
+
+
+def test_resume_follows_a_moved_image_folder_by_its_images(tmp_path, capsys):
+    images, work = tmp_path / "images", tmp_path / "w"
+    shutil.copytree(fj.data.DEFAULT_DATA, images)  # the smileys: the suite's tiny program
+    loop.train_and_evaluate(tiny_config(tmp_path, data=str(images)), work)
+    moved = tmp_path / "elsewhere" / "images"
+    moved.parent.mkdir()
+    images.rename(moved)
+    exp, resumed = loop.setup(tiny_config(tmp_path, data=str(moved), num_steps=3), work)
+    exp.mngr.close()
+    assert int(resumed.step) == 2
+    assert f"the run's images moved from {images} to {moved} (the same files): resuming" in capsys.readouterr().out
+    first = sorted(moved.glob("*.png"))[0]
+    first.write_bytes(sorted(moved.glob("*.png"))[1].read_bytes())  # other images: another run's data
+    listing = sorted(str(p) for p in work.rglob("*"))
+    with pytest.raises(checkpoints.ConfigMismatchError, match=f"data: '{images}' -> '{moved}'") as e:
+        loop.setup(tiny_config(tmp_path, data=str(moved), num_steps=3), work)
+    assert "\n" not in str(e.value)
+    assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
 
 
 def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir, tmp_path, capsys):

@@ -61,6 +61,11 @@ RESUMABLE_FIELDS = frozenset(
 MANIFEST = "manifest.json"
 
 
+# Saved with a run's config, not a config field: `data.fingerprint` of its image folder, so that a resumed run
+# whose folder moved is recognised by its images. It may change where the folder did not move (images added).
+DATA_FINGERPRINT = "data_fingerprint"
+
+
 class ConfigMismatchError(ValueError):
     """A workdir's checkpoints come from a different config."""
 
@@ -94,11 +99,12 @@ def normalize(config: dict) -> dict:
 def check_compatible(saved: dict, current: dict, workdir) -> None:
     """Raises ConfigMismatchError when the run-defining fields differ."""
     saved, current = normalize(saved), normalize(current)
-    keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
+    keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS - {DATA_FINGERPRINT})
     diffs = [k for k in keys if saved.get(k) != current.get(k)]
     if diffs:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
-        name, overrides = configs.closest({k: v for k, v in saved.items() if k not in RESUMABLE_FIELDS})
+        recipe = {k: v for k, v in saved.items() if k not in RESUMABLE_FIELDS and k != DATA_FINGERPRINT}
+        name, overrides = configs.closest(recipe)
         flags = " ".join(_flag(k, v) for k, v in sorted(overrides.items()))
         raise ConfigMismatchError(
             f"--workdir {workdir} holds a run with another config (the run's -> this command's: {shown}); "

@@ -144,10 +144,35 @@ def _open_workdir(cfg, workdir):
     saved = checkpoints.saved_config(mngr)
     if saved is not None:
         # A field added after the run was saved has its default value in that run.
-        checkpoints.check_compatible(resolve_config({**default_config.get_config().to_dict(), **saved}), cfg, workdir)
+        saved = resolve_config({**default_config.get_config().to_dict(), **saved})
+        if saved["data"] != cfg["data"] and _same_images(saved, cfg):
+            hosts.say(f"the run's images moved from {saved['data']} to {cfg['data']} (the same files): resuming")
+            saved["data"] = cfg["data"]
+        checkpoints.check_compatible(saved, cfg, workdir)
         if saved.get("lr") != cfg["lr"]:
             hosts.say(f"resuming with lr {cfg['lr']} (was {saved.get('lr')}); the optimizer state is kept")
+    cfg[checkpoints.DATA_FINGERPRINT] = _data_fingerprint(cfg, saved)
     return mngr, saved
+
+
+def _data_fingerprint(cfg, saved) -> str | None:
+    """The run's image folder's `data.fingerprint` (kept from the saved run when its folder is the same)."""
+    if str(cfg["data"]).startswith("tfds:"):
+        return None  # a TFDS name is the data's identity
+    if saved is not None and saved["data"] == cfg["data"] and saved.get(checkpoints.DATA_FINGERPRINT):
+        return saved[checkpoints.DATA_FINGERPRINT]
+    try:
+        return data.fingerprint(cfg["data"], contents=cfg["stream_from"] != "files")
+    except data.DataError:
+        return None  # loading the data says what is wrong, in its own words
+
+
+def _same_images(saved, cfg) -> bool:
+    """Whether `cfg`'s image folder holds the images that the saved run's (now elsewhere) held."""
+    recorded = saved.get(checkpoints.DATA_FINGERPRINT)
+    if not recorded or str(cfg["data"]).startswith("tfds:") or not pathlib.Path(cfg["data"]).is_dir():
+        return False
+    return _data_fingerprint(cfg, None) == recorded
 
 
 def _load_data(cfg):
