@@ -85,6 +85,7 @@ def test_evaluate_sr_cli(run, capsys):
         ]
     )
     report = json.loads((tmp / "sr.json").read_text())
+    assert "PULSE search: 100%" in capsys.readouterr().err  # progress while it searches
     for name in ("pulse", "bicubic"):
         assert set(report[name]) == {"within_eps", "lr_mse", "psnr", "ssim", "lpips_alex", "fid"}
         assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0

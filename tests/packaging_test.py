@@ -8,8 +8,10 @@ The project's dependencies are already installed; building needs setuptools
 from the package index, as any `pip install` of the project does.
 """
 
+import importlib
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +78,24 @@ def run(target: pathlib.Path, cwd: pathlib.Path, *args) -> subprocess.CompletedP
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
     )
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_build_outputs_are_ignored_by_git():
+    # `pip wheel .` in a checkout leaves build/ (and *.egg-info): never a file to commit by mistake.
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {"build/", "*.egg-info/", ".venv/"} <= set(ignored)
+
+
+def test_commands_print_warnings_as_one_line():
+    command = (
+        "import sys, types, warnings\n"
+        "from fastgan_jax.commands import launch\n"
+        "sys.modules['fastgan_jax.commands.fake'] = types.SimpleNamespace(\n"
+        "    main=lambda: warnings.warn('3 image(s) smaller than 64px were upscaled'))\n"
+        "launch._run('fake')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, check=True)
+    assert res.stderr == "warning: 3 image(s) smaller than 64px were upscaled\n"
 
 
 def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel):
@@ -155,3 +175,19 @@ def test_config_argument_forms():
     )
     path = str(ROOT / "configs" / "cpu_quick.py")
     assert resolve(["t", f"--config={path}"]) == (["t", f"--config={path}"], path)
+
+
+@pytest.mark.parametrize("module", ["sample", "upscale", "evaluate", "evaluate_sr"])
+def test_every_option_of_every_command_shows_its_default(module, capsys):
+    command = importlib.import_module(f"fastgan_jax.commands.{module}")
+    with pytest.raises(SystemExit) as e:
+        command.main(["--help"])
+    assert e.value.code == 0
+    options = capsys.readouterr().out.split("options:")[1]
+    blocks = re.split(r"\n  (?=-)", options)[1:]  # one block per option, its help text wrapped below it
+    assert len(blocks) >= 5, options
+    for block in blocks:
+        text = " ".join(block.split())
+        if text.startswith(("-h,", "--help")) or "required" in text:
+            continue
+        assert "(default: " in text, text

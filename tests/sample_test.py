@@ -31,7 +31,7 @@ def read_folder(folder) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f)) for f in sorted(pathlib.Path(folder).glob("*.png"))])
 
 
-def test_individual_grid_seed_and_raw(run, tmp_path):
+def test_individual_grid_seed_and_raw(run, tmp_path, capsys):
     sample.main(
         [
             "--workdir",
@@ -44,6 +44,7 @@ def test_individual_grid_seed_and_raw(run, tmp_path):
         ]
     )
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [f"{i:06d}.png" for i in range(N)]
+    assert "sampling: 100%" in capsys.readouterr().err  # a progress bar while it generates
     ema = read_folder(tmp_path / "a")
     assert ema.shape == (N, 64, 64, 3)
     with Image.open(tmp_path / "grid.png") as grid:  # 2 x 2 tiles of 64 px with 2 px padding

@@ -16,6 +16,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 from PIL import Image
 
 from fastgan_jax import images, visual
@@ -142,7 +143,10 @@ def main(argv=None) -> None:
     except (runs.RunNotFoundError, ValueError) as e:
         launch.fail(str(e))
     # Interpolation strips share their noise maps, so that only the latent moves.
-    imgs = generate_batches(run.generator, run.g_variables, z, k_noise, shared_noise=bool(args.interpolate))
+    with tqdm.tqdm(total=len(z), desc="sampling", unit="img") as bar:
+        imgs = generate_batches(
+            run.generator, run.g_variables, z, k_noise, shared_noise=bool(args.interpolate), progress=bar.update
+        )
     try:
         _write(imgs, args, ncols=args.frames if args.interpolate else None)
     except OSError as e:

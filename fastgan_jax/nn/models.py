@@ -316,12 +316,15 @@ def generate(G: Generator, variables, z: jax.Array, key: jax.Array | None = None
     return _generate(G, variables, z, key, noise)
 
 
-def generate_batches(G: Generator, variables, z, key, *, batch: int = 32, shared_noise: bool = False) -> np.ndarray:
+def generate_batches(
+    G: Generator, variables, z, key, *, batch: int = 32, shared_noise: bool = False, progress=None
+) -> np.ndarray:
     """`generate` over many latents z [N, nz] in batches, as float32 numpy [N, S, S, 3] in [-1, 1].
 
     Batch i draws its noise from fold_in(key, i). With `shared_noise` every
     image gets the same noise maps, so that images differ only through their
-    latents (for interpolations).
+    latents (for interpolations). `progress`, if given, is called with the
+    number of images of each finished batch (e.g. a tqdm bar's `update`).
     """
     maps = None
     if shared_noise:
@@ -329,6 +332,8 @@ def generate_batches(G: Generator, variables, z, key, *, batch: int = 32, shared
     out = []
     for i in range(0, len(z), batch):
         out.append(np.asarray(generate(G, variables, z[i : i + batch], jax.random.fold_in(key, i), maps), np.float32))
+        if progress is not None:
+            progress(len(out[-1]))
     return np.concatenate(out)
 
 
