@@ -23,6 +23,16 @@ convolution algorithms differ on a GPU), a guide for comparing settings
 rather than a GPU's exact peak; in particular XLA's CPU
 computes bfloat16 and float16 convolutions in float32, converting around
 each one, so the CPU shows only part of what 16-bit precisions save.
+
+`--target NAME|FILE ...` compiles every setting also for GPUs that need not
+be here (JAX's CUDA plugin and ptxas: `pip install -e '.[gpu-aot]'`; JAX
+runs on the CPU) and prints XLA:GPU's memory analysis beside the CPU's (JSON:
+"gpu"). Bundled targets are card classes in `benchmarks/gpu_targets/`, each
+written from the card's published figures; the target's memory size is part
+of the program (XLA:GPU rematerialises when a program would not fit). The
+figure leaves out cuDNN's workspace (no algorithm is picked without a
+device) and the CUDA context. XLA:GPU reports no FLOPs for these programs;
+the GFLOP figure is the CPU compile's.
 """
 
 import argparse
@@ -33,10 +43,14 @@ import sys
 import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+if any(arg == "--target" or arg.startswith("--target=") for arg in sys.argv[1:]):
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compiling for a GPU that is not here: the CPU hosts JAX
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
 
 from fastgan_jax.interop import weights
 from fastgan_jax.nn import models
@@ -63,6 +77,71 @@ PEAK_FLOPS = {
 # FLOP figures show what remat does there.
 CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 _TIMED = []  # settings timed so far in this process
+TARGETS = pathlib.Path(__file__).resolve().parent / "gpu_targets"  # card classes: XLA GpuTargetConfig texts
+
+
+def target_names() -> list[str]:
+    """The bundled GPU targets, e.g. ['a100_40gb', 'gtx1050ti', 'rtx2070super', 'rtx3060', 'rtx4090']."""
+    return sorted(p.stem for p in TARGETS.glob("*.txtpb"))
+
+
+def target_devices(target: str) -> list:
+    """Compile-only devices of a GPU that need not be here: a bundled target's name or a GpuTargetConfig file.
+
+    Needs JAX's CUDA plugin (`pip install -e '.[gpu-aot]'`), not a GPU. Raises SystemExit with one line when
+    the target is unknown or cannot be made.
+    """
+    path = TARGETS / f"{target}.txtpb" if target in target_names() else pathlib.Path(target)
+    if not path.is_file():
+        raise SystemExit(f"error: --target {target}: no such file, nor a bundled target ({', '.join(target_names())})")
+    try:
+        from jax.experimental import topologies
+
+        spec = path.read_text()
+        return topologies.get_topology_desc(platform="cuda", target_config=spec, topology="1x1x1").devices
+    except Exception as e:  # no CUDA plugin, or a spec this jaxlib does not parse
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise SystemExit(
+            f"error: --target {target}: no XLA:GPU target ({first}); pip install -e '.[gpu-aot]'"
+        ) from None
+
+
+def target_memory(G, D, tx, recon, batch, recon_params, devices) -> dict:
+    """XLA:GPU's memory analysis of the step compiled for `devices` (compile-only: nothing runs or allocates).
+
+    The persistent compilation cache is off for this compile: it would write the executable and warn that it
+    cannot read it back.
+    """
+    step = _step(G, D, tx, recon, batch, Mesh(np.asarray(devices), ("data",)))
+    state, data, key = _abstract_inputs(G, D, tx, G.im_size)
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), recon_params)
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        t0 = time.perf_counter()
+        compiled = step.lower(state, data, key, params).compile()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
+    return {
+        "device": devices[0].device_kind,
+        "compile_s": round(time.perf_counter() - t0, 2),
+        "memory_bytes": memory(compiled),
+    }
+
+
+def _step(G, D, tx, recon, batch, mesh):
+    return make_train_step(
+        G, D, tx_g=tx, tx_d=tx, policy="color,translation", recon=recon, ema_decay=0.999, mesh=mesh, batch_size=batch
+    )
+
+
+def _abstract_inputs(G, D, tx, im_size):
+    """Shapes of the step's state, its 64 resident images and its key."""
+    return (
+        jax.eval_shape(lambda: create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)),
+        jax.ShapeDtypeStruct((64, im_size, im_size, 3), jnp.uint8),
+        jax.eval_shape(lambda: jax.random.key(2)),
+    )
 
 
 def _recon_params(recon):
@@ -98,22 +177,27 @@ def gflop(compiled) -> float:
 
 
 def bench(
-    im_size, batch, precision, *, ngf, ndf, nz, dec_width, steps, warmup, recon, remat="none", compile_only=False
+    im_size,
+    batch,
+    precision,
+    *,
+    ngf,
+    ndf,
+    nz,
+    dec_width,
+    steps,
+    warmup,
+    recon,
+    remat="none",
+    compile_only=False,
+    targets=(),
 ):
+    """One setting's figures (see the module docstring); with `targets` ({name: devices}), XLA:GPU's memory
+    analysis for each under "gpu" ({name: {device, compile_s, memory_bytes}}), and no timing."""
     G, D = make_models(im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision, remat=remat)
     tx = make_optimizer()
     mesh = make_mesh()
-    step = make_train_step(
-        G,
-        D,
-        tx_g=tx,
-        tx_d=tx,
-        policy="color,translation",
-        recon=recon,
-        ema_decay=0.999,
-        mesh=mesh,
-        batch_size=batch,
-    )
+    step = _step(G, D, tx, recon, batch, mesh)
 
     def fresh_state():
         return create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
@@ -122,12 +206,12 @@ def bench(
         return jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
 
     recon_params = _recon_params(recon)
-    abstract = (jax.eval_shape(fresh_state), jax.eval_shape(fresh_data), jax.eval_shape(lambda: jax.random.key(2)))
+    abstract = _abstract_inputs(G, D, tx, im_size)
     dev = jax.local_devices()[0]
     cpu = dev.platform == "cpu"
     # Code that never runs, or runs once, needs no optimising on the CPU (its LLVM passes take most of the
     # compile time); the memory and FLOP figures come from XLA's HLO passes.
-    options = CPU_COMPILER_OPTIONS | (models.CPU_NO_CODEGEN_OPT if compile_only else {}) if cpu else None
+    options = CPU_COMPILER_OPTIONS | (models.CPU_NO_CODEGEN_OPT if compile_only or targets else {}) if cpu else None
 
     t0 = time.perf_counter()
     compiled = step.lower(*abstract, recon_params).compile(compiler_options=options)
@@ -145,7 +229,9 @@ def bench(
         "memory_bytes": memory(compiled),
         "gflop_per_step": flops / 1e9,
     }
-    if compile_only:
+    if targets:
+        r["gpu"] = {name: target_memory(G, D, tx, recon, batch, recon_params, devs) for name, devs in targets.items()}
+    if compile_only or targets:
         return r
 
     train_state = fresh_state()  # its init program is models' own (shared with training's, fast to compile)
@@ -208,8 +294,16 @@ def main():
     p.add_argument("--steps", type=_at_least(1), default=40, help="timed steps")
     p.add_argument("--warmup", type=_at_least(0), default=10, help="steps before the clock starts")
     p.add_argument("--compile-only", action="store_true", help="memory and FLOPs of the compiled step, no timing")
+    p.add_argument(
+        "--target",
+        nargs="+",
+        default=[],
+        help=f"also compile for these GPUs, which need not be here (bundled: {', '.join(target_names())}; or a "
+        "GpuTargetConfig file), and print XLA:GPU's memory analysis; implies --compile-only",
+    )
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
     args = p.parse_args()
+    targets = {name: target_devices(name) for name in args.target}
     for im_size in args.im_size:
         for precision in args.precision:
             for remat in args.remat:
@@ -226,14 +320,18 @@ def main():
                     recon=args.recon,
                     remat=remat,
                     compile_only=args.compile_only,
+                    targets=targets,
                 )
                 head = (
                     f"{r['device']} x{r['devices']} | {im_size}px batch {args.batch} {precision} remat={remat} "
                     f"recon={args.recon} | compile {r['compile_s']:.1f} s | {memory_line(r['memory_bytes'])} | "
                     f"{r['gflop_per_step']:.1f} GFLOP/step"
                 )
-                if args.compile_only:
+                if args.compile_only or targets:
                     print(head, flush=True)
+                    for name, g in r.get("gpu", {}).items():
+                        line = memory_line(g["memory_bytes"])
+                        print(f"  XLA:GPU {g['device']} ({name}) | compile {g['compile_s']:.1f} s | {line}", flush=True)
                 else:
                     mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a"
                     frac = f"{100 * r['peak_fraction']:.1f}% of peak" if r["peak_fraction"] else "peak unknown"
