@@ -41,23 +41,27 @@ def run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
-def test_readers_fall_back_to_the_newest_readable_checkpoint(run, damage, tmp_path, capsys):
+def test_load_run_falls_back_to_the_newest_readable_checkpoint(run, damage, tmp_path):
     work = tmp_path / "run"
     shutil.copytree(run[0], work)
     damage(work / "checkpoints" / "4")
     with pytest.warns(UserWarning, match=r"checkpoint 4 is damaged \(.+\); using an older one"):
         assert fj.load_run(work).step == 2
-    with pytest.raises(
-        checkpoints.DamagedCheckpointError, match=r"checkpoint 4 is damaged .*; readable checkpoints: \[2\]"
-    ):
+    damaged = r"checkpoint 4 is damaged .*; readable checkpoints: \[2\]"
+    with pytest.raises(checkpoints.DamagedCheckpointError, match=damaged):
         fj.load_run(work, 4)
+
+
+def test_sample_and_upscale_use_the_newest_readable_checkpoint(run, tmp_path, capsys):
+    work = tmp_path / "run"
+    shutil.copytree(run[0], work)
+    truncate_largest(work / "checkpoints" / "4")
     with pytest.warns(UserWarning, match="checkpoint 4 is damaged"):
         sample.main(["--workdir", str(work), "-n", "2", "--out", str(tmp_path / "grid.png")])
     assert (tmp_path / "grid.png").exists()
     args = ["--workdir", str(work), "--step", "4", "-n", "2", "--out", str(tmp_path / "g4.png")]
-    assert re.fullmatch(
-        r"error: .*checkpoint 4 is damaged .*readable checkpoints: \[2\]", helpers.error_line(capsys, sample.main, args)
-    )
+    line = helpers.error_line(capsys, sample.main, args)
+    assert re.fullmatch(r"error: .*checkpoint 4 is damaged .*readable checkpoints: \[2\]", line), line
     args = upscale_cli.build_parser().parse_args(["--workdir", str(work), "--input", "x", "--out", str(tmp_path)])
     with pytest.warns(UserWarning, match="checkpoint 4 is damaged"):
         G, _ = upscale_cli.load_generator(args)
