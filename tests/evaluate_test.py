@@ -1,6 +1,5 @@
 import json
 import re
-import shutil
 
 import helpers
 import numpy as np
@@ -53,14 +52,10 @@ def test_evaluate_cli(run, capsys):
     out = capsys.readouterr()
     assert "FID" in out.out and "generated images: 100%" in out.err  # a progress bar while it works
     # Against other data: a file of its own, named by what it compared, never over the run's own evaluation.
-    other = tmp / "other images"
-    shutil.copytree(tmp / "data", other)
-    with pytest.warns(UserWarning, match="mostly noise"):
-        evaluate.main(["--workdir", str(tmp / "run"), "--n", "8", "--data", str(other)])
-    (written,) = set((tmp / "run" / "eval").glob("fid_4_*.json"))
-    assert re.fullmatch(r"fid_4_other-images-[0-9a-f]{8}\.json", written.name), written.name
-    assert json.loads(written.read_text())["data"] == str(other)
-    assert json.loads((tmp / "run" / "eval" / "fid_4.json").read_text()) == result
+    other = evaluate.result_path(tmp / "run", 4, tmp / "other images")
+    assert re.fullmatch(r"fid_4_other-images-[0-9a-f]{8}\.json", other.name), other.name
+    assert other != evaluate.result_path(tmp / "run", 4, tmp / "elsewhere" / "other images")  # same name, other path
+    assert evaluate.result_path(tmp / "run", 4) == tmp / "run" / "eval" / "fid_4.json"
     assert "no checkpoint here" in helpers.error_line(capsys, evaluate.main, ["--workdir", str(tmp / "nothing")])
 
 
