@@ -131,10 +131,7 @@ def test_old_names_work_in_from_imports_and_python_m(monkeypatch, capsys):
     assert e.value.code == 0 and "--export DIR" in capsys.readouterr().out
 
 
-def test_tests_read_nothing_outside_the_project_but_data_we_may_not_ship():
-    # A clone without ../shared must pass: fixtures live in tests/data; only pokemon-256 (which may not be
-    # shipped) is read from ../shared, by a test that skips, saying why, without it.
+def test_tests_read_nothing_outside_the_project():
+    # A clone without ../shared must pass, with nothing skipped: fixtures live in tests/data.
     readers = {p.name for p in (ROOT / "tests").glob("*.py") if re.search(r"[\"']shared[\"']", p.read_text())}
-    assert readers == {"metrics_test.py"}, readers
-    text = (ROOT / "tests" / "metrics_test.py").read_text()
-    assert 'reason="needs ../shared/data/pokemon-256"' in text
+    assert readers == set(), readers
