@@ -161,5 +161,6 @@ __all__ = [
     "train",
     "train_and_evaluate",
     "training",
+    "upscale",
     "visual",
 ]

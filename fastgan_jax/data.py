@@ -133,8 +133,8 @@ class UnreadableImageError(DataError):
         self.path, self.reason = pathlib.Path(path), reason
 
 
-# What PIL raises for files it cannot decode: not an image, truncated, corrupt, too many pixels.
-_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# What PIL raises for files it cannot decode: not an image, truncated, corrupt (too many pixels: see _reading).
+_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 
 
 def read_image(path, background=(255, 255, 255)) -> Image.Image:

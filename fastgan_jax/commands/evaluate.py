@@ -80,7 +80,7 @@ def result_path(workdir, step: int, data_source=None) -> pathlib.Path:
 
 def main(argv=None) -> None:
     """The `fastgan-evaluate` command."""
-    p = argparse.ArgumentParser(prog="fastgan-evaluate", description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(prog="fastgan-evaluate", description=__doc__, formatter_class=launch.HelpFormatter)
     p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--data", default=None, help="real images (None: the run's --data)")
     p.add_argument("--n", type=int, default=5000, help="generated samples (about 6 min per 500 on two CPU cores)")
@@ -107,10 +107,6 @@ def main(argv=None) -> None:
         f"step {result['step']}: FID {result['fid']:.2f}  KID {1000 * result['kid']:.2f}e-3  "
         f"({result['n_generated']} samples vs {result['n_real']} real images from {result['data']}); wrote {out}"
     )
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every option's default."""
 
 
 if __name__ == "__main__":

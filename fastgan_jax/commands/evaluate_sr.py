@@ -62,21 +62,20 @@ def _load_hr(source, size, cfg) -> np.ndarray:
 
 def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress):
     sr = []
-    bar = tqdm.tqdm(total=len(lr), desc="PULSE search", unit="img", disable=not progress)
-    for i in range(0, len(lr), batch):
-        res = pulse.upscale(
-            G,
-            variables,
-            lr[i : i + batch],
-            key=jax.random.key(seed),
-            restarts=restarts,
-            steps=steps,
-            eps=eps,
-            image_offset=i,
-        )
-        sr.append(np.asarray(res.best))
-        bar.update(len(sr[-1]))
-    bar.close()
+    with tqdm.tqdm(total=len(lr), desc="PULSE search", unit="img", disable=not progress) as bar:
+        for i in range(0, len(lr), batch):
+            res = pulse.upscale(
+                G,
+                variables,
+                lr[i : i + batch],
+                key=jax.random.key(seed),
+                restarts=restarts,
+                steps=steps,
+                eps=eps,
+                image_offset=i,
+            )
+            sr.append(np.asarray(res.best))
+            bar.update(len(sr[-1]))
     return np.concatenate(sr)
 
 
@@ -150,13 +149,9 @@ def _positive_int(text):
     return value
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every option's default."""
-
-
 def main(argv=None):
     """The `fastgan-evaluate-sr` command."""
-    p = argparse.ArgumentParser(prog="fastgan-evaluate-sr", description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(prog="fastgan-evaluate-sr", description=__doc__, formatter_class=launch.HelpFormatter)
     p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--hr", required=True, help="folder of high-resolution images (or tfds:NAME)")
     p.add_argument("--factor", type=_positive_int, required=True, help="dividing the generator's resolution")

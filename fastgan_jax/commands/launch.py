@@ -9,6 +9,7 @@ a checkpoint first). Python warnings (skipped files, upscaled images, a
 damaged checkpoint) print as `warning: ...` lines, without a source line.
 """
 
+import argparse
 import importlib
 import os
 import signal
@@ -20,6 +21,10 @@ from typing import NoReturn
 def _exit_now(signum, frame):
     print("interrupted", file=sys.stderr, flush=True)
     os._exit(130)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The commands' --help: their module docstring as written, and every option's default."""
 
 
 def fail(message: str) -> NoReturn:

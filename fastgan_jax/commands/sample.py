@@ -69,10 +69,6 @@ def _writable(path: str) -> bool:
     return Image.registered_extensions().get(pathlib.Path(path).suffix.lower()) in Image.SAVE
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every option's default."""
-
-
 class _Parser(argparse.ArgumentParser):
     """Bad input exits with one line, `error: ...`, as the other commands do."""
 
@@ -82,7 +78,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line of `fastgan-sample`; bad input exits with a one-line error."""
-    p = _Parser(prog="fastgan-sample", description=__doc__, formatter_class=_HelpFormatter)
+    p = _Parser(prog="fastgan-sample", description=__doc__, formatter_class=launch.HelpFormatter)
     p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (None: the latest)")
     p.add_argument("-n", type=int, default=64, help="number of samples")

@@ -52,13 +52,9 @@ _NON_NEGATIVE = _number(float, lambda v: v >= 0, ">= 0")
 _NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, ">= 0")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every option's default."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags."""
-    p = argparse.ArgumentParser(prog="fastgan-upscale", description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(prog="fastgan-upscale", description=__doc__, formatter_class=launch.HelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a run of train.py (its EMA generator)")
     src.add_argument("--official", help="an official FastGAN checkpoint (.pth or .npz)")

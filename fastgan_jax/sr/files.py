@@ -131,7 +131,7 @@ def enlarge(lr, size, method) -> np.ndarray:
     return np.asarray(Image.fromarray(images_lib.check_uint8(lr, "lr", ndim=3)).resize((size, size), method))
 
 
-def comparison(lr, candidates, best_down, lr_mse, eps: float) -> np.ndarray:
+def comparison(lr, candidates, best_down, lr_mse, success) -> np.ndarray:
     """One labelled row: LR (nearest), bicubic enlargement, every candidate with its LR MSE against eps, and
     the best one downscaled again (nearest), which is what was compared with the LR.
 
@@ -140,18 +140,16 @@ def comparison(lr, candidates, best_down, lr_mse, eps: float) -> np.ndarray:
       candidates: [R, H, W, 3] float in [-1, 1].
       best_down: [h, w, 3] float in [-1, 1].
       lr_mse: [R] each candidate's LR MSE ([0, 1] scale).
-      eps: the success threshold on it.
+      success: [R] whether it is within eps (the search's own verdict).
     """
     size, best = candidates.shape[1], int(np.argmin(lr_mse))
     tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
     tiles += list(images_lib.to_uint8(candidates))
     tiles += [enlarge(images_lib.to_uint8(best_down), size, Image.NEAREST)]
     labels = [[f"LR {lr.shape[0]}px", "nearest"], ["bicubic", f"x{size // lr.shape[0]}"]]
-    for r, m in enumerate(lr_mse):
+    for r, (m, ok) in enumerate(zip(lr_mse, success, strict=True)):
         mse = f"{m:.1e}".replace("e-0", "e-")
-        labels.append(
-            [f"r{r} (best)" if r == best else f"r{r}", f"mse {mse}", "within eps" if m <= eps else "above eps"]
-        )
+        labels.append([f"r{r} (best)" if r == best else f"r{r}", f"mse {mse}", "within eps" if ok else "above eps"])
     labels.append([f"r{best}", "downscaled"])
     return visual.labelled_row(np.stack(tiles), labels)
 
@@ -181,7 +179,7 @@ def write_outputs(out_dir, path, *, lr, images, best, best_down, lr_mse, success
     shutil.rmtree(out_dir / f"{name}_candidates", ignore_errors=True)
     for r, img in enumerate(images):
         visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", images_lib.to_uint8(img))
-    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down, lr_mse, settings["eps"]))
+    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down, lr_mse, success))
     report = {
         "input": str(path),
         "lr_size": int(lr.shape[0]),

@@ -232,7 +232,7 @@ def _drop_abandoned_reads() -> None:
     logging.getLogger("asyncio").addFilter(_AbandonedReads())
 
 
-def short_reason(e: BaseException) -> str:
+def _short_reason(e: BaseException) -> str:
     """A failed restore's exception in one short line."""
     line = (str(e).splitlines() or [""])[0]
     if line.startswith("Encountered error while reading array"):  # TensorStore's, followed by its whole spec
@@ -262,30 +262,35 @@ def restore_newest(
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
     reasons = []
     for step in steps:
-        why = damage(mngr, step)
+        state, why = try_restore(mngr, abstract_state, step, defaults=defaults)
         if why is None:
-            try:
-                return restore(mngr, abstract_state, step, defaults=defaults)
-            except (KeyboardInterrupt, MemoryError):
-                raise
-            except Exception as e:  # TensorStore and Orbax fail in many ways on damaged files
-                why = short_reason(e)
+            return state
         on_damaged(step, why)
         reasons.append(f"{step}: {why}")
     raise DamagedCheckpointError(f"{mngr.directory}: no checkpoint reads back ({'; '.join(reasons)})")
 
 
+def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int, *, defaults: dict | None = None):
+    """(state, None) when checkpoint `step` restores as `restore` does, else (None, why: one short line).
+
+    Damage is looked for in the manifest first (`damage`), so that TensorStore never reads a file known to
+    be truncated or missing; a restore that fails anyway counts as damage too.
+    """
+    why = damage(mngr, step)
+    if why is None:
+        try:
+            return restore(mngr, abstract_state, step, defaults=defaults), None
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as e:  # TensorStore and Orbax fail in many ways on damaged files
+            why = _short_reason(e)
+    return None, why
+
+
 def readable_steps(mngr: ocp.CheckpointManager, abstract_state, *, defaults: dict | None = None, but=()) -> list[int]:
     """The steps, other than `but`, whose checkpoints restore (each is read: for error messages, not a loop)."""
-    good = []
-    for step in sorted(set(mngr.all_steps()) - set(but)):
-        if damage(mngr, step) is None:
-            try:
-                restore(mngr, abstract_state, step, defaults=defaults)
-                good.append(step)
-            except Exception:
-                pass
-    return good
+    steps = sorted(set(mngr.all_steps()) - set(but))
+    return [s for s in steps if try_restore(mngr, abstract_state, s, defaults=defaults)[1] is None]
 
 
 def set_aside(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:

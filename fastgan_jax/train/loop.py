@@ -151,7 +151,6 @@ def _open_workdir(cfg, workdir):
         checkpoints.check_compatible(saved, cfg, workdir)
         if saved.get("lr") != cfg["lr"]:
             hosts.say(f"resuming with lr {cfg['lr']} (was {saved.get('lr')}); the optimizer state is kept")
-    cfg[checkpoints.DATA_FINGERPRINT] = _data_fingerprint(cfg, saved)
     return mngr, saved
 
 
@@ -273,6 +272,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     validate(cfg, num_devices=jax.device_count(), workdir=workdir)
     created = [p for p in (workdir, workdir / "checkpoints") if not p.exists()]
     mngr, saved = _open_workdir(cfg, workdir)
+    cfg[checkpoints.DATA_FINGERPRINT] = _data_fingerprint(cfg, saved)  # saved with the run's config
     try:
         return _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss)
     except Exception:  # bad data, weights or init_from: leave no empty run folder behind

@@ -126,14 +126,9 @@ def _restore(mngr, abstract, step, workdir):
             warnings.warn(f"{workdir}: checkpoint {bad} is damaged ({why}); using an older one", stacklevel=4)
 
         return checkpoints.restore_newest(mngr, abstract, defaults=defaults, on_damaged=skip)
-    why = checkpoints.damage(mngr, step)
+    state, why = checkpoints.try_restore(mngr, abstract, step, defaults=defaults)
     if why is None:
-        try:
-            return checkpoints.restore(mngr, abstract, step, defaults=defaults)
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as e:  # TensorStore and Orbax fail in many ways on damaged files
-            why = checkpoints.short_reason(e)
+        return state
     readable = checkpoints.readable_steps(mngr, abstract, defaults=defaults, but=[step])
     raise checkpoints.DamagedCheckpointError(
         f"{workdir}: checkpoint {step} is damaged ({why}); readable checkpoints: {readable or 'none'}"
