@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 
@@ -55,6 +56,7 @@ from jax.sharding import Mesh
 from fastgan_jax.interop import weights
 from fastgan_jax.nn import models
 from fastgan_jax.nn.losses import RECONS
+from fastgan_jax.train import memory as tm
 from fastgan_jax.train import state
 from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
 from fastgan_jax.train.step import make_mesh, make_train_step, recon_params
@@ -85,8 +87,9 @@ def target_names() -> list[str]:
     return sorted(p.stem for p in TARGETS.glob("*.txtpb"))
 
 
-def target_devices(target: str) -> list:
-    """Compile-only devices of a GPU that need not be here: a bundled target's name or a GpuTargetConfig file.
+def load_target(target: str) -> tuple[list, int]:
+    """(compile-only devices, memory in bytes) of a GPU that need not be here: a bundled target's name or a
+    GpuTargetConfig file.
 
     Needs JAX's CUDA plugin (`pip install -e '.[gpu-aot]'`), not a GPU. Raises SystemExit with one line when
     the target is unknown or cannot be made.
@@ -94,39 +97,67 @@ def target_devices(target: str) -> list:
     path = TARGETS / f"{target}.txtpb" if target in target_names() else pathlib.Path(target)
     if not path.is_file():
         raise SystemExit(f"error: --target {target}: no such file, nor a bundled target ({', '.join(target_names())})")
+    spec = path.read_text()
+    size = re.search(r"device_memory_size:\s*(\d+)", spec)
+    if not size:
+        raise SystemExit(f"error: --target {target}: no device_memory_size in {path}")
     try:
         from jax.experimental import topologies
 
-        spec = path.read_text()
-        return topologies.get_topology_desc(platform="cuda", target_config=spec, topology="1x1x1").devices
+        devices = topologies.get_topology_desc(platform="cuda", target_config=spec, topology="1x1x1").devices
     except Exception as e:  # no CUDA plugin, or a spec this jaxlib does not parse
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise SystemExit(
             f"error: --target {target}: no XLA:GPU target ({first}); pip install -e '.[gpu-aot]'"
         ) from None
+    return devices, int(size.group(1))
 
 
-def target_memory(G, D, tx, recon, batch, recon_params, devices) -> dict:
-    """XLA:GPU's memory analysis of the step compiled for `devices` (compile-only: nothing runs or allocates).
+def target_limit(memory_size: int) -> int:
+    """What JAX's allocator would allow on a card of `memory_size` bytes: XLA_PYTHON_CLIENT_MEM_FRACTION of it
+    (0.75 unless set), the `bytes_limit` that `remat=auto` reads on a real card."""
+    return int(memory_size * float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")))
 
-    The persistent compilation cache is off for this compile: it would write the executable and warn that it
-    cannot read it back.
+
+def target_figures(make_step, abstract, recon_params, target, remat, batch) -> dict:
+    """XLA:GPU's memory analysis of the step compiled for `target` ((devices, memory bytes) of `load_target`):
+    {device, compile_s, memory_bytes}; with `remat='auto'`, compiled as training's `remat=auto` would on that
+    card, the choice under "remat" (None when nothing fits), the figures it compared under "needs", its line
+    under "auto".
+
+    `make_step(remat, mesh)` builds the step. Compile-only: nothing runs or allocates. The persistent
+    compilation cache is off for these compiles: it would write the executables and warn that it cannot read
+    them back.
     """
-    step = _step(G, D, tx, recon, batch, Mesh(np.asarray(devices), ("data",)))
-    state, data, key = _abstract_inputs(G, D, tx, G.im_size)
-    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), recon_params)
-    cached = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    try:
-        t0 = time.perf_counter()
-        compiled = step.lower(state, data, key, params).compile()
-    finally:
-        jax.config.update("jax_enable_compilation_cache", cached)
-    return {
-        "device": devices[0].device_kind,
-        "compile_s": round(time.perf_counter() - t0, 2),
-        "memory_bytes": memory(compiled),
-    }
+    devices, memory_size = target
+    mesh = Mesh(np.asarray(devices), ("data",))
+    t0, figures = time.perf_counter(), {}
+
+    def compiled_bytes(r):
+        cached = jax.config.jax_enable_compilation_cache
+        jax.config.update("jax_enable_compilation_cache", False)
+        try:
+            figures[r] = memory(make_step(r, mesh).lower(*abstract, _abstract(recon_params)).compile())
+        finally:
+            jax.config.update("jax_enable_compilation_cache", cached)
+        return figures[r]
+
+    out = {"device": devices[0].device_kind}
+    if remat != tm.AUTO:
+        out["memory_bytes"] = compiled_bytes(remat)
+    else:
+        try:
+            choice = tm.choose_remat(compiled_bytes, target_limit(memory_size), batch_size=batch)
+            out |= {"remat": choice.remat, "memory_bytes": figures[choice.remat], "auto": choice.describe()}
+        except tm.StepDoesNotFitError as e:
+            out |= {"remat": None, "memory_bytes": figures["full"], "auto": str(e)}
+        out["needs"] = {r: f["total"] for r, f in figures.items()}
+    out["compile_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
 
 
 def _step(G, D, tx, recon, batch, mesh):
@@ -161,13 +192,12 @@ def _recon_params(recon):
 
 
 def memory(compiled) -> dict:
-    """Bytes of the compiled step's arguments, outputs, temporaries and their sum (aliased bytes counted once)."""
-    m = compiled.memory_analysis()
-    if m is None:
+    """`train.memory.step_bytes` of the compiled step, and its generated code's bytes ({} without an analysis)."""
+    try:
+        out = tm.step_bytes(compiled)
+    except ValueError:
         return {}
-    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "temp", "alias", "generated_code")}
-    out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
-    return out
+    return out | {"generated_code": int(compiled.memory_analysis().generated_code_size_in_bytes)}
 
 
 def gflop(compiled) -> float:
@@ -190,72 +220,84 @@ def bench(
     recon,
     remat="none",
     compile_only=False,
-    targets=(),
+    targets=None,
+    gpu_only=False,
 ):
-    """One setting's figures (see the module docstring); with `targets` ({name: devices}), XLA:GPU's memory
-    analysis for each under "gpu" ({name: {device, compile_s, memory_bytes}}), and no timing."""
-    G, D = make_models(im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision, remat=remat)
-    tx = make_optimizer()
-    mesh = make_mesh()
-    step = _step(G, D, tx, recon, batch, mesh)
+    """One setting's figures (see the module docstring); with `targets` ({name: `load_target`'s pair}),
+    XLA:GPU's memory analysis for each under "gpu" (`target_figures`), and no timing. `remat='auto'` takes
+    what training's `remat=auto` would take on each device (`train.memory`), recorded under "remat"."""
+    tx, targets = make_optimizer(), targets or {}
 
-    def fresh_state():
-        return create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    def make_step(r, mesh):
+        kw = {"ngf": ngf, "ndf": ndf, "nz": nz, "dec_width": dec_width, "precision": precision}
+        G, D = make_models(im_size=im_size, **kw, remat=r)
+        return _step(G, D, tx, recon, batch, mesh)
 
-    def fresh_data():
-        return jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
-
+    G, D = make_models(im_size=im_size, ngf=ngf, ndf=ndf, nz=nz, dec_width=dec_width, precision=precision)
     recon_params = _recon_params(recon)
-    abstract = _abstract_inputs(G, D, tx, im_size)
-    dev = jax.local_devices()[0]
-    cpu = dev.platform == "cpu"
-    # Code that never runs, or runs once, needs no optimising on the CPU (its LLVM passes take most of the
-    # compile time); the memory and FLOP figures come from XLA's HLO passes.
-    options = CPU_COMPILER_OPTIONS | (models.CPU_NO_CODEGEN_OPT if compile_only or targets else {}) if cpu else None
-
-    t0 = time.perf_counter()
-    compiled = step.lower(*abstract, recon_params).compile(compiler_options=options)
-    compile_s = time.perf_counter() - t0
-    flops = gflop(compiled) * 1e9
-    r = {
-        "device": dev.device_kind,
-        "devices": mesh.devices.size,
-        "im_size": im_size,
-        "batch": batch,
-        "precision": precision,
-        "remat": remat,
-        "recon": recon,
-        "compile_s": round(compile_s, 2),
-        "memory_bytes": memory(compiled),
-        "gflop_per_step": flops / 1e9,
-    }
+    abstract = _abstract_inputs(G, D, tx, im_size)  # rematerialisation changes no shape
+    r = {"device": jax.local_devices()[0].device_kind, "devices": jax.device_count(), "im_size": im_size}
+    r |= {"batch": batch, "precision": precision, "remat": remat, "recon": recon}
     if targets:
-        r["gpu"] = {name: target_memory(G, D, tx, recon, batch, recon_params, devs) for name, devs in targets.items()}
+        r["gpu"] = {n: target_figures(make_step, abstract, recon_params, t, remat, batch) for n, t in targets.items()}
+    if gpu_only:
+        return r
+    compiled = _device_figures(r, make_step, abstract, recon_params, compile_only or bool(targets))
     if compile_only or targets:
         return r
+    state = create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)  # init: models' own program
+    data = jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
+    return r | _timed(compiled, state, data, recon_params, warmup, steps, r)
 
-    train_state = fresh_state()  # its init program is models' own (shared with training's, fast to compile)
-    data, key = fresh_data(), jax.random.key(2)
+
+def _device_figures(r, make_step, abstract, recon_params, compile_only):
+    """Compiles the step for this machine's device (`auto`: as training would choose there) and puts its
+    compile time, memory analysis and GFLOP in `r`; returns the compiled step."""
+    cpu = jax.local_devices()[0].platform == "cpu"
+    # Code that never runs, or runs once, needs no optimising on the CPU (its LLVM passes take most of the
+    # compile time); the memory and FLOP figures come from XLA's HLO passes.
+    options = CPU_COMPILER_OPTIONS | (models.CPU_NO_CODEGEN_OPT if compile_only else {}) if cpu else None
+    mesh, compiled = make_mesh(), {}
+
+    def compiled_bytes(remat):
+        compiled[remat] = make_step(remat, mesh).lower(*abstract, recon_params).compile(compiler_options=options)
+        return tm.step_bytes(compiled[remat])
+
+    t0 = time.perf_counter()
+    if r["remat"] == tm.AUTO:
+        choice = tm.choose_remat(compiled_bytes, tm.device_limit(jax.local_devices()), batch_size=r["batch"])
+        r |= {"remat": choice.remat, "auto": choice.describe()}
+    if r["remat"] not in compiled:
+        compiled_bytes(r["remat"])
+    c = compiled[r["remat"]]
+    r |= {"compile_s": round(time.perf_counter() - t0, 2), "memory_bytes": memory(c), "gflop_per_step": gflop(c)}
+    return c
+
+
+def _timed(compiled, state, data, recon_params, warmup, steps, r) -> dict:
+    """Step time, img/s, the device's peak memory and the fraction of its peak FLOP/s for setting `r`."""
+    key = jax.random.key(2)
     for _ in range(warmup):
-        train_state, _ = compiled(train_state, data, key, recon_params)
-    jax.block_until_ready(train_state)  # also with --warmup 0: the fresh state is ready before the clock starts
+        state, _ = compiled(state, data, key, recon_params)
+    jax.block_until_ready(state)  # also with --warmup 0: the fresh state is ready before the clock starts
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_state, metrics = compiled(train_state, data, key, recon_params)
+        state, metrics = compiled(state, data, key, recon_params)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
 
+    dev = jax.local_devices()[0]
     mem = dev.memory_stats() or {}
     # The device's peak is the process's: only the first setting timed in a process has its own.
     own_peak = "peak_bytes_in_use" in mem and not _TIMED
     _TIMED.append(r)
     peak = PEAK_FLOPS.get(dev.device_kind)
-    peak_flops = peak[precision != "float32"] if peak else None
-    return r | {
+    peak_flops = peak[r["precision"] != "float32"] if peak else None
+    return {
         "step_s": step_s,
-        "img_per_s": batch / step_s,
+        "img_per_s": r["batch"] / step_s,
         "peak_gib": mem["peak_bytes_in_use"] / 2**30 if own_peak else None,
-        "peak_fraction": flops / step_s / peak_flops if peak_flops else None,
+        "peak_fraction": r["gflop_per_step"] * 1e9 / step_s / peak_flops if peak_flops else None,
     }
 
 
@@ -285,7 +327,13 @@ def main():
     p.add_argument("--im-size", type=int, nargs="+", default=[256])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=sorted(state.PRECISIONS))
-    p.add_argument("--remat", nargs="+", default=["none"], choices=models.REMATS, help="rematerialisation of G and D")
+    p.add_argument(
+        "--remat",
+        nargs="+",
+        default=["none"],
+        choices=(*models.REMATS, tm.AUTO),
+        help="rematerialisation of G and D; auto: what training's remat=auto takes on each device",
+    )
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--nz", type=int, default=256)
@@ -301,12 +349,29 @@ def main():
         help=f"also compile for these GPUs, which need not be here (bundled: {', '.join(target_names())}; or a "
         "GpuTargetConfig file), and print XLA:GPU's memory analysis; implies --compile-only",
     )
+    p.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="with --target: compile for the targets only, not for this machine's device too",
+    )
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip the settings (and targets) that --json's file already has a line for: a long run resumes",
+    )
     args = p.parse_args()
-    targets = {name: target_devices(name) for name in args.target}
+    if args.gpu_only and not args.target:
+        p.error("--gpu-only needs --target")
+    targets = {name: load_target(name) for name in args.target}
+    done = _done(args.json) if args.skip_existing and args.json else set()
     for im_size in args.im_size:
         for precision in args.precision:
             for remat in args.remat:
+                key = (im_size, args.batch, precision, remat, args.recon, tuple(sorted(targets)))
+                if key in done:
+                    print(f"{im_size}px {precision} remat={remat}: in {args.json} already", flush=True)
+                    continue
                 r = bench(
                     im_size,
                     args.batch,
@@ -321,28 +386,48 @@ def main():
                     remat=remat,
                     compile_only=args.compile_only,
                     targets=targets,
+                    gpu_only=args.gpu_only,
                 )
-                head = (
-                    f"{r['device']} x{r['devices']} | {im_size}px batch {args.batch} {precision} remat={remat} "
-                    f"recon={args.recon} | compile {r['compile_s']:.1f} s | {memory_line(r['memory_bytes'])} | "
-                    f"{r['gflop_per_step']:.1f} GFLOP/step"
-                )
-                if args.compile_only or targets:
-                    print(head, flush=True)
-                    for name, g in r.get("gpu", {}).items():
-                        line = memory_line(g["memory_bytes"])
-                        print(f"  XLA:GPU {g['device']} ({name}) | compile {g['compile_s']:.1f} s | {line}", flush=True)
-                else:
-                    mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a"
-                    frac = f"{100 * r['peak_fraction']:.1f}% of peak" if r["peak_fraction"] else "peak unknown"
-                    print(
-                        f"{head} ({frac}) | {1000 * r['step_s']:.2f} ms/step | {r['img_per_s']:.1f} img/s | "
-                        f"peak mem {mem}",
-                        flush=True,
-                    )
+                _report(r, args)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(r) + "\n")
+
+
+def _done(path) -> set:
+    """The settings that `path`'s JSON lines have figures for (nothing when there is no such file yet)."""
+    if not os.path.exists(path):
+        return set()
+    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    keys = ("im_size", "batch", "precision", "remat", "recon")
+    return {(*(r[k] for k in keys), tuple(sorted(r.get("gpu", {})))) for r in rows}
+
+
+def _report(r: dict, args) -> None:
+    """One setting's line: the device's figures (and each target's below) or its timing."""
+    head = f"{r['device']} x{r['devices']} | {r['im_size']}px batch {r['batch']} {r['precision']} remat={r['remat']} "
+    head += f"recon={r['recon']}"
+    if "memory_bytes" in r:
+        head += (
+            f" | compile {r['compile_s']:.1f} s | {memory_line(r['memory_bytes'])} | "
+            f"{r['gflop_per_step']:.1f} GFLOP/step"
+        )
+    if "auto" in r:
+        head += f"\n  {r['auto']}"
+    if "step_s" not in r:
+        print(head, flush=True)
+        for name, g in r.get("gpu", {}).items():
+            line = memory_line(g["memory_bytes"])
+            print(f"  XLA:GPU {g['device']} ({name}) | compile {g['compile_s']:.1f} s | {line}", flush=True)
+            if "auto" in g:
+                print(f"    {g['auto']}", flush=True)
+        return
+    mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a"
+    frac = f"{100 * r['peak_fraction']:.1f}% of peak" if r["peak_fraction"] else "peak unknown"
+    print(
+        f"{head} ({frac}) | {1000 * r['step_s']:.2f} ms/step | {r['img_per_s']:.1f} img/s | peak mem {mem}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

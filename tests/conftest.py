@@ -1,4 +1,10 @@
-import jax
+import os
+
+# The suite runs on the CPU. Set before JAX starts: with JAX's CUDA plugin installed (the gpu-aot extra,
+# for compiling to GPUs that are not here) JAX would otherwise try CUDA first and log its failure.
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # noqa: E402
 
 # XLA's CPU compiler dominates the suite's time; identical programs (every
 # fresh init of the same network) compile once per session.

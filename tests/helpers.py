@@ -3,6 +3,7 @@
 import functools
 import os
 import pathlib
+import re
 
 from fastgan_jax.configs import cpu_quick
 
@@ -47,6 +48,18 @@ def subprocess_env(cache_dir, devices=None, *, fast_compile=True):
     if devices is not None:
         env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
     return env
+
+
+# What C++ code in JAX's CUDA plugin (the gpu-aot extra) logs to stderr at import on a machine with no GPU:
+# absl's banner and lines such as "I0000 00:00:1796062694.153368    5633 cudart_stub.cc:31] Could not find ...".
+ABSL_LINE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] )"
+)
+
+
+def own_stderr(text: str) -> str:
+    """A subprocess's stderr without the lines that the CUDA plugin's C++ code logs before our code runs."""
+    return "".join(line for line in text.splitlines(keepends=True) if not ABSL_LINE.match(line))
 
 
 def error_line(capsys, command, *args) -> str:

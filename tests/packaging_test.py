@@ -19,6 +19,7 @@ import zipfile
 
 import jax
 import pytest
+from helpers import own_stderr
 
 from fastgan_jax import configs, data
 from fastgan_jax.commands import train as train_cli
@@ -95,7 +96,7 @@ def test_commands_print_warnings_as_one_line():
         "launch._run('fake')\n"
     )
     res = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, check=True)
-    assert res.stderr == "warning: 3 image(s) smaller than 64px were upscaled\n"
+    assert own_stderr(res.stderr) == "warning: 3 image(s) smaller than 64px were upscaled\n"
 
 
 def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel):

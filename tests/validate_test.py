@@ -27,7 +27,7 @@ BAD = [
     ({"policy": None}, 1, "--config.policy=None: must be a comma-separated string, not None"),
     ({"recon": "bogus"}, 1, "--config.recon=bogus: choose from lpips, l1, mse"),
     ({"foo": 1}, 1, "--config.foo: no such config field; see fastgan-train --help"),
-    ({"remat": True}, 1, "--config.remat=True: choose from none, blocks, full"),
+    ({"remat": True}, 1, "--config.remat=True: choose from none, blocks, full, auto"),
     ({"stream_from": "disk"}, 1, "--config.stream_from=disk: choose from memory, files"),
     ({"stream_from": "files", "data_on_device": "yes"}, 1, "--config.stream_from=files: streams batches from"),
     ({"data_workers": -2}, 1, "--config.data_workers=-2: must be an int >= -1"),
@@ -192,6 +192,7 @@ def test_absl_parse_errors_are_one_line_with_exit_2(tmp_path, args, error):
     # --config after its overrides is fine too (ml_collections alone wants it first).
     proc = _train_py("--config.nz=8", "--workdir", str(tmp_path / "run"), "--config", "cpu_quick", *args)
     _, err = proc.communicate(timeout=120)
+    err = helpers.own_stderr(err)
     assert proc.returncode == 2 and err.startswith(error) and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
 

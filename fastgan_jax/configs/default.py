@@ -39,7 +39,7 @@ def get_config():
     c.nz = 256  # latent size
     c.dec_width = 32  # width of the discriminator's reconstruction decoders
     c.precision = "float32"  # "float32", "bfloat16" or "float16" (dynamic loss scale); params and optimizer: float32
-    c.remat = "blocks"  # recompute activations to save memory: "none", "blocks", "full" (README: Memory)
+    c.remat = "auto"  # recompute activations to save memory: "none", "blocks", "full"; "auto": the first that fits
     # Optimisation.
     c.batch_size = 8  # global batch, split over all devices (of every process)
     c.lr = 2e-4  # Adam learning rate, both networks

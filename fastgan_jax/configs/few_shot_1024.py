@@ -19,6 +19,5 @@ def get_config():
     c = default.get_config()
     c.im_size = 1024
     c.precision = "float16"
-    c.remat = "blocks"
     c.recalib_batch = 16
     return c

@@ -37,7 +37,7 @@ from fastgan_jax.configs import default as default_config
 from fastgan_jax.metrics.inception import fid, generated_features, real_features
 from fastgan_jax.nn.layers import nearest_resize
 from fastgan_jax.nn.models import Discriminator, Generator, generate_batches
-from fastgan_jax.train import checkpoints, hosts, pipeline, runs
+from fastgan_jax.train import checkpoints, hosts, memory, pipeline, runs
 from fastgan_jax.train.loss_scale import all_finite
 from fastgan_jax.train.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
 from fastgan_jax.train.step import (
@@ -292,35 +292,22 @@ def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Exper
             "images (a smaller batch, or more images, gives a cleaner gradient)",
             stacklevel=3,
         )
-    G, D = make_models(
-        im_size=cfg["im_size"],
-        ngf=cfg["ngf"],
-        ndf=cfg["ndf"],
-        nz=cfg["nz"],
-        dec_width=cfg["dec_width"],
-        precision=cfg["precision"],
-        remat=cfg["remat"],
-    )
     tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
     root = jax.random.key(cfg["seed"])
     keys = {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "train", "sample", "recal"))}
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
-    state = jax.device_put(initial_state(cfg, G, D, tx, keys["init"], mngr, saved is not None), replicated)
     resident = isinstance(source, pipeline.ArraySource) and _fits_on_device(source.images.nbytes, cfg["data_on_device"])
-    step_fn = make_train_step(
-        G,
-        D,
-        tx_g=tx,
-        tx_d=tx,
-        policy=cfg["policy"],
-        recon=cfg["recon"],
-        ema_decay=cfg["ema_decay"],
-        mesh=mesh,
-        batch_size=cfg["batch_size"] if resident else None,
-        d_extra_loss=d_extra_loss,
-        g_extra_loss=g_extra_loss,
+    recon_vars = jax.device_put(recon_params(cfg["recon"]), replicated)
+
+    step_for = functools.partial(
+        _train_step, cfg, tx=tx, mesh=mesh, resident=resident, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss
     )
+    inputs = _step_inputs(cfg, source, tx, mesh, resident, keys, recon_vars)
+    cfg["remat"] = _resolve_remat(cfg, saved, lambda remat: step_for(remat).lower(*inputs).compile())
+    G, D = _models(cfg, cfg["remat"])
+    state = jax.device_put(initial_state(cfg, G, D, tx, keys["init"], mngr, saved is not None), replicated)
+    step_fn = step_for(cfg["remat"])  # the same jitted step that `_resolve_remat` compiled: not compiled again
     real_feats = None
     if cfg.get("fid_every", 0) > 0:
         opts = {"aspect": cfg["aspect"], "background": tuple(cfg["background"]), "cache_dir": cfg.get("cache_dir")}
@@ -335,13 +322,73 @@ def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Exper
         tx=tx,
         step_fn=step_fn,
         batches=_batches(cfg, source, mesh, resident, int(state.step)),
-        recon_vars=jax.device_put(recon_params(cfg["recon"]), replicated),
+        recon_vars=recon_vars,
         keys=keys,
         mngr=mngr,
         real_feats=real_feats,
         resident=resident,
     )
     return exp, state
+
+
+def _models(cfg, remat) -> tuple[Generator, Discriminator]:
+    return make_models(**{k: cfg[k] for k in ("im_size", "ngf", "ndf", "nz", "dec_width", "precision")}, remat=remat)
+
+
+def _train_step(cfg, remat, *, tx, mesh, resident, d_extra_loss, g_extra_loss) -> Callable:
+    """The run's jitted step with the networks rematerialised by `remat` (the same object for the same remat)."""
+    return make_train_step(
+        *_models(cfg, remat),
+        tx_g=tx,
+        tx_d=tx,
+        policy=cfg["policy"],
+        recon=cfg["recon"],
+        ema_decay=cfg["ema_decay"],
+        mesh=mesh,
+        batch_size=cfg["batch_size"] if resident else None,
+        d_extra_loss=d_extra_loss,
+        g_extra_loss=g_extra_loss,
+    )
+
+
+def _step_inputs(cfg, source, tx, mesh, resident, keys, recon_vars) -> tuple:
+    """The shapes, dtypes and placements of what the loop gives the step: lowering with these compiles the
+    program that the loop's calls then use."""
+    replicated = NamedSharding(mesh, P())
+    init = functools.partial(create_train_state, *_models(cfg, "none"), tx_g=tx, tx_d=tx)  # remat: same state
+    images = source.images.shape if resident else (cfg["batch_size"], cfg["im_size"], cfg["im_size"], 3)
+    return (
+        _shapes(jax.eval_shape(init, keys["init"]), replicated),
+        jax.ShapeDtypeStruct(images, np.uint8, sharding=replicated if resident else NamedSharding(mesh, P("data"))),
+        jax.ShapeDtypeStruct(keys["train"].shape, keys["train"].dtype),
+        _shapes(recon_vars, replicated),
+    )
+
+
+def _shapes(tree, sharding):
+    """The shapes and dtypes of `tree`'s arrays, placed by `sharding`: what a step is lowered with."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _resolve_remat(cfg, saved, compile_step) -> str:
+    """`cfg`'s remat, with `auto` resolved: a resumed run's own setting, else the first that fits the device.
+
+    `compile_step(remat)` compiles the step (`memory.choose_remat`); the choice and its figures are logged.
+    Raises `memory.StepDoesNotFitError` (a ConfigError) when even `full` does not fit.
+    """
+    if cfg["remat"] != memory.AUTO:
+        return cfg["remat"]
+    if saved is not None and saved["remat"] != memory.AUTO:
+        hosts.say(f"remat=auto: {saved['remat']}, as the run was started")
+        return saved["remat"]
+    choice = memory.choose_remat(
+        lambda remat: memory.step_bytes(compile_step(remat)),
+        memory.device_limit(jax.local_devices()),
+        batch_size=cfg["batch_size"],
+        multiple=jax.device_count(),
+    )
+    hosts.say(choice.describe())
+    return choice.remat
 
 
 # ----------------------------------------------------------------------------- periodic actions

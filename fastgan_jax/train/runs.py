@@ -61,7 +61,7 @@ def _models(cfg):
         nz=cfg["nz"],
         dec_width=cfg["dec_width"],
         precision=cfg.get("precision", "float32"),
-        remat=cfg.get("remat", "none"),
+        remat="none",  # memory against compute in training; sampling keeps no activations
     )
 
 

@@ -180,7 +180,7 @@ RULES: dict[str, Rule] = {
     "nz": _int(1),
     "dec_width": _int(1),  # the decoders use G_MULT up to 128 px, where every factor is >= 1
     "precision": _choice(lambda: sorted(state.PRECISIONS)),
-    "remat": _choice(lambda: REMATS),
+    "remat": _choice(lambda: (*REMATS, "auto")),  # auto: train.memory
     "batch_size": _batch_size,
     "lr": _real(0, finite=True),  # 0 is allowed: it freezes the weights (a fine-tuning check uses it)
     "beta1": _real(0, 1),
