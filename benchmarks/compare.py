@@ -3,6 +3,7 @@
     python benchmarks/compare.py --ours out/train_speed.jsonl --ours-pulse out/upscale_speed.jsonl \\
         --official out/official.jsonl
     python benchmarks/compare.py --memory benchmarks/memory_cpu.jsonl   # README "Memory"
+    python benchmarks/compare.py --memory-gpu benchmarks/memory_gpu.jsonl   # README "Memory", per card
 
 Reads the JSON lines of `train_speed.py --json`, `upscale_speed.py --json`
 and `../shared/reference/official-bench/bench_official.py` (its other lines
@@ -16,6 +17,16 @@ keeps these tables with the date, card and versions.
 import argparse
 import json
 import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import targets  # noqa: E402
+
+from fastgan_jax.train import memory  # noqa: E402
+
+# Per card architecture, the precisions it runs fast, best first: bfloat16 needs no loss scale.
+FAST = {6: ("float32",), 7: ("float16", "float32"), 8: ("bfloat16", "float16", "float32")}
 
 
 def read_jsonl(path) -> list[dict]:
@@ -83,15 +94,105 @@ def memory_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _gpu_rows(rows: list[dict]) -> dict:
+    """{(target, im_size, precision): {remat: total bytes}} of train_speed.py --target lines (batch 8 only)."""
+    out = {}
+    for r in rows:
+        for name, g in r.get("gpu", {}).items():
+            if "batch" in r and r["remat"] != memory.AUTO:
+                out.setdefault((name, r["im_size"], r["precision"]), {})[r["remat"]] = g["memory_bytes"]
+    return out
+
+
+def _card(name: str) -> str:
+    card, size = targets.describe(name)
+    return f"{card.removeprefix('NVIDIA ').removeprefix('GeForce ')} ({size / 2**30:.0f} GiB)"
+
+
+def _auto(name, figures) -> str:
+    """What remat=auto takes on that card from these figures ('-' when even full does not fit)."""
+    try:
+        limit = targets.limit(targets.describe(name)[1])
+        return memory.choose_remat(figures.__getitem__, limit, batch_size=8).remat
+    except memory.StepDoesNotFitError:
+        return "-"
+    except KeyError:  # a setting not compiled yet
+        return "?"
+
+
+def gpu_memory_table(rows: list[dict]) -> list[str]:
+    """Markdown rows: per card, size and precision, XLA:GPU's GiB for each remat and remat=auto's choice."""
+    lines = [
+        "| card | im_size | precision | none GiB | blocks GiB | full GiB | remat=auto takes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, im_size, precision), figures in _gpu_rows(rows).items():
+        gib = [f"{figures[r]['total'] / 2**30:.2f}" if r in figures else "n/a" for r in ("none", "blocks", "full")]
+        lines.append(f"| {_card(name)} | {im_size} | {precision} | {' | '.join(gib)} | {_auto(name, figures)} |")
+    return lines
+
+
+def pulse_memory_table(rows: list[dict]) -> list[str]:
+    """Markdown rows of upscale_speed.py --target lines: per card, the search's GiB (XLA:GPU, and the CPU's)."""
+    lines = ["| card | im_size | precision | restarts | search GiB | CPU's GiB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "restarts" not in r:
+            continue
+        for name, g in r.get("gpu", {}).items():
+            lines.append(
+                f"| {_card(name)} | {r['im_size']} | {r['precision']} | {r['restarts']} | "
+                f"{g['memory_bytes']['total'] / 2**30:.2f} | {r['memory_bytes']['total'] / 2**30:.2f} |"
+            )
+    return lines
+
+
+def recommendations(rows: list[dict]) -> list[str]:
+    """Markdown rows: per card and size, the fastest setting that fits (the card's best precision, then the
+    least recomputation), from XLA:GPU's figures."""
+    table = _gpu_rows(rows)
+    names = list(dict.fromkeys(name for name, _, _ in table))
+    sizes = sorted({im_size for _, im_size, _ in table})
+    lines = ["| card | " + " | ".join(f"{s} px" for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for name in names:
+        cells = []
+        for im_size in sizes:
+            fits = [(p, _auto(name, table[name, im_size, p])) for p in _fast(name) if (name, im_size, p) in table]
+            fits = [(p, r) for p, r in fits if r not in ("-", "?")]
+            if fits:
+                p, r = fits[0]
+                cells.append(f"`{p}`, `remat={r}` ({table[name, im_size, p][r]['total'] / 2**30:.2f} GiB)")
+            else:
+                cells.append("does not fit")
+        lines.append(f"| {_card(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fast(name) -> tuple:
+    spec = (targets.FOLDER / f"{name}.txtpb").read_text()
+    major = int(spec.split("cuda_compute_capability {")[1].split("major:")[1].split()[0])
+    return FAST[min(major, 8)]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--memory", default=None, help="train_speed.py --compile-only --json output: print its table")
+    p.add_argument(
+        "--memory-gpu",
+        nargs="+",
+        default=None,
+        help="train_speed.py / upscale_speed.py --target --json outputs: per-card tables and recommendations",
+    )
     p.add_argument("--ours", default=None, help="train_speed.py --json output")
     p.add_argument("--ours-pulse", default=None, help="upscale_speed.py --json output")
     p.add_argument("--official", default=None, help="bench_official.py output (training and PULSE lines)")
     args = p.parse_args(argv)
     if args.memory:
         print("\n".join(memory_table(read_jsonl(args.memory))))
+        return
+    if args.memory_gpu:
+        rows = [r for path in args.memory_gpu for r in read_jsonl(path)]
+        tables = [gpu_memory_table(rows), recommendations(rows), pulse_memory_table(rows)]
+        print("\n\n".join("\n".join(t) for t in tables if len(t) > 2))
         return
     if not (args.ours and args.official):
         p.error("give --memory FILE, or --ours FILE and --official FILE")

@@ -39,12 +39,14 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import targets  # noqa: E402  (no JAX in it)
+
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-if any(arg == "--target" or arg.startswith("--target=") for arg in sys.argv[1:]):
+if targets.wanted():
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compiling for a GPU that is not here: the CPU hosts JAX
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -79,51 +81,13 @@ PEAK_FLOPS = {
 # FLOP figures show what remat does there.
 CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 _TIMED = []  # settings timed so far in this process
-TARGETS = pathlib.Path(__file__).resolve().parent / "gpu_targets"  # card classes: XLA GpuTargetConfig texts
-
-
-def target_names() -> list[str]:
-    """The bundled GPU targets, e.g. ['a100_40gb', 'gtx1050ti', 'rtx2070super', 'rtx3060', 'rtx4090']."""
-    return sorted(p.stem for p in TARGETS.glob("*.txtpb"))
-
-
-def load_target(target: str) -> tuple[list, int]:
-    """(compile-only devices, memory in bytes) of a GPU that need not be here: a bundled target's name or a
-    GpuTargetConfig file.
-
-    Needs JAX's CUDA plugin (`pip install -e '.[gpu-aot]'`), not a GPU. Raises SystemExit with one line when
-    the target is unknown or cannot be made.
-    """
-    path = TARGETS / f"{target}.txtpb" if target in target_names() else pathlib.Path(target)
-    if not path.is_file():
-        raise SystemExit(f"error: --target {target}: no such file, nor a bundled target ({', '.join(target_names())})")
-    spec = path.read_text()
-    size = re.search(r"device_memory_size:\s*(\d+)", spec)
-    if not size:
-        raise SystemExit(f"error: --target {target}: no device_memory_size in {path}")
-    try:
-        from jax.experimental import topologies
-
-        devices = topologies.get_topology_desc(platform="cuda", target_config=spec, topology="1x1x1").devices
-    except Exception as e:  # no CUDA plugin, or a spec this jaxlib does not parse
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise SystemExit(
-            f"error: --target {target}: no XLA:GPU target ({first}); pip install -e '.[gpu-aot]'"
-        ) from None
-    return devices, int(size.group(1))
-
-
-def target_limit(memory_size: int) -> int:
-    """What JAX's allocator would allow on a card of `memory_size` bytes: XLA_PYTHON_CLIENT_MEM_FRACTION of it
-    (0.75 unless set), the `bytes_limit` that `remat=auto` reads on a real card."""
-    return int(memory_size * float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")))
 
 
 def target_figures(make_step, abstract, recon_params, target, remat, batch) -> dict:
-    """XLA:GPU's memory analysis of the step compiled for `target` ((devices, memory bytes) of `load_target`):
-    {device, compile_s, memory_bytes}; with `remat='auto'`, compiled as training's `remat=auto` would on that
-    card, the choice under "remat" (None when nothing fits), the figures it compared under "needs", its line
-    under "auto".
+    """XLA:GPU's memory analysis of the step compiled for `target` ((devices, memory bytes) of `targets.load`):
+    {device, memory_size, compile_s, memory_bytes}; with `remat='auto'`, compiled as training's `remat=auto`
+    would on that card, the choice under "remat" (None when nothing fits), the figures it compared under
+    "needs", its line under "auto".
 
     `make_step(remat, mesh)` builds the step. Compile-only: nothing runs or allocates. The persistent
     compilation cache is off for these compiles: it would write the executables and warn that it cannot read
@@ -134,20 +98,15 @@ def target_figures(make_step, abstract, recon_params, target, remat, batch) -> d
     t0, figures = time.perf_counter(), {}
 
     def compiled_bytes(r):
-        cached = jax.config.jax_enable_compilation_cache
-        jax.config.update("jax_enable_compilation_cache", False)
-        try:
-            figures[r] = memory(make_step(r, mesh).lower(*abstract, _abstract(recon_params)).compile())
-        finally:
-            jax.config.update("jax_enable_compilation_cache", cached)
+        figures[r] = memory(targets.compile_uncached(make_step(r, mesh).lower(*abstract, _abstract(recon_params))))
         return figures[r]
 
-    out = {"device": devices[0].device_kind}
+    out = {"device": devices[0].device_kind, "memory_size": memory_size}
     if remat != tm.AUTO:
         out["memory_bytes"] = compiled_bytes(remat)
     else:
         try:
-            choice = tm.choose_remat(compiled_bytes, target_limit(memory_size), batch_size=batch)
+            choice = tm.choose_remat(compiled_bytes, targets.limit(memory_size), batch_size=batch)
             out |= {"remat": choice.remat, "memory_bytes": figures[choice.remat], "auto": choice.describe()}
         except tm.StepDoesNotFitError as e:
             out |= {"remat": None, "memory_bytes": figures["full"], "auto": str(e)}
@@ -220,13 +179,13 @@ def bench(
     recon,
     remat="none",
     compile_only=False,
-    targets=None,
+    gpus=None,
     gpu_only=False,
 ):
-    """One setting's figures (see the module docstring); with `targets` ({name: `load_target`'s pair}),
+    """One setting's figures (see the module docstring); with `gpus` ({name: `targets.load`'s pair}),
     XLA:GPU's memory analysis for each under "gpu" (`target_figures`), and no timing. `remat='auto'` takes
     what training's `remat=auto` would take on each device (`train.memory`), recorded under "remat"."""
-    tx, targets = make_optimizer(), targets or {}
+    tx, gpus = make_optimizer(), gpus or {}
 
     def make_step(r, mesh):
         kw = {"ngf": ngf, "ndf": ndf, "nz": nz, "dec_width": dec_width, "precision": precision}
@@ -238,12 +197,12 @@ def bench(
     abstract = _abstract_inputs(G, D, tx, im_size)  # rematerialisation changes no shape
     r = {"device": jax.local_devices()[0].device_kind, "devices": jax.device_count(), "im_size": im_size}
     r |= {"batch": batch, "precision": precision, "remat": remat, "recon": recon}
-    if targets:
-        r["gpu"] = {n: target_figures(make_step, abstract, recon_params, t, remat, batch) for n, t in targets.items()}
+    if gpus:
+        r["gpu"] = {n: target_figures(make_step, abstract, recon_params, t, remat, batch) for n, t in gpus.items()}
     if gpu_only:
         return r
-    compiled = _device_figures(r, make_step, abstract, recon_params, compile_only or bool(targets))
-    if compile_only or targets:
+    compiled = _device_figures(r, make_step, abstract, recon_params, compile_only or bool(gpus))
+    if compile_only or gpus:
         return r
     state = create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)  # init: models' own program
     data = jax.random.randint(jax.random.key(1), (64, im_size, im_size, 3), 0, 256).astype(jnp.uint8)
@@ -346,7 +305,7 @@ def main():
         "--target",
         nargs="+",
         default=[],
-        help=f"also compile for these GPUs, which need not be here (bundled: {', '.join(target_names())}; or a "
+        help=f"also compile for these GPUs, which need not be here (bundled: {', '.join(targets.names())}; or a "
         "GpuTargetConfig file), and print XLA:GPU's memory analysis; implies --compile-only",
     )
     p.add_argument(
@@ -363,12 +322,12 @@ def main():
     args = p.parse_args()
     if args.gpu_only and not args.target:
         p.error("--gpu-only needs --target")
-    targets = {name: load_target(name) for name in args.target}
+    gpus = {name: targets.load(name) for name in args.target}
     done = _done(args.json) if args.skip_existing and args.json else set()
     for im_size in args.im_size:
         for precision in args.precision:
             for remat in args.remat:
-                key = (im_size, args.batch, precision, remat, args.recon, tuple(sorted(targets)))
+                key = (im_size, args.batch, precision, remat, args.recon, tuple(sorted(gpus)))
                 if key in done:
                     print(f"{im_size}px {precision} remat={remat}: in {args.json} already", flush=True)
                     continue
@@ -385,7 +344,7 @@ def main():
                     recon=args.recon,
                     remat=remat,
                     compile_only=args.compile_only,
-                    targets=targets,
+                    gpus=gpus,
                     gpu_only=args.gpu_only,
                 )
                 _report(r, args)

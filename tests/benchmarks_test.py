@@ -6,6 +6,7 @@ import runpy
 import sys
 
 import helpers
+import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -51,6 +52,18 @@ def test_upscale_speed_prints_figures(tmp_path, monkeypatch, capsys):
     assert row["im_size"] == 64 and row["restarts"] == 2 and row["s_per_100_steps"] > 0
 
 
+def test_upscale_speed_sizes_the_search_for_a_gpu_that_is_not_here(tmp_path, monkeypatch, capsys):
+    args = ["--im-size", "64", "--ngf", "8", "--nz", "16", "--restarts", "2", "--steps", "3", "--lr-size", "8"]
+    args += ["--precision", "float32", "--target", "rtx3060", "--json", str(tmp_path / "pulse.jsonl")]
+    out = run_script("upscale_speed.py", args, monkeypatch, capsys)
+    (row,) = (json.loads(line) for line in (tmp_path / "pulse.jsonl").read_text().splitlines())
+    assert "s_per_100_steps" not in row and "XLA:GPU NVIDIA GeForce RTX 3060 (rtx3060)" in out, out
+    for m in (row["memory_bytes"], row["gpu"]["rtx3060"]["memory_bytes"]):  # the CPU's, and XLA:GPU's
+        assert m["total"] == m["argument"] + m["output"] + m["temp"] - m["alias"] and m["temp"] > 0
+    # The arguments are the same buffers for both compilers: the generator's variables, the LR image, the keys.
+    assert row["memory_bytes"]["argument"] == row["gpu"]["rtx3060"]["memory_bytes"]["argument"]
+
+
 def test_compare_puts_ours_beside_the_official(tmp_path, monkeypatch, capsys):
     # The official's H100 figures (256: 46.8 img/s, 4.16 GiB; PULSE 1.585 s) beside made-up figures of ours.
     official = pathlib.Path(__file__).resolve().parent / "data" / "official-fastgan-torch_h100.jsonl"
@@ -89,3 +102,40 @@ def test_the_readme_memory_table_is_the_benchmarks_output(monkeypatch, capsys):
     assert out.strip() in readme
     rows = {tuple(r.split(" | ")[:3]) for r in out.splitlines()[2:]}
     assert len(rows) == 18  # 256 and 1024, three precisions, three remats
+
+
+def test_every_bundled_gpu_target_parses():
+    """Each card class in benchmarks/gpu_targets is a target that JAX's CUDA plugin builds (no GPU here)."""
+    targets = runpy.run_path(str(BENCH / "targets.py"))
+    kinds = {}
+    for name in targets["names"]():
+        devices, memory_size = targets["load"](name)
+        kinds[name] = (devices[0].device_kind, memory_size // 2**30)
+    assert kinds == {
+        "a100_40gb": ("NVIDIA A100-SXM4-40GB", 40),
+        "gtx1050ti": ("NVIDIA GeForce GTX 1050 Ti", 4),
+        "rtx2070super": ("NVIDIA GeForce RTX 2070 SUPER", 8),
+        "rtx3060": ("NVIDIA GeForce RTX 3060", 12),
+        "rtx4090": ("NVIDIA GeForce RTX 4090", 24),
+    }
+    with pytest.raises(SystemExit, match=r"^error: --target rtx9999: no such file, nor a bundled target \(a100_40gb, "):
+        targets["load"]("rtx9999")
+
+
+def test_train_speed_compiles_for_a_small_gpu_that_is_not_here(tmp_path, monkeypatch, capsys):
+    # An RTX 3060 with 256 MiB: JAX would give XLA 192 MiB of it, 172.8 MiB once remat=auto keeps its margin.
+    spec = (BENCH / "gpu_targets" / "rtx3060.txtpb").read_text()
+    small = tmp_path / "rtx3060_256mib.txtpb"
+    small.write_text(spec.replace("device_memory_size: 12884901888", f"device_memory_size: {256 * 2**20}"))
+    records = tmp_path / "gpu.jsonl"
+    args = [*TINY, "--remat", "auto", "--target", str(small), "--gpu-only", "--json", str(records)]
+    out = run_script("train_speed.py", args, monkeypatch, capsys)
+    (row,) = (json.loads(line) for line in records.read_text().splitlines())
+    g = row["gpu"][str(small)]
+    m = g["memory_bytes"]
+    assert g["device"] == "NVIDIA GeForce RTX 3060" and "memory_bytes" not in row  # --gpu-only: no CPU compile
+    assert m["total"] == m["argument"] + m["output"] + m["temp"] - m["alias"] and m["alias"] > 0
+    # The tiny step needs a few MiB: `none` fits, and is the only setting compiled.
+    assert g["remat"] == "none" and g["needs"] == {"none": m["total"]}, g
+    assert "the device allows 0.19 GiB, 0.17 GiB with a 10% margin" in out, out
+    assert f"XLA:GPU NVIDIA GeForce RTX 3060 ({small})" in out, out

@@ -284,6 +284,58 @@ def upscale(
         (non-square, not 3 channels, a size that does not divide the
         generator's), or a setting out of range.
     """
+    args, kwargs = _prepare(
+        generator,
+        variables,
+        lr_images,
+        key=key,
+        restarts=restarts,
+        steps=steps,
+        eps=eps,
+        noise=noise,
+        downsample=downsample,
+        lr=lr,
+        l1_weight=l1_weight,
+        lpips_weight=lpips_weight,
+        lpips_variables=lpips_variables,
+        image_offset=image_offset,
+    )
+    return _search(generator, *args, **kwargs)
+
+
+def lower(generator: Generator, variables, lr_images, *, key: jax.Array, sharding=None, **settings):
+    """`upscale`'s one compiled call, lowered and not run (`jax.stages.Lowered`): `.compile()` and its
+    `memory_analysis()` size the search before it runs.
+
+    Takes `upscale`'s arguments (`settings`: its keywords). With `sharding`
+    (e.g. a `NamedSharding` over compile-only devices of a GPU that is not
+    here), the inputs are shapes placed by it, so the program is compiled
+    for those devices. Raises `upscale`'s errors.
+    """
+    args, kwargs = _prepare(generator, variables, lr_images, key=key, **settings)
+    if sharding is not None:
+        args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), args)
+    return _search.lower(generator, *args, **kwargs)
+
+
+def _prepare(
+    generator,
+    variables,
+    lr_images,
+    *,
+    key,
+    restarts=8,
+    steps=100,
+    eps=2e-3,
+    noise="trainable",
+    downsample="area",
+    lr=0.4,
+    l1_weight=0.0,
+    lpips_weight=0.0,
+    lpips_variables=None,
+    image_offset=0,
+):
+    """`_search`'s (arrays, static settings) for `upscale`'s arguments, checked (one-line ValueErrors)."""
     _check_settings(
         noise=noise,
         downsample=downsample,
@@ -301,21 +353,10 @@ def upscale(
         )
     if lpips_weight and lpips_variables is None:
         lpips_variables = lpips_lib.lpips_variables("vgg")
-    return _search(
-        generator,
-        variables,
-        _to_unit(lr_images),
-        _candidate_keys(key, batch, restarts, image_offset),
-        lpips_variables if lpips_weight else None,
-        restarts=restarts,
-        steps=steps,
-        noise=noise,
-        downsample=downsample,
-        lr=lr,
-        l1_weight=l1_weight,
-        lpips_weight=lpips_weight,
-        eps=eps,
-    )
+    keys = _candidate_keys(key, batch, restarts, image_offset)
+    args = (variables, _to_unit(lr_images), keys, lpips_variables if lpips_weight else None)
+    static = {"restarts": restarts, "steps": steps, "noise": noise, "downsample": downsample, "lr": lr}
+    return args, static | {"l1_weight": l1_weight, "lpips_weight": lpips_weight, "eps": eps}
 
 
 def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:

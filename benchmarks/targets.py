@@ -1,0 +1,79 @@
+"""GPUs that need not be here: XLA:GPU targets for compiling without the card ("deviceless" compilation).
+
+Each card class in `gpu_targets/` is a GpuTargetConfig text in the field set
+of XLA's own RTX A6000 spec (which the pinned jaxlib parses), written from
+the card's published figures (the file's comments cite them). JAX builds
+compile-only devices from it with its CUDA plugin and ptxas (`pip install -e
+'.[gpu-aot]'`), while running on the CPU: `train_speed.py` and
+`upscale_speed.py` set JAX_PLATFORMS=cpu themselves when given `--target`.
+The target's memory size is part of the program (XLA:GPU rematerialises
+when a program would not fit), so each card is compiled with its own.
+"""
+
+import os
+import pathlib
+import re
+import sys
+
+FOLDER = pathlib.Path(__file__).resolve().parent / "gpu_targets"
+
+
+def wanted() -> bool:
+    """Whether the command line asks for --target (then JAX must start on the CPU: call before importing it)."""
+    return any(arg == "--target" or arg.startswith("--target=") for arg in sys.argv[1:])
+
+
+def names() -> list[str]:
+    """The bundled GPU targets, e.g. ['a100_40gb', 'gtx1050ti', 'rtx2070super', 'rtx3060', 'rtx4090']."""
+    return sorted(p.stem for p in FOLDER.glob("*.txtpb"))
+
+
+def load(target: str) -> tuple[list, int]:
+    """(compile-only devices, memory in bytes) of a bundled target's name or a GpuTargetConfig file.
+
+    Needs JAX's CUDA plugin, not a GPU. Raises SystemExit with one line when the target is unknown or
+    cannot be made.
+    """
+    path = FOLDER / f"{target}.txtpb" if target in names() else pathlib.Path(target)
+    if not path.is_file():
+        raise SystemExit(f"error: --target {target}: no such file, nor a bundled target ({', '.join(names())})")
+    spec = path.read_text()
+    size = re.search(r"device_memory_size:\s*(\d+)", spec)
+    if not size:
+        raise SystemExit(f"error: --target {target}: no device_memory_size in {path}")
+    try:
+        from jax.experimental import topologies
+
+        devices = topologies.get_topology_desc(platform="cuda", target_config=spec, topology="1x1x1").devices
+    except Exception as e:  # no CUDA plugin, or a spec this jaxlib does not parse
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise SystemExit(
+            f"error: --target {target}: no XLA:GPU target ({first}); pip install -e '.[gpu-aot]'"
+        ) from None
+    return devices, int(size.group(1))
+
+
+def limit(memory_size: int) -> int:
+    """What JAX's allocator would allow on a card of `memory_size` bytes: XLA_PYTHON_CLIENT_MEM_FRACTION of it
+    (0.75 unless set), the `bytes_limit` that `remat=auto` reads on a real card."""
+    return int(memory_size * float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")))
+
+
+def compile_uncached(lowered, options=None):
+    """`lowered.compile(compiler_options=options)` with JAX's persistent cache off: it would write an
+    executable for a device that is not here, and warn that it cannot read it back."""
+    import jax
+
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        return lowered.compile(compiler_options=options)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
+
+
+def describe(name: str) -> tuple[str, int]:
+    """(the card's name, its memory in bytes) from a bundled target's text, without JAX."""
+    spec = (FOLDER / f"{name}.txtpb").read_text()
+    card = re.search(r'device_description_str:\s*"([^"]*)"', spec).group(1)
+    return card, int(re.search(r"device_memory_size:\s*(\d+)", spec).group(1))
