@@ -94,6 +94,26 @@ def memory_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def gap_table(ours: list[dict], deviceless: list[dict]) -> list[str]:
+    """Markdown rows: a setting's real peak on the GPU beside XLA's analysis on that GPU and the deviceless
+    compile's for its target (train_speed.py --target), for the settings timed with a peak of their own."""
+    lines = [
+        "| im_size | precision | remat | real peak GiB | XLA on the GPU GiB | deviceless XLA:GPU GiB | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    key = ("im_size", "batch", "precision", "remat")
+    for d in deviceless:
+        for r in ours:
+            if all(r.get(k) == d.get(k) for k in key) and r.get("peak_gib") is not None:
+                for name, g in d.get("gpu", {}).items():
+                    lines.append(
+                        f"| {r['im_size']} | {r['precision']} | {r['remat']} | {r['peak_gib']:.2f} | "
+                        f"{r['memory_bytes']['total'] / 2**30:.2f} | {g['memory_bytes']['total'] / 2**30:.2f} | "
+                        f"{name} |"
+                    )
+    return lines
+
+
 def _gpu_rows(rows: list[dict]) -> dict:
     """{(target, im_size, precision): {remat: total bytes}} of train_speed.py --target lines (batch 8 only)."""
     out = {}
@@ -185,6 +205,11 @@ def main(argv=None):
     p.add_argument("--ours", default=None, help="train_speed.py --json output")
     p.add_argument("--ours-pulse", default=None, help="upscale_speed.py --json output")
     p.add_argument("--official", default=None, help="bench_official.py output (training and PULSE lines)")
+    p.add_argument(
+        "--deviceless",
+        default=None,
+        help="train_speed.py --gpu-only --target output for settings in --ours: the real peak beside it",
+    )
     args = p.parse_args(argv)
     if args.memory:
         print("\n".join(memory_table(read_jsonl(args.memory))))
@@ -201,6 +226,9 @@ def main(argv=None):
     if args.ours_pulse:
         print()
         print("\n".join(pulse_table(read_jsonl(args.ours_pulse), official)))
+    if args.deviceless and pathlib.Path(args.deviceless).exists():
+        print()
+        print("\n".join(gap_table(read_jsonl(args.ours), read_jsonl(args.deviceless))))
 
 
 if __name__ == "__main__":

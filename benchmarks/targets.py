@@ -16,6 +16,7 @@ import re
 import sys
 
 FOLDER = pathlib.Path(__file__).resolve().parent / "gpu_targets"
+MEMORY = re.compile(r"^\s*device_memory_size:\s*(\d+)\s*$", re.MULTILINE)  # a field, not a comment
 
 
 def wanted() -> bool:
@@ -38,7 +39,7 @@ def load(target: str) -> tuple[list, int]:
     if not path.is_file():
         raise SystemExit(f"error: --target {target}: no such file, nor a bundled target ({', '.join(names())})")
     spec = path.read_text()
-    size = re.search(r"device_memory_size:\s*(\d+)", spec)
+    size = MEMORY.search(spec)
     if not size:
         raise SystemExit(f"error: --target {target}: no device_memory_size in {path}")
     try:
@@ -76,4 +77,4 @@ def describe(name: str) -> tuple[str, int]:
     """(the card's name, its memory in bytes) from a bundled target's text, without JAX."""
     spec = (FOLDER / f"{name}.txtpb").read_text()
     card = re.search(r'device_description_str:\s*"([^"]*)"', spec).group(1)
-    return card, int(re.search(r"device_memory_size:\s*(\d+)", spec).group(1))
+    return card, int(MEMORY.search(spec).group(1))

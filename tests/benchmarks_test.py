@@ -69,15 +69,20 @@ def test_compare_puts_ours_beside_the_official(tmp_path, monkeypatch, capsys):
     official = pathlib.Path(__file__).resolve().parent / "data" / "official-fastgan-torch_h100.jsonl"
     ours = tmp_path / "ours.jsonl"
     rows = [
-        {"im_size": 256, "precision": "float16", "remat": "blocks", "img_per_s": 468.0, "peak_gib": 2.5},
+        {"im_size": 256, "batch": 8, "precision": "float16", "remat": "blocks", "img_per_s": 468.0, "peak_gib": 2.5}
+        | {"memory_bytes": {"total": 2**31}},
         {"im_size": 512, "precision": "float32", "remat": "none", "img_per_s": 100.0, "peak_gib": None},
         {"im_size": 1024, "precision": "float32", "remat": "none", "gflop_per_step": 1.0},  # --compile-only: no row
     ]
     ours.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pulse = tmp_path / "pulse.jsonl"
     pulse.write_text(json.dumps({"im_size": 256, "precision": "float32", "restarts": 8, "s_per_100_steps": 0.317}))
+    deviceless = tmp_path / "deviceless.jsonl"  # train_speed.py --gpu-only --target h200, the same setting
+    gpu = {"h200": {"device": "NVIDIA H200", "memory_bytes": {"total": 3 * 2**29}}}
+    deviceless.write_text(json.dumps({**rows[0], "gpu": gpu, "peak_gib": None}) + "\n")
     args = ["--ours", str(ours), "--ours-pulse", str(pulse), "--official", str(official)]
-    out = run_script("compare.py", args, monkeypatch, capsys)
+    out = run_script("compare.py", [*args, "--deviceless", str(deviceless)], monkeypatch, capsys)
+    assert "| 256 | float16 | blocks | 2.50 | 2.00 | 1.50 | h200 |" in out, out
     assert "| 256 | float16 | blocks | 468.0 | 46.8 | 10.0x | 2.50 | 4.16 |" in out, out
     assert "| 512 | float32 | none | 100.0 | n/a | n/a | n/a | n/a |" in out, out
     assert "| 1024 |" not in out.split("\n\n")[0], out
@@ -114,6 +119,7 @@ def test_every_bundled_gpu_target_parses():
     assert kinds == {
         "a100_40gb": ("NVIDIA A100-SXM4-40GB", 40),
         "gtx1050ti": ("NVIDIA GeForce GTX 1050 Ti", 4),
+        "h200": ("NVIDIA H200", 140),
         "rtx2070super": ("NVIDIA GeForce RTX 2070 SUPER", 8),
         "rtx3060": ("NVIDIA GeForce RTX 3060", 12),
         "rtx4090": ("NVIDIA GeForce RTX 4090", 24),
