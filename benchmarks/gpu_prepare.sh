@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares, on this (CPU) machine, what benchmarks/gpu_session.sh needs on the GPU machine, which
 # gets only the checkout: three git-excluded folders to carry.
-#   .whl/       wheels of what the GPU machine lacks (ml_collections, tensorboardX; Python 3.12)
+#   .whl/       wheels of what the GPU machine lacks (ml_collections, tensorboardX, dm-pix; Python 3.12)
 #   .gpudata/   LPIPS-VGG weights (exported from the pip package), pokemon-256 (never committed)
 #   .official/  the official PyTorch FastGAN step benchmark (GPL-3.0, timing only, never imported)
 # Then: device run, carry [".whl", ".gpudata", ".official"], command "bash benchmarks/gpu_session.sh",
@@ -14,7 +14,7 @@ for d in /.whl/ /.gpudata/ /.official/; do
 done
 rm -rf .whl .gpudata .official
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux2014_x86_64 -d .whl ml_collections tensorboardX
+  --platform manylinux2014_x86_64 -d .whl ml_collections tensorboardX dm-pix
 python3 -m fastgan_jax.interop.weights --export .gpudata/weights --float16
 find .gpudata/weights -type f ! -name 'lpips-vgg.npz' -delete  # the 64 MiB carry limit
 cp -r "$SHARED/data/pokemon-256" .gpudata/

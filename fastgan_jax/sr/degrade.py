@@ -1,0 +1,172 @@
+"""Degradation operators y = A(x): the forward models that restoration inverts through the generator.
+
+Each operator takes [B, H, W, 3] float images in [-1, 1] (the generator's
+outputs) to what the camera or the damage would show, in [-1, 1] too, and is
+jittable and differentiable: the search minimises the error of A(G(z))
+against the observed y. Operators are pytrees (`flax.struct.dataclass`):
+settings that change shapes are static fields, data (a mask, a kernel) are
+array leaves, so one compiled search serves every mask of a shape.
+
+- `Downsample(factor, method)`: area (PIL's BOX) or PULSE's bicubic
+  (`downsample.py`), super-resolution.
+- `GaussianBlur(sigma)`: DeepMind's dm-pix separable Gaussian, with the
+  border mirrored as SciPy's `gaussian_filter(mode="reflect")`.
+- `Blur(kernel)`: a user's [k, k] kernel, convolved (flipped, as
+  `scipy.ndimage.convolve`) with the border mirrored the same way.
+- `Mask(known)`: inpainting: the image itself, of which only the known
+  pixels (known = 1) count in the error.
+- `Grayscale()`: ITU-R 601 luma, as PIL's `convert("L")` (dm-pix's
+  `rgb_to_grayscale` on the [0, 1] scale); one channel out.
+- `Noise(sigma)`: denoising: the image itself, observed with additive
+  Gaussian noise of standard deviation `sigma` on the [0, 1] scale; the
+  search cannot (and should not) fit below sigma^2, which `eps` adds.
+- `Chain(ops)`: the operators applied in order, e.g. blur then downsample.
+"""
+
+import dm_pix as pix
+import flax
+import jax
+import jax.numpy as jnp
+
+from fastgan_jax.sr.downsample import DOWNSAMPLERS
+
+
+def _mirror(x, radius: int):
+    """[B, H, W, C] with `radius` pixels mirrored at each border (SciPy's "reflect": the edge repeated)."""
+    return jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
+
+
+@flax.struct.dataclass
+class Downsample:
+    """Whole-factor downsampling: `method` 'area' (PIL's BOX) or 'bicubic' (PULSE's)."""
+
+    factor: int = flax.struct.field(pytree_node=False)
+    method: str = flax.struct.field(pytree_node=False, default="area")
+
+    def __call__(self, x):
+        h, w = x.shape[1] // self.factor, x.shape[2] // self.factor
+        return DOWNSAMPLERS[self.method](x, (h, w))
+
+
+@flax.struct.dataclass
+class GaussianBlur:
+    """Gaussian blur of standard deviation `sigma` pixels, truncated at `radius` (default ceil(3 sigma))."""
+
+    sigma: float = flax.struct.field(pytree_node=False)
+    radius: int | None = flax.struct.field(pytree_node=False, default=None)
+
+    @property
+    def size(self) -> int:
+        return self.radius if self.radius is not None else max(1, int(-(-3 * self.sigma // 1)))
+
+    def __call__(self, x):
+        r = self.size
+        return pix.gaussian_blur(_mirror(x, r), self.sigma, 2 * r + 1, padding="VALID")
+
+
+@flax.struct.dataclass
+class Blur:
+    """Convolution of every channel with a [k, k] kernel (k odd; not normalised here), border mirrored."""
+
+    kernel: jax.Array
+
+    def __call__(self, x):
+        k = self.kernel.shape[0]
+        c = x.shape[-1]
+        kernel = jnp.tile(self.kernel[::-1, ::-1, None, None], (1, 1, 1, c)).astype(x.dtype)  # flip: convolution
+        return jax.lax.conv_general_dilated(
+            _mirror(x, k // 2),
+            kernel,
+            (1, 1),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=c,
+        )
+
+
+@flax.struct.dataclass
+class Mask:
+    """Inpainting: the image itself; only pixels where `known` ([H, W] or [B, H, W], 1 or 0) is 1 count."""
+
+    known: jax.Array
+
+    def __call__(self, x):
+        return x
+
+    def weights(self, y):
+        return jnp.broadcast_to(jnp.asarray(self.known, y.dtype)[..., None], y.shape[:3] + (1,))
+
+
+@flax.struct.dataclass
+class Grayscale:
+    """ITU-R 601 luma (PIL's convert("L")), [B, H, W, 1]."""
+
+    def __call__(self, x):
+        return pix.rgb_to_grayscale((x + 1) / 2, keep_dims=False) * 2 - 1
+
+
+@flax.struct.dataclass
+class Noise:
+    """Denoising: the image itself, seen with additive Gaussian noise of `sigma` on the [0, 1] scale."""
+
+    sigma: float = flax.struct.field(pytree_node=False)
+
+    def __call__(self, x):
+        return x
+
+    @property
+    def noise_variance(self) -> float:
+        return self.sigma**2
+
+
+@flax.struct.dataclass
+class Chain:
+    """The operators in `ops`, applied in order (a `Mask` only last: its pixels are the observation's)."""
+
+    ops: tuple
+
+    def __post_init__(self):
+        if any(isinstance(op, Mask) for op in self.ops[:-1]):
+            raise ValueError("a Mask must be the last operator of a chain: it marks the observed pixels")
+
+    def __call__(self, x):
+        for op in self.ops:
+            x = op(x)
+        return x
+
+    def weights(self, y):
+        return weights(self.ops[-1], y) if self.ops else jnp.ones(y.shape[:3] + (1,), y.dtype)
+
+    @property
+    def noise_variance(self) -> float:
+        return sum(noise_variance(op) for op in self.ops)
+
+
+def weights(op, y) -> jax.Array:
+    """[B, h, w, 1] weights of the observation's pixels in the error: 1 where observed, 0 where unknown."""
+    return op.weights(y) if hasattr(op, "weights") else jnp.ones(y.shape[:3] + (1,), y.dtype)
+
+
+def noise_variance(op) -> float:
+    """The observation noise's variance on the [0, 1] scale (0 without a `Noise`)."""
+    return getattr(op, "noise_variance", 0.0)
+
+
+def observed_mse(op, x, y) -> jax.Array:
+    """[B] mean squared error on the [0, 1] scale between A(x) and the observation y over the known pixels.
+
+    x: [B, H, W, 3] in [-1, 1]; y: A's output shape in [-1, 1]. An image with no known pixel has error 0.
+    """
+    pred = op(x)
+    w = weights(op, pred)
+    sq = jnp.square((pred - y) / 2) * w  # [-1, 1] -> [0, 1] halves the differences
+    count = jnp.sum(w, axis=(1, 2, 3)) * pred.shape[-1]
+    return jnp.sum(sq, axis=(1, 2, 3)) / jnp.maximum(count, 1)
+
+
+def chain(*ops):
+    """One operator from several, applied in order (`Chain`); a single operator is returned as it is."""
+    flat = []
+    for op in ops:
+        flat.extend(op.ops if isinstance(op, Chain) else [op])
+    return flat[0] if len(flat) == 1 else Chain(tuple(flat))
