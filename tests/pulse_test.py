@@ -16,8 +16,8 @@ import fastgan_jax as fj
 from fastgan_jax import images
 from fastgan_jax.commands import upscale as upscale_cli
 from fastgan_jax.nn.models import init_generator, noise_shapes
+from fastgan_jax.sr import degrade, pulse
 from fastgan_jax.sr import files as sr_files
-from fastgan_jax.sr import pulse
 from fastgan_jax.train import loop
 from fastgan_jax.train.state import make_models
 from fastgan_jax.train.step import recalibrate
@@ -159,7 +159,7 @@ def lpips_vgg():
 
 def test_lpips_only_at_factor_one():
     G, v = generator()
-    with pytest.raises(ValueError, match="lpips_weight: the LPIPS term is for GAN inversion .* got 8px"):
+    with pytest.raises(ValueError, match="lpips_weight: the LPIPS term is for GAN inversion .* got 8x8x3"):
         fj.upscale(G, v, targets(), key=KEY, lpips_weight=1.0)
 
 
@@ -345,3 +345,35 @@ def test_upscale_cli_lpips_is_for_inversion_only(tmp_path, capsys, tiny_generato
     Image.new("RGB", (8, 8), (200, 180, 20)).save(tmp_path / "in" / "lr.png")
     line = helpers.error_line(capsys, cli, tmp_path, "--input", str(tmp_path / "in"), "--lpips", "1")
     assert re.match(r"error: --lpips is for GAN inversion .*lr\.png is 8px", line), line
+
+
+def test_restore_counts_only_the_known_pixels_of_a_mask_and_each_image_alone():
+    """Inpainting: per-image masks; what is in the unknown pixels changes nothing, nor do the other images."""
+    G, v = generator()
+    known = jnp.zeros((2, 64, 64)).at[0, :, :32].set(1.0).at[1, 16:48, 16:48].set(1.0)
+    op = degrade.Mask(known)
+    settings = {"key": KEY, "restarts": 2, "steps": 4}
+    res = fj.restore(G, v, generated(), op, **settings)
+    scrambled = jnp.where(known[..., None] > 0, generated(), -generated())  # the unknown pixels replaced
+    again = fj.restore(G, v, scrambled, op, **settings)
+    np.testing.assert_array_equal(res.images, again.images)
+    second = fj.restore(G, v, generated()[1:], degrade.Mask(known[1:]), **settings, image_offset=1)
+    np.testing.assert_allclose(second.images[0], res.images[1], atol=1e-5)
+    err = degrade.observed_mse(op, res.images[:, 0], generated())
+    np.testing.assert_allclose(res.lr_mse[:, 0], err, rtol=1e-4)  # lr_mse: the known pixels' MSE on [0, 1]
+
+
+def test_restore_colourisation_with_noise_and_its_one_line_errors():
+    G, v = generator()
+    sigma = 0.05
+    op = degrade.chain(degrade.Grayscale(), degrade.Noise(sigma))
+    gray = op(generated()) + 2 * sigma * jax.random.normal(jax.random.key(4), (2, 64, 64, 1))  # [-1, 1]: 2 sigma
+    res = fj.restore(G, v, jnp.clip(gray, -1, 1), op, key=KEY, restarts=2, steps=4, eps=1e-3)
+    assert res.images.shape == (2, 2, 64, 64, 3)  # colour images from gray observations
+    np.testing.assert_array_equal(res.success, res.lr_mse <= 1e-3 + sigma**2)  # eps plus the noise's floor
+    with pytest.raises(
+        ValueError, match=r"^observed: the operator makes 64x64x1 of the generator's 64px images, got 64x64x3$"
+    ):
+        fj.restore(G, v, generated(), op, key=KEY)
+    with pytest.raises(ValueError, match=r"lpips_weight: the LPIPS term is for GAN inversion"):
+        fj.restore(G, v, generated(), degrade.Mask(jnp.ones((64, 64))), key=KEY, lpips_weight=1.0)

@@ -152,16 +152,32 @@ def noise_variance(op) -> float:
     return getattr(op, "noise_variance", 0.0)
 
 
-def observed_mse(op, x, y) -> jax.Array:
-    """[B] mean squared error on the [0, 1] scale between A(x) and the observation y over the known pixels.
+def observed_errors(op, x, y) -> tuple[jax.Array, jax.Array]:
+    """([B] mean squared, [B] mean absolute) error on the [0, 1] scale between A(x) and the observation y,
+    over the known pixels.
 
     x: [B, H, W, 3] in [-1, 1]; y: A's output shape in [-1, 1]. An image with no known pixel has error 0.
     """
     pred = op(x)
     w = weights(op, pred)
-    sq = jnp.square((pred - y) / 2) * w  # [-1, 1] -> [0, 1] halves the differences
-    count = jnp.sum(w, axis=(1, 2, 3)) * pred.shape[-1]
-    return jnp.sum(sq, axis=(1, 2, 3)) / jnp.maximum(count, 1)
+    diff = (pred - y) / 2  # [-1, 1] -> [0, 1] halves the differences
+    count = jnp.maximum(jnp.sum(w, axis=(1, 2, 3)) * pred.shape[-1], 1)
+    mse = jnp.sum(jnp.square(diff) * w, axis=(1, 2, 3)) / count
+    return mse, jnp.sum(jnp.abs(diff) * w, axis=(1, 2, 3)) / count
+
+
+def observed_mse(op, x, y) -> jax.Array:
+    """[B] mean squared error on the [0, 1] scale between A(x) and y over the known pixels (`observed_errors`)."""
+    return observed_errors(op, x, y)[0]
+
+
+def repeat(op, n: int):
+    """`op` for n consecutive copies of every image (a search's restarts): per-image masks repeated."""
+    if isinstance(op, Chain):
+        return Chain(tuple(repeat(o, n) for o in op.ops))
+    if isinstance(op, Mask) and jnp.ndim(op.known) == 3:
+        return Mask(jnp.repeat(op.known, n, axis=0))
+    return op
 
 
 def chain(*ops):

@@ -1,7 +1,10 @@
-"""PULSE super-resolution through a FastGAN generator (Menon et al., CVPR 2020).
+"""PULSE super-resolution through a FastGAN generator (Menon et al., CVPR 2020), and other restorations.
 
 Given low-resolution images, search the generator's latent space for
-high-resolution images that downscale to them. Every candidate (R restarts
+high-resolution images that downscale to them (`upscale`); more generally,
+for images whose degradation A (`degrade`: blur, masks, grayscale, noise,
+chains of them) matches the observation (`restore`, where DS below is A and
+the errors count the observation's known pixels only). Every candidate (R restarts
 per image) has a latent z on the sphere of radius sqrt(nz) and, with
 `noise='trainable'`, its own noise maps, each on the sphere of radius
 sqrt(size); Adam (lr 0.4, PULSE's `linear1cycledrop` schedule) minimises
@@ -34,6 +37,7 @@ import optax
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.nn.models import Generator, noise_shapes
+from fastgan_jax.sr import degrade
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 
 NOISE_MODES = ("trainable", "fixed", "zero")
@@ -112,7 +116,6 @@ def _per_candidate(x, b, restarts):
         "restarts",
         "steps",
         "noise",
-        "downsample",
         "lr",
         "l1_weight",
         "lpips_weight",
@@ -122,24 +125,24 @@ def _per_candidate(x, b, restarts):
 def _search(
     generator,
     variables,
-    lr_images,
+    observed,
     keys,
     lpips_variables,
+    op,
     *,
     restarts,
     steps,
     noise,
-    downsample,
     lr,
     l1_weight,
     lpips_weight,
     eps,
 ):
     G = generator
-    b, h, w, _ = lr_images.shape
+    b = observed.shape[0]
     n = b * restarts
-    target = jnp.repeat(lr_images, restarts, axis=0)  # [N, h, w, 3] on [0, 1]
-    down = DOWNSAMPLERS[downsample]
+    target = jnp.repeat(observed, restarts, axis=0)  # [N, h, w, c] in [-1, 1]
+    op = degrade.repeat(op, restarts)  # per-image masks: one per candidate
     shapes = [s[1:] for s in noise_shapes(G.im_size, 1)]
 
     def init_one(k):
@@ -159,13 +162,10 @@ def _search(
 
     def losses(params):
         img = render(params)
-        diff = down(images_lib.to_unit(img), (h, w)) - target
-        mse = jnp.mean(jnp.square(diff), axis=(1, 2, 3))
-        loss = 100 * mse + l1_weight * jnp.mean(jnp.abs(diff), axis=(1, 2, 3))
-        if lpips_weight:  # factor 1: the render and the target have the same size
-            loss = loss + lpips_weight * lpips_lib.LPIPS("vgg").apply(
-                lpips_variables, img, images_lib.from_unit(target)
-            )
+        mse, l1 = degrade.observed_errors(op, img, target)  # [N] each, on the [0, 1] scale
+        loss = 100 * mse + l1_weight * l1
+        if lpips_weight:  # GAN inversion: the render and the target have the same size
+            loss = loss + lpips_weight * lpips_lib.LPIPS("vgg").apply(lpips_variables, img, target)
         return loss.sum(), (loss, mse)  # the sum keeps candidates independent
 
     tx = optax.adam(pulse_schedule(steps, lr))
@@ -189,7 +189,7 @@ def _search(
     return UpscaleResult(
         images=images,
         lr_mse=lr_mse,
-        success=lr_mse <= eps,
+        success=lr_mse <= eps + degrade.noise_variance(op),
         best=jnp.take_along_axis(images, best_index[:, None, None, None, None], axis=1)[:, 0],
         best_index=best_index,
         history=history.T.reshape(b, restarts, steps),
@@ -212,19 +212,37 @@ def _check_lr_images(lr_images, im_size: int) -> tuple[int, int]:
     return b, h
 
 
-def _to_unit(lr_images) -> jax.Array:
-    """uint8 data or [-1, 1] floats -> float32 on PULSE's [0, 1] scale."""
-    x = jnp.asarray(lr_images)
-    if x.dtype == jnp.uint8:
-        return x.astype(jnp.float32) / 255.0
-    return images_lib.to_unit(x.astype(jnp.float32))
+def _check_observed(observed, im_size: int, op) -> int:
+    """Checks the observations against what `op` makes of the generator's images; returns the batch."""
+    if np.ndim(observed) != 4 or not np.shape(observed)[0]:
+        raise ValueError(f"observed: give a non-empty [B, h, w, c] batch, got shape {np.shape(observed)}")
+    x = np.asarray(observed) if not isinstance(observed, jax.Array) else observed
+    if x.dtype != np.uint8:
+        lo, hi = float(jnp.min(x)), float(jnp.max(x))
+        if lo < -1.001 or hi > 1.001:
+            raise ValueError(f"observed: float images must be in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
+    want = jax.eval_shape(op, jax.ShapeDtypeStruct((1, im_size, im_size, 3), jnp.float32)).shape[1:]
+    if tuple(np.shape(observed)[1:]) != tuple(want):
+        raise ValueError(
+            f"observed: the operator makes {want[0]}x{want[1]}x{want[2]} of the generator's {im_size}px images, "
+            f"got {'x'.join(map(str, np.shape(observed)[1:]))}"
+        )
+    return np.shape(observed)[0]
 
 
-def _check_settings(*, noise, downsample, restarts, steps, eps, l1_weight, lpips_weight):
+def _same_kind(observed, im_size, op) -> bool:
+    """Whether `observed` are images like the generator's: its size, 3 channels, every pixel known."""
+    shape = tuple(np.shape(observed)[1:])
+    return shape == (im_size, im_size, 3) and not any(isinstance(o, degrade.Mask) for o in _ops(op))
+
+
+def _ops(op) -> tuple:
+    return op.ops if isinstance(op, degrade.Chain) else (op,)
+
+
+def _check_settings(*, noise, restarts, steps, eps, l1_weight, lpips_weight):
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
-    if downsample not in DOWNSAMPLERS:
-        raise ValueError(f"downsample must be one of {sorted(DOWNSAMPLERS)}, got {downsample!r}")
     if restarts < 1 or steps < 1:
         raise ValueError(f"restarts and steps must be at least 1, got {restarts} and {steps}")
     if not eps > 0:
@@ -233,48 +251,90 @@ def _check_settings(*, noise, downsample, restarts, steps, eps, l1_weight, lpips
         raise ValueError(f"l1_weight and lpips_weight must be >= 0, got {l1_weight} and {lpips_weight}")
 
 
-def upscale(
+def restore(
     generator: Generator,
     variables,
-    lr_images,
+    observed,
+    op,
     *,
     key: jax.Array,
     restarts: int = 8,
     steps: int = 100,
     eps: float = 2e-3,
     noise: str = "trainable",
-    downsample: str = "area",
     lr: float = 0.4,
     l1_weight: float = 0.0,
     lpips_weight: float = 0.0,
     lpips_variables=None,
     image_offset: int = 0,
 ) -> UpscaleResult:
-    """PULSE search for high-resolution images that downscale to `lr_images`.
+    """PULSE's search for generator images x whose degradation `op(x)` matches `observed`.
 
     Args:
       generator: a `Generator` (eval mode is used).
       variables: its variables (EMA params with recalibrated `batch_stats`).
-      lr_images: [B, h, w, 3] float images in [-1, 1], or uint8 data in
-        [0, 255]; square, with h = generator.im_size / factor for a whole
-        factor (factor 1: GAN inversion, projecting a high-resolution image).
+      observed: [B, h, w, c] float images in [-1, 1], or uint8 data in
+        [0, 255], of the shape `op` gives the generator's [S, S, 3] images
+        (e.g. S / factor for `degrade.Downsample(factor)`, one channel for
+        `degrade.Grayscale()`).
+      op: a degradation operator of `fastgan_jax.sr.degrade` (or a chain of
+        them); only its known pixels count (`degrade.Mask`).
       key: PRNG key; candidate (b, r) draws from fold_in(fold_in(key, b + image_offset), r).
       restarts: candidates per image, searched together.
       steps: Adam steps.
-      eps: success threshold on the LR MSE, on PULSE's [0, 1] scale (2e-3:
-        an RMS error of about 11 of 255 levels).
+      eps: success threshold on the observation's MSE over its known pixels,
+        on PULSE's [0, 1] scale (2e-3: an RMS error of about 11 of 255
+        levels); with `degrade.Noise(sigma)` in `op`, sigma^2 is added (no
+        image fits noisy pixels better than the noise).
       noise: 'trainable' (optimised, projected per map), 'fixed' (drawn once) or 'zero'.
-      downsample: 'area' (PIL's BOX) or 'bicubic' (PULSE's).
       lr: peak learning rate of the schedule.
       l1_weight: weight of an extra L1 term on the [0, 1] scale (0: PULSE's loss).
       lpips_weight: weight of an LPIPS-VGG term between the render and the
-        target (on [-1, 1]); GAN inversion only (factor 1), an error at other
-        factors, where VGG would see an 8-32 px downscaled image.
+        observation (on [-1, 1]); only where they are the same kind of image
+        (GAN inversion: the generator's size, 3 channels, every pixel known).
       lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
         (loaded when None and lpips_weight > 0); passed to the compiled
         search as an argument.
-      image_offset: index of `lr_images[0]` in a larger set, so that splitting
+      image_offset: index of `observed[0]` in a larger set, so that splitting
         a set into chunks gives the same results as one call.
+
+    Returns:
+      An `UpscaleResult` (images in [-1, 1]; `lr_mse`: the observation's MSE on [0, 1]).
+
+    Raises:
+      ValueError: one line: `observed` of the wrong dtype, range or shape for
+        `op`, or a setting out of range.
+    """
+    args, kwargs = _prepare(
+        generator,
+        variables,
+        observed,
+        op,
+        key=key,
+        restarts=restarts,
+        steps=steps,
+        eps=eps,
+        noise=noise,
+        lr=lr,
+        l1_weight=l1_weight,
+        lpips_weight=lpips_weight,
+        lpips_variables=lpips_variables,
+        image_offset=image_offset,
+    )
+    return _search(generator, *args, **kwargs)
+
+
+def upscale(generator: Generator, variables, lr_images, *, downsample: str = "area", **settings) -> UpscaleResult:
+    """PULSE super-resolution: `restore` with `degrade.Downsample(factor, downsample)`.
+
+    Args:
+      generator, variables: as `restore`.
+      lr_images: [B, h, w, 3] float images in [-1, 1], or uint8 data in
+        [0, 255]; square, with h = generator.im_size / factor for a whole
+        factor (factor 1: GAN inversion, projecting a high-resolution image).
+      downsample: 'area' (PIL's BOX) or 'bicubic' (PULSE's).
+      **settings: `restore`'s keywords (key, restarts, steps, eps, noise, lr,
+        l1_weight, lpips_weight, lpips_variables, image_offset).
 
     Returns:
       An `UpscaleResult` (images in [-1, 1], `lr_mse` on [0, 1]).
@@ -284,23 +344,14 @@ def upscale(
         (non-square, not 3 channels, a size that does not divide the
         generator's), or a setting out of range.
     """
-    args, kwargs = _prepare(
-        generator,
-        variables,
-        lr_images,
-        key=key,
-        restarts=restarts,
-        steps=steps,
-        eps=eps,
-        noise=noise,
-        downsample=downsample,
-        lr=lr,
-        l1_weight=l1_weight,
-        lpips_weight=lpips_weight,
-        lpips_variables=lpips_variables,
-        image_offset=image_offset,
-    )
-    return _search(generator, *args, **kwargs)
+    return restore(generator, variables, lr_images, _downsampling(generator, lr_images, downsample), **settings)
+
+
+def _downsampling(generator, lr_images, downsample):
+    if downsample not in DOWNSAMPLERS:
+        raise ValueError(f"downsample must be one of {sorted(DOWNSAMPLERS)}, got {downsample!r}")
+    _, size = _check_lr_images(lr_images, generator.im_size)
+    return degrade.Downsample(generator.im_size // size, downsample)
 
 
 def lower(generator: Generator, variables, lr_images, *, key: jax.Array, sharding=None, **settings):
@@ -312,7 +363,8 @@ def lower(generator: Generator, variables, lr_images, *, key: jax.Array, shardin
     here), the inputs are shapes placed by it, so the program is compiled
     for those devices. Raises `upscale`'s errors.
     """
-    args, kwargs = _prepare(generator, variables, lr_images, key=key, **settings)
+    op = _downsampling(generator, lr_images, settings.pop("downsample", "area"))
+    args, kwargs = _prepare(generator, variables, lr_images, op, key=key, **settings)
     if sharding is not None:
         args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), args)
     return _search.lower(generator, *args, **kwargs)
@@ -321,41 +373,35 @@ def lower(generator: Generator, variables, lr_images, *, key: jax.Array, shardin
 def _prepare(
     generator,
     variables,
-    lr_images,
+    observed,
+    op,
     *,
     key,
     restarts=8,
     steps=100,
     eps=2e-3,
     noise="trainable",
-    downsample="area",
     lr=0.4,
     l1_weight=0.0,
     lpips_weight=0.0,
     lpips_variables=None,
     image_offset=0,
 ):
-    """`_search`'s (arrays, static settings) for `upscale`'s arguments, checked (one-line ValueErrors)."""
+    """`_search`'s (arrays, static settings) for `restore`'s arguments, checked (one-line ValueErrors)."""
     _check_settings(
-        noise=noise,
-        downsample=downsample,
-        restarts=restarts,
-        steps=steps,
-        eps=eps,
-        l1_weight=l1_weight,
-        lpips_weight=lpips_weight,
+        noise=noise, restarts=restarts, steps=steps, eps=eps, l1_weight=l1_weight, lpips_weight=lpips_weight
     )
-    batch, size = _check_lr_images(lr_images, generator.im_size)
-    if lpips_weight and size != generator.im_size:
+    batch = _check_observed(observed, generator.im_size, op)
+    if lpips_weight and not _same_kind(observed, generator.im_size, op):
         raise ValueError(
-            f"lpips_weight: the LPIPS term is for GAN inversion (lr_images at the generator's "
-            f"{generator.im_size}px), got {size}px LR images"
+            f"lpips_weight: the LPIPS term is for GAN inversion (observed images at the generator's "
+            f"{generator.im_size}px, 3 channels, every pixel known), got {'x'.join(map(str, np.shape(observed)[1:]))}"
         )
     if lpips_weight and lpips_variables is None:
         lpips_variables = lpips_lib.lpips_variables("vgg")
     keys = _candidate_keys(key, batch, restarts, image_offset)
-    args = (variables, _to_unit(lr_images), keys, lpips_variables if lpips_weight else None)
-    static = {"restarts": restarts, "steps": steps, "noise": noise, "downsample": downsample, "lr": lr}
+    args = (variables, images_lib.to_float(jnp.asarray(observed)), keys, lpips_variables if lpips_weight else None, op)
+    static = {"restarts": restarts, "steps": steps, "noise": noise, "lr": lr}
     return args, static | {"l1_weight": l1_weight, "lpips_weight": lpips_weight, "eps": eps}
 
 
