@@ -16,7 +16,7 @@ import fastgan_jax as fj
 from fastgan_jax import images
 from fastgan_jax.commands import upscale as upscale_cli
 from fastgan_jax.nn.models import init_generator, noise_shapes
-from fastgan_jax.sr import degrade, pulse
+from fastgan_jax.sr import degrade, ilo, pulse
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.train import loop
 from fastgan_jax.train.state import make_models
@@ -377,3 +377,50 @@ def test_restore_colourisation_with_noise_and_its_one_line_errors():
         fj.restore(G, v, generated(), op, key=KEY)
     with pytest.raises(ValueError, match=r"lpips_weight: the LPIPS term is for GAN inversion"):
         fj.restore(G, v, generated(), degrade.Mask(jnp.ones((64, 64))), key=KEY, lpips_weight=1.0)
+
+
+def test_l1_ball_projection_is_the_euclidean_projection():
+    v = jax.random.normal(jax.random.key(0), (5, 40))
+    radius = jnp.array([1.0, 5.0, 20.0, 100.0, 0.5])
+    w = np.asarray(ilo.project_l1_ball(v, radius), np.float64)
+    for row, out, r in zip(np.asarray(v, np.float64), w, np.asarray(radius), strict=True):
+        if np.abs(row).sum() <= r:
+            np.testing.assert_array_equal(out, row)  # inside: unchanged
+            continue
+        lo, hi = 0.0, np.abs(row).max()  # the projection soft-thresholds at the theta where the L1 norm is r
+        for _ in range(100):
+            theta = (lo + hi) / 2
+            lo, hi = (theta, hi) if np.maximum(np.abs(row) - theta, 0).sum() > r else (lo, theta)
+        np.testing.assert_allclose(out, np.sign(row) * np.maximum(np.abs(row) - theta, 0), atol=1e-5)
+        assert np.abs(out).sum() == pytest.approx(r, rel=1e-5)
+
+
+def test_the_generator_continues_from_its_own_intermediate_features():
+    G, v = generator()
+    z = pulse._project(jax.random.normal(jax.random.key(5), (2, G.nz)))
+    noise = [jax.random.normal(jax.random.key(9), s) for s in noise_shapes(64, 2)]
+    feats = G.apply(v, z, noise=noise, stop_at=16)
+    assert sorted(feats) == [4, 8, 16] and feats[16].shape[:3] == (2, 16, 16)
+    img, _ = G.apply(v, None, noise=noise, features=feats)
+    np.testing.assert_allclose(img, G.apply(v, z, noise=noise)[0], atol=1e-6)
+
+
+def test_ilo_improves_on_the_latent_search_and_renders_again_exactly():
+    G, v = generator()
+    settings = {"key": KEY, "restarts": 2, "steps": 5}
+    layers = ilo.Layers(resolutions=(8, 16), radii=(0.2,), steps=4, lr=0.05)
+    plain = fj.upscale(G, v, targets(), **settings)
+    res = fj.upscale(G, v, targets(), **settings, layers=layers)
+    np.testing.assert_array_equal(res.latents, plain.latents)  # the latent search is the same
+    assert np.all(res.lr_mse <= plain.lr_mse) and np.any(res.stage > 0), (res.lr_mse, plain.lr_mse, res.stage)
+    assert set(np.unique(res.stage)) <= {0, 1, 2} and res.history.shape == (2, 2, 5 + 2 * 4)
+    assert sorted(res.features) == [4, 8, 16] and res.features[16].shape[:4] == (2, 2, 16, 16)
+    np.testing.assert_allclose(pulse.render(G, v, res), res.images, atol=1e-5)
+    err = degrade.observed_mse(degrade.Downsample(8), res.images[:, 0], targets())
+    np.testing.assert_allclose(res.lr_mse[:, 0], err, rtol=1e-4, atol=1e-7)
+    one = fj.upscale(G, v, targets()[1:], **settings, layers=layers, image_offset=1)
+    # Each image alone: the same, up to float rounding that the feature steps carry on (a batch of 1 and of 2
+    # are programs of their own; Adam divides by the gradients' root mean square).
+    np.testing.assert_allclose(one.images[0], res.images[1], atol=1e-4)
+    with pytest.raises(ValueError, match=r"layers: resolutions must be below the generator's 64px"):
+        fj.upscale(G, v, targets(), **settings, layers=ilo.Layers(resolutions=(8, 64)))

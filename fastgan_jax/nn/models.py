@@ -110,35 +110,57 @@ class Generator(nn.Module):
     dtype: jnp.dtype | None = None
     remat: str = "none"
 
-    def __call__(self, z, train: bool = False, noise: Sequence[jax.Array] | None = None):
+    def __call__(
+        self,
+        z,
+        train: bool = False,
+        noise: Sequence[jax.Array] | None = None,
+        *,
+        features: dict[int, jax.Array] | None = None,
+        stop_at: int | None = None,
+    ):
         """Args:
-          z: [B, nz] latents.
+          z: [B, nz] latents (unused, may be None, with `features`).
           train: batch statistics and one spectral-norm power iteration
             (needs `mutable=['batch_stats']`).
           noise: optional noise maps, shapes `noise_shapes(im_size, B)`;
             without them noise is drawn from the `noise` RNG stream.
+          features: intermediate features to continue from (intermediate
+            layer optimisation): {r: [B, r, r, C_r]} for every r = 4, 8, ..., R,
+            as `stop_at=R` returns them; the layers up to R are not run (the
+            skip-layer excitations above R read these), and noise maps of
+            those layers are not used.
+          stop_at: return the features {4: ..., ..., stop_at: ...} instead of
+            the images.
 
         Returns:
-          (img, img_small), NHWC.
+          (img, img_small), NHWC; or the features with `stop_at`.
         """
         _check_size(self.im_size)
         _check_remat(self.remat)
-        if z.ndim != 2 or z.shape[1] != self.nz:
+        if features is None and (z.ndim != 2 or z.shape[1] != self.nz):
             raise ValueError(f"Generator expects z of shape [B, {self.nz}], got {z.shape}")
         if self.remat == "full":
-            return nn.remat(Generator._forward, static_argnums=(2,))(self, z, train, noise)
-        return self._forward(z, train, noise)
+            return nn.remat(Generator._forward, static_argnums=(2, 5))(self, z, train, noise, features, stop_at)
+        return self._forward(z, train, noise, features, stop_at)
 
     @nn.compact
-    def _forward(self, z, train, noise):
+    def _forward(self, z, train, noise, features=None, stop_at=None):
         nfc, dt = _widths(G_MULT, self.ngf), self.dtype
         noise = list(noise) if noise is not None else [None] * len(noise_shapes(self.im_size, 1))
         up, up_comp, se = (_remat(b, self.remat, n) for b, n in ((UpBlock, 2), (UpBlockComp, 2), (SEBlock, 3)))
 
-        x = SNLatentConvTranspose(2 * nfc[4], dtype=dt, name="init_conv")(z, train)
-        x = glu(BatchNorm(name="init_bn")(x, train))  # [B, 4, 4, nfc[4]]
-        feats = {4: x}
-        r = 8
+        if features is None:
+            x = SNLatentConvTranspose(2 * nfc[4], dtype=dt, name="init_conv")(z, train)
+            x = glu(BatchNorm(name="init_bn")(x, train))  # [B, 4, 4, nfc[4]]
+            feats = {4: x}
+        else:  # continue after the given layers; their noise maps are not needed
+            feats = dict(features)
+            x = feats[max(feats)]
+            noise = noise[2 * sum(1 for r in COMP_SIZES if r <= max(feats)) :]
+        if stop_at == max(feats):
+            return feats
+        r = 2 * max(feats)
         while r <= self.im_size:
             if r in COMP_SIZES:
                 x = up_comp(nfc[r], dtype=dt, name=f"feat_{r}")(x, train, noise[:2])
@@ -148,6 +170,8 @@ class Generator(nn.Module):
             if 64 <= r <= 512:  # skip-layer excitation from the map 16x smaller
                 x = se(nfc[r], dtype=dt, name=f"se_{r}")(feats[r // 16], x, train)
             feats[r] = x
+            if r == stop_at:
+                return feats
             r *= 2
 
         img = SNConv(3, 3, padding=1, dtype=dt, name="to_big")(feats[self.im_size], train)

@@ -37,7 +37,7 @@ import optax
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.nn.models import Generator, noise_shapes
-from fastgan_jax.sr import degrade
+from fastgan_jax.sr import degrade, ilo
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 
 NOISE_MODES = ("trainable", "fixed", "zero")
@@ -65,6 +65,11 @@ class UpscaleResult:
         again (`render`).
       sphere_error: [B, R] the largest |mean(x^2) - 1| of z and the optimised
         noise maps after any step (the sphere constraint; ~1e-7).
+      stage: [B, R] int32, where each candidate's result comes from: 0 the
+        latent search, k the k-th intermediate-layer stage (`Layers`).
+      features: with `Layers`, the last stage's features {r: [B, R, r, r, C_r]}
+        for r = 4 .. the last stage's resolution, which render `images` again
+        with `noise` (`render`); None without.
     """
 
     images: jax.Array
@@ -76,6 +81,8 @@ class UpscaleResult:
     latents: jax.Array
     noise: list[jax.Array]
     sphere_error: jax.Array
+    stage: jax.Array
+    features: dict | None = None
 
 
 def pulse_schedule(steps: int, lr: float = 0.4):
@@ -120,6 +127,7 @@ def _per_candidate(x, b, restarts):
         "l1_weight",
         "lpips_weight",
         "eps",
+        "layers",
     ),
 )
 def _search(
@@ -137,6 +145,7 @@ def _search(
     l1_weight,
     lpips_weight,
     eps,
+    layers=None,
 ):
     G = generator
     b = observed.shape[0]
@@ -160,13 +169,15 @@ def _search(
         img, _ = G.apply(variables, params["z"], train=False, noise=params.get("noise", maps0))
         return img.astype(jnp.float32)  # [N, H, W, 3] in [-1, 1]
 
-    def losses(params):
-        img = render(params)
+    def objective(img):
         mse, l1 = degrade.observed_errors(op, img, target)  # [N] each, on the [0, 1] scale
         loss = 100 * mse + l1_weight * l1
         if lpips_weight:  # GAN inversion: the render and the target have the same size
             loss = loss + lpips_weight * lpips_lib.LPIPS("vgg").apply(lpips_variables, img, target)
         return loss.sum(), (loss, mse)  # the sum keeps candidates independent
+
+    def losses(params):
+        return objective(render(params))
 
     tx = optax.adam(pulse_schedule(steps, lr))
 
@@ -183,7 +194,18 @@ def _search(
 
     init = (params, tx.init(params), params, jnp.full((n,), jnp.inf))
     (_, _, best, best_mse), (history, sphere) = jax.lax.scan(step, init, None, length=steps)
-    images = _per_candidate(render(best), b, restarts)
+    best_noise = best.get("noise", maps0)
+    stage, feats = jnp.zeros((n,), jnp.int32), None
+    if layers is not None:  # ILO: the intermediate features, stage by stage
+        start = G.apply(variables, best["z"], train=False, noise=best_noise, stop_at=layers.resolutions[0])
+        feats, best_mse, stage, layer_history = ilo.layer_stages(
+            G, variables, best_noise, start, best_mse, objective, layers
+        )
+        history = jnp.concatenate([history, layer_history])
+        img, _ = G.apply(variables, None, train=False, noise=best_noise, features=feats)
+    else:
+        img = render(best)
+    images = _per_candidate(img.astype(jnp.float32), b, restarts)
     lr_mse = best_mse.reshape(b, restarts)
     best_index = jnp.argmin(lr_mse, axis=1)
     return UpscaleResult(
@@ -192,10 +214,12 @@ def _search(
         success=lr_mse <= eps + degrade.noise_variance(op),
         best=jnp.take_along_axis(images, best_index[:, None, None, None, None], axis=1)[:, 0],
         best_index=best_index,
-        history=history.T.reshape(b, restarts, steps),
+        history=history.T.reshape(b, restarts, -1),
         latents=_per_candidate(best["z"], b, restarts),
-        noise=[_per_candidate(m, b, restarts) for m in best.get("noise", maps0)],
+        noise=[_per_candidate(m, b, restarts) for m in best_noise],
         sphere_error=sphere.max(axis=0).reshape(b, restarts),
+        stage=stage.reshape(b, restarts),
+        features=None if feats is None else {r: _per_candidate(f, b, restarts) for r, f in feats.items()},
     )
 
 
@@ -267,6 +291,7 @@ def restore(
     lpips_weight: float = 0.0,
     lpips_variables=None,
     image_offset: int = 0,
+    layers: ilo.Layers | None = None,
 ) -> UpscaleResult:
     """PULSE's search for generator images x whose degradation `op(x)` matches `observed`.
 
@@ -297,6 +322,9 @@ def restore(
         search as an argument.
       image_offset: index of `observed[0]` in a larger set, so that splitting
         a set into chunks gives the same results as one call.
+      layers: `ilo.Layers`: after the latent search, intermediate layer
+        optimisation (ILO), stage by stage, in the same compiled call; None:
+        the latent search alone (PULSE).
 
     Returns:
       An `UpscaleResult` (images in [-1, 1]; `lr_mse`: the observation's MSE on [0, 1]).
@@ -320,6 +348,7 @@ def restore(
         lpips_weight=lpips_weight,
         lpips_variables=lpips_variables,
         image_offset=image_offset,
+        layers=layers,
     )
     return _search(generator, *args, **kwargs)
 
@@ -386,8 +415,11 @@ def _prepare(
     lpips_weight=0.0,
     lpips_variables=None,
     image_offset=0,
+    layers=None,
 ):
     """`_search`'s (arrays, static settings) for `restore`'s arguments, checked (one-line ValueErrors)."""
+    if layers is not None:
+        layers.check(generator.im_size)
     _check_settings(
         noise=noise, restarts=restarts, steps=steps, eps=eps, l1_weight=l1_weight, lpips_weight=lpips_weight
     )
@@ -402,11 +434,11 @@ def _prepare(
     keys = _candidate_keys(key, batch, restarts, image_offset)
     args = (variables, images_lib.to_float(jnp.asarray(observed)), keys, lpips_variables if lpips_weight else None, op)
     static = {"restarts": restarts, "steps": steps, "noise": noise, "lr": lr}
-    return args, static | {"l1_weight": l1_weight, "lpips_weight": lpips_weight, "eps": eps}
+    return args, static | {"l1_weight": l1_weight, "lpips_weight": lpips_weight, "eps": eps, "layers": layers}
 
 
 def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
-    """Renders a result's candidates again from its latents and noise maps.
+    """Renders a result's candidates again from its latents and noise maps (with ILO, its features).
 
     Args:
       generator, variables: those the search ran with.
@@ -417,5 +449,9 @@ def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
     """
     b, r = result.latents.shape[:2]
     noise = [m.reshape(b * r, *m.shape[2:]) for m in result.noise]
+    if result.features is not None:  # ILO: from the optimised features
+        feats = {k: f.reshape(b * r, *f.shape[2:]) for k, f in result.features.items()}
+        img, _ = generator.apply(variables, None, train=False, noise=noise, features=feats)
+        return _per_candidate(img.astype(jnp.float32), b, r)
     img, _ = generator.apply(variables, result.latents.reshape(b * r, -1), train=False, noise=noise)
     return _per_candidate(img.astype(jnp.float32), b, r)
