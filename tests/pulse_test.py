@@ -347,6 +347,21 @@ def test_upscale_cli_lpips_is_for_inversion_only(tmp_path, capsys, tiny_generato
     assert re.match(r"error: --lpips is for GAN inversion .*lr\.png is 8px", line), line
 
 
+def test_upscale_cli_layers_record_each_candidates_stage_and_bad_layers_are_one_line(tmp_path, capsys, tiny_generator):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8), (200, 180, 20)).save(tmp_path / "in" / "lr.png")
+    flags = ["--input", str(tmp_path / "in"), "--restarts", "2", "--steps", "5"]
+    cli(tmp_path, *flags, "--layers", "8,16", "--layer-radius", "0.2", "--layer-steps", "4", "--layer-lr", "0.05")
+    report = json.loads((tmp_path / "out" / "lr_png.json").read_text())
+    assert report["layers"] == {"resolutions": [8, 16], "radii": [0.2, 0.2], "steps": 4, "lr": 0.05}
+    assert {c["stage"] for c in report["candidates"]} <= {0, 1, 2}
+    assert any(c["stage"] > 0 for c in report["candidates"]), report  # the same search as the ILO test above
+    line = helpers.error_line(capsys, cli, tmp_path, *flags, "--layers", "8,64")
+    assert line == "error: --layers 8,64: resolutions must be below the generator's 64px, got (8, 64)", line
+    line = helpers.error_line(capsys, cli, tmp_path, *flags, "--layers", "8,x")
+    assert line.startswith("error: --layers 8,x: invalid literal for int()"), line
+
+
 def test_restore_counts_only_the_known_pixels_of_a_mask_and_each_image_alone():
     """Inpainting: per-image masks; what is in the unknown pixels changes nothing, nor do the other images."""
     G, v = generator()

@@ -8,13 +8,15 @@ Per input file, outputs are named after the file name with its dot replaced
 (NAME = face_png for face.png, so face.png and face.jpg never collide):
 NAME_sr.png (the best candidate), NAME_candidates/rK.png (replaced as a
 whole on every run), NAME_compare.png (LR, bicubic, the candidates, the best
-one downscaled again) and NAME.json (each candidate's LR MSE and success
-flag, the time taken). Each input gets one line: the factor, the best LR
+one downscaled again) and NAME.json (each candidate's LR MSE, success
+flag and stage, the time taken). `--layers 8,16,32` continues the search in
+the generator's intermediate features (ILO, `fastgan_jax/sr/ilo.py`). Each input gets one line: the factor, the best LR
 MSE against eps, and the result's path. An unreadable file in an input
 folder is skipped with a warning.
 """
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -27,7 +29,7 @@ from fastgan_jax.commands import launch
 from fastgan_jax.interop import convert
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.sr import files as sr_files
-from fastgan_jax.sr import pulse
+from fastgan_jax.sr import ilo, pulse
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 from fastgan_jax.train import checkpoints, runs
 from fastgan_jax.train.step import recalibrate
@@ -83,7 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--recalibrate", type=_NON_NEGATIVE_INT, default=2048, help="--official: z for BatchNorm recalibration (0: off)"
     )
     p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
+    p.add_argument(
+        "--layers",
+        default="",
+        help="after the latent search, optimise the generator's features at these resolutions, coarse to fine "
+        "(intermediate layer optimisation, e.g. 8,16,32; '': the latent search alone, PULSE)",
+    )
+    p.add_argument(
+        "--layer-radius",
+        type=_POSITIVE,
+        default=ilo.Layers.radii[0],
+        help="--layers: the largest mean absolute change of a feature value in a stage (the L1 ball)",
+    )
+    p.add_argument("--layer-steps", type=_POSITIVE_INT, default=ilo.Layers.steps, help="--layers: Adam steps per stage")
+    p.add_argument("--layer-lr", type=_POSITIVE, default=ilo.Layers.lr, help="--layers: Adam's learning rate")
     return p
+
+
+def parse_layers(args, im_size: int) -> ilo.Layers | None:
+    """--layers and its options as `ilo.Layers` (None without --layers); InputError for a bad value."""
+    if not args.layers:
+        return None
+    try:
+        resolutions = tuple(int(r) for r in args.layers.split(","))
+        layers = ilo.Layers(resolutions, (args.layer_radius,), args.layer_steps, args.layer_lr)
+        layers.check(im_size)
+    except ValueError as e:
+        raise sr_files.InputError(f"--layers {args.layers}: {str(e).removeprefix('layers: ')}") from None
+    return layers
 
 
 def load_generator(args):
@@ -134,7 +163,7 @@ def _lpips_variables(args, inputs, im_size):
     return lpips_lib.lpips_variables("vgg")
 
 
-def _upscale_one(G, variables, lpips_variables, path, lr, index, args, settings) -> dict:
+def _upscale_one(G, variables, lpips_variables, layers, path, lr, index, args, settings) -> dict:
     t0 = time.perf_counter()
     res = pulse.upscale(
         G,
@@ -150,6 +179,7 @@ def _upscale_one(G, variables, lpips_variables, path, lr, index, args, settings)
         lpips_weight=args.lpips,
         lpips_variables=lpips_variables,
         image_offset=index,
+        layers=layers,
     )
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
@@ -163,8 +193,9 @@ def _upscale_one(G, variables, lpips_variables, path, lr, index, args, settings)
         best_down=best_down,
         lr_mse=res.lr_mse[0],
         success=res.success[0],
+        stage=res.stage[0],
         seconds=seconds,
-        settings=settings,
+        settings=settings | {"layers": layers and dataclasses.asdict(layers)},
     )
 
 
@@ -180,6 +211,7 @@ def main(argv=None):
         G, variables = load_generator(args)
         inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
+        layers = parse_layers(args, G.im_size)
     except (
         sr_files.InputError,
         FileNotFoundError,  # incl. missing weights
@@ -188,11 +220,11 @@ def main(argv=None):
     ) as e:
         launch.fail(str(e))
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
-    names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed")
+    names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "layers")
     settings = {k: getattr(args, k) for k in names}
     successes = 0
     for i, (path, lr) in enumerate(tqdm.tqdm(inputs, unit="image", disable=None)):
-        report = _upscale_one(G, variables, lpips_variables, path, lr, i, args, settings)
+        report = _upscale_one(G, variables, lpips_variables, layers, path, lr, i, args, settings)
         successes += any(c["success"] for c in report["candidates"])
         tqdm.tqdm.write(_result_line(path, report, args))
     print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")

@@ -154,7 +154,9 @@ def comparison(lr, candidates, best_down, lr_mse, success) -> np.ndarray:
     return visual.labelled_row(np.stack(tiles), labels)
 
 
-def write_outputs(out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings) -> dict:
+def write_outputs(
+    out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings, stage=None
+) -> dict:
     """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json, NAME = `output_name(path)`.
 
     NAME_candidates/ is replaced as a whole, so a rerun with fewer restarts
@@ -170,6 +172,8 @@ def write_outputs(out_dir, path, *, lr, images, best, best_down, lr_mse, success
       lr_mse, success: [R] per candidate (LR MSE on the [0, 1] scale).
       seconds: the search time.
       settings: recorded in the report.
+      stage: [R] where each candidate comes from (0: the latent search, k: the
+        k-th intermediate-layer stage); None: all 0.
 
     Returns:
       The report written to NAME.json.
@@ -186,8 +190,10 @@ def write_outputs(out_dir, path, *, lr, images, best, best_down, lr_mse, success
         "sr_size": int(best.shape[0]),
         "factor": int(best.shape[0]) // int(lr.shape[0]),
         "candidates": [
-            {"restart": r, "lr_mse": float(m), "success": bool(s)}
-            for r, (m, s) in enumerate(zip(lr_mse, success, strict=True))
+            {"restart": r, "lr_mse": float(m), "success": bool(s), "stage": int(k)}
+            for r, (m, s, k) in enumerate(
+                zip(lr_mse, success, np.zeros(len(lr_mse)) if stage is None else stage, strict=True)
+            )
         ],
         "best_restart": int(np.argmin(lr_mse)),
         "seconds": round(float(seconds), 3),
