@@ -77,13 +77,17 @@ def test_evaluate_sr_cli(run, capsys):
             "3",
             "--out",
             str(tmp / "sr.json"),
+            *["--layers", "8", "--layer-steps", "3"],
         ]
     )
     report = json.loads((tmp / "sr.json").read_text())
-    assert "PULSE search: 100%" in capsys.readouterr().err  # progress while it searches
-    for name in ("pulse", "bicubic"):
+    err = capsys.readouterr().err
+    assert "PULSE search: 100%" in err and "ILO search: 100%" in err  # progress while it searches
+    for name in ("pulse", "ilo", "bicubic"):
         assert set(report[name]) == {"within_eps", "lr_mse", "psnr", "ssim", "lpips_alex", "fid"}
         assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0
+    # ILO continues PULSE's own search (the same keys) and keeps only what fits the LR better.
+    assert report["ilo"]["lr_mse"] <= report["pulse"]["lr_mse"] and report["layers"]["resolutions"] == [8]
     args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"]
     assert "--factor 3 does not divide" in helpers.error_line(capsys, evaluate_sr.main, args)
     args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "nothing"), "--factor", "4"]

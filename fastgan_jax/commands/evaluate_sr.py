@@ -9,9 +9,12 @@ interpolation. Reported for both, side by side: the share of images whose
 result downscales to within eps of the LR (LR MSE on the [0, 1] scale), PSNR,
 SSIM and LPIPS (AlexNet) against the HR image, and the FID of the SR set
 against the HR set. Written as JSON (default RUN/eval/sr_x<factor>.json).
+With `--layers 8,16,32`, a third method: the same search continued in the
+generator's intermediate features (ILO, `fastgan_jax/sr/ilo.py`).
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import time
@@ -24,7 +27,7 @@ from PIL import Image
 
 from fastgan_jax import data
 from fastgan_jax import images as images_lib
-from fastgan_jax.commands import launch
+from fastgan_jax.commands import launch, upscale
 from fastgan_jax.metrics import inception, similarity
 from fastgan_jax.metrics.lpips import lpips_distance
 from fastgan_jax.sr import files as sr_files
@@ -60,9 +63,10 @@ def _load_hr(source, size, cfg) -> np.ndarray:
         raise data.DataError(str(e).replace("--data", "--hr", 1)) from None
 
 
-def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress):
+def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress, layers=None):
     sr = []
-    with tqdm.tqdm(total=len(lr), desc="PULSE search", unit="img", disable=not progress) as bar:
+    desc = "PULSE search" if layers is None else "ILO search"
+    with tqdm.tqdm(total=len(lr), desc=desc, unit="img", disable=not progress) as bar:
         for i in range(0, len(lr), batch):
             res = pulse.upscale(
                 G,
@@ -73,6 +77,7 @@ def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress):
                 steps=steps,
                 eps=eps,
                 image_offset=i,
+                layers=layers,
             )
             sr.append(np.asarray(res.best))
             bar.update(len(sr[-1]))
@@ -80,9 +85,9 @@ def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress):
 
 
 def evaluate_sr(
-    workdir, hr_source, factor, *, n=None, restarts=8, steps=100, eps=2e-3, seed=0, batch=4, progress=False
+    workdir, hr_source, factor, *, n=None, restarts=8, steps=100, eps=2e-3, seed=0, batch=4, progress=False, layers=None
 ) -> dict:
-    """PULSE and bicubic super-resolution of a run's HR images, side by side.
+    """PULSE (and with `layers`, ILO) and bicubic super-resolution of a run's HR images, side by side.
 
     Args:
       workdir: the run (its EMA generator and preprocessing).
@@ -92,9 +97,12 @@ def evaluate_sr(
       restarts, steps, eps, seed: the PULSE search (`pulse.upscale`); eps on the [0, 1] scale.
       batch: images per search call.
       progress: show progress bars (stderr) for the search and the Inception features.
+      layers: `ilo.Layers`: also the search continued in the intermediate
+        features (method "ilo"; its latent search is PULSE's, with the same keys).
 
     Returns:
-      The report: per method within_eps, lr_mse ([0, 1] scale), psnr, ssim, lpips_alex, fid.
+      The report: per method (pulse, ilo, bicubic) within_eps, lr_mse ([0, 1] scale), psnr, ssim,
+      lpips_alex, fid.
     """
     if factor < 1:
         raise ValueError(f"--factor must be a whole number >= 1, got {factor}")
@@ -106,9 +114,13 @@ def evaluate_sr(
     hr_u8 = _load_hr(hr_source, size, cfg)[:n]
     hr = np.asarray(images_lib.to_float(hr_u8))
     lr = np.asarray(area_downsample(jnp.asarray(hr), size // factor))
+    search = {"restarts": restarts, "steps": steps, "eps": eps, "seed": seed, "batch": batch, "progress": progress}
     t0 = time.perf_counter()
-    sr = _pulse(G, variables, lr, restarts=restarts, steps=steps, eps=eps, seed=seed, batch=batch, progress=progress)
+    methods = {"pulse": _pulse(G, variables, lr, **search)}
     pulse_seconds = time.perf_counter() - t0
+    if layers is not None:
+        methods["ilo"] = _pulse(G, variables, lr, **search, layers=layers)
+    methods["bicubic"] = bicubic_up(lr, size)
     report = {
         "n": len(hr),
         "factor": factor,
@@ -117,10 +129,11 @@ def evaluate_sr(
         "steps": steps,
         "eps": eps,
         "pulse_seconds": round(pulse_seconds, 1),
+        "layers": layers and dataclasses.asdict(layers),
     }
     lpips = lpips_distance("alex")
     hr_feats = inception.inception_features(hr_u8, progress="HR features" if progress else None)
-    for name, images in {"pulse": sr, "bicubic": bicubic_up(lr, size)}.items():
+    for name, images in methods.items():
         s = _scores(images, hr, lr, lpips, eps)
         report[name] = {
             "within_eps": float(s["within_eps"].mean()),
@@ -161,6 +174,7 @@ def main(argv=None):
     p.add_argument("--eps", type=float, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
     p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
     p.add_argument("--out", default=None, help="JSON output (None: RUN/eval/sr_x<factor>.json)")
+    upscale.add_layer_options(p)
     args = p.parse_args(argv)
     try:
         report = evaluate_sr(
@@ -173,15 +187,18 @@ def main(argv=None):
             eps=args.eps,
             seed=args.seed,
             progress=True,
+            layers=upscale.parse_layers(args, None),
         )
-    except (FileNotFoundError, data.DataError, ValueError) as e:
+    except (FileNotFoundError, data.DataError, ValueError, sr_files.InputError) as e:
         launch.fail(str(e))
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" / f"sr_x{args.factor}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"{report['n']} images, x{args.factor} ({report['size'] // args.factor}px -> {report['size']}px):")
     print(f"{'':10s}{'within eps':>12s}{'PSNR':>8s}{'SSIM':>8s}{'LPIPS':>8s}{'FID':>9s}")
-    for name in ("pulse", "bicubic"):
+    for name in ("pulse", "ilo", "bicubic"):
+        if name not in report:
+            continue
         r = report[name]
         print(
             f"{name:10s}{r['within_eps']:>12.2f}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['lpips_alex']:>8.3f}{r['fid']:>9.2f}"

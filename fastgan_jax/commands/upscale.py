@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--recalibrate", type=_NON_NEGATIVE_INT, default=2048, help="--official: z for BatchNorm recalibration (0: off)"
     )
     p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
+    add_layer_options(p)
+    return p
+
+
+def add_layer_options(p: argparse.ArgumentParser) -> None:
+    """--layers, --layer-radius, --layer-steps, --layer-lr (intermediate layer optimisation)."""
     p.add_argument(
         "--layers",
         default="",
@@ -99,17 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--layer-steps", type=_POSITIVE_INT, default=ilo.Layers.steps, help="--layers: Adam steps per stage")
     p.add_argument("--layer-lr", type=_POSITIVE, default=ilo.Layers.lr, help="--layers: Adam's learning rate")
-    return p
 
 
-def parse_layers(args, im_size: int) -> ilo.Layers | None:
-    """--layers and its options as `ilo.Layers` (None without --layers); InputError for a bad value."""
+def parse_layers(args, im_size: int | None) -> ilo.Layers | None:
+    """--layers and its options as `ilo.Layers` (None without --layers), checked against a generator of
+    `im_size` when given; InputError for a bad value."""
     if not args.layers:
         return None
     try:
         resolutions = tuple(int(r) for r in args.layers.split(","))
         layers = ilo.Layers(resolutions, (args.layer_radius,), args.layer_steps, args.layer_lr)
-        layers.check(im_size)
+        if im_size is not None:
+            layers.check(im_size)
     except ValueError as e:
         raise sr_files.InputError(f"--layers {args.layers}: {str(e).removeprefix('layers: ')}") from None
     return layers
