@@ -362,6 +362,27 @@ def test_upscale_cli_layers_record_each_candidates_stage_and_bad_layers_are_one_
     assert line.startswith("error: --layers 8,x: invalid literal for int()"), line
 
 
+def test_upscale_cli_restores_a_blurred_gray_noisy_partly_known_input(tmp_path, capsys, tiny_generator):
+    (tmp_path / "in").mkdir()
+    Image.new("L", (16, 16), 120).save(tmp_path / "in" / "gray.png")
+    known = np.zeros((16, 16), np.uint8)
+    known[:, :8] = 255  # the left half is known
+    Image.fromarray(known).save(tmp_path / "known.png")
+    flags = ["--input", str(tmp_path / "in"), "--restarts", "2", "--steps", "3", "--gray", "--blur", "1"]
+    cli(tmp_path, *flags, "--noise-sigma", "0.05", "--mask", str(tmp_path / "known.png"))
+    report = json.loads((tmp_path / "out" / "gray_png.json").read_text())
+    assert report["factor"] == 4 and report["gray"] and report["blur"] == 1 and report["mask"].endswith("known.png")
+    for c in report["candidates"]:  # eps plus the noise's floor
+        assert c["success"] == (c["lr_mse"] <= 2e-3 + 0.05**2)
+    with Image.open(tmp_path / "out" / "gray_png_sr.png") as sr:
+        assert sr.size == (64, 64) and sr.mode == "RGB"
+    Image.new("L", (8, 8), 255).save(tmp_path / "small.png")
+    line = helpers.error_line(capsys, cli, tmp_path, *flags, "--mask", str(tmp_path / "small.png"))
+    assert line.endswith("small.png: 8x8, not the input's 16x16"), line
+    line = helpers.error_line(capsys, cli, tmp_path, *flags, "--lpips", "1")
+    assert line.startswith("error: --lpips is for GAN inversion of a clean colour image"), line
+
+
 def test_restore_counts_only_the_known_pixels_of_a_mask_and_each_image_alone():
     """Inpainting: per-image masks; what is in the unknown pixels changes nothing, nor do the other images."""
     G, v = generator()

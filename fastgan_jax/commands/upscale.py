@@ -3,16 +3,26 @@
     python upscale.py --workdir RUN --input LR.png --out DIR
     python upscale.py --official all_50000.pth --input LR_DIR --out DIR --restarts 8 --steps 100
     python upscale.py --workdir RUN --input HR.png --out DIR --lpips 1    # GAN inversion (factor 1)
+    python upscale.py --workdir RUN --input LR.png --out DIR --blur 1.5 --layers 8,16,32   # blurred, then ILO
+    python upscale.py --workdir RUN --input GRAY.png --out DIR --gray --mask KNOWN.png --noise-sigma 0.05
 
 Per input file, outputs are named after the file name with its dot replaced
 (NAME = face_png for face.png, so face.png and face.jpg never collide):
 NAME_sr.png (the best candidate), NAME_candidates/rK.png (replaced as a
 whole on every run), NAME_compare.png (LR, bicubic, the candidates, the best
 one downscaled again) and NAME.json (each candidate's LR MSE, success
-flag and stage, the time taken). `--layers 8,16,32` continues the search in
-the generator's intermediate features (ILO, `fastgan_jax/sr/ilo.py`). Each input gets one line: the factor, the best LR
-MSE against eps, and the result's path. An unreadable file in an input
-folder is skipped with a warning.
+flag and stage, the time taken). Each input gets one line: the factor, the
+best LR MSE against eps, and the result's path. An unreadable file in an
+input folder is skipped with a warning.
+
+The input is taken as the generator's image degraded (`fastgan_jax/sr/degrade.py`):
+blurred (`--blur SIGMA`, in HR pixels), downscaled by the factor (area, or
+`--downsample bicubic`), made gray (`--gray`: colourisation), noisy
+(`--noise-sigma`: eps grows by sigma^2) and partly unknown (`--mask`: an
+image of the input's size, white where pixels are known: inpainting); the
+search matches that degradation of its candidates to the input's known
+pixels. `--layers 8,16,32` continues the search in the generator's
+intermediate features (ILO, `fastgan_jax/sr/ilo.py`).
 """
 
 import argparse
@@ -22,14 +32,16 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from fastgan_jax import images as images_lib
 from fastgan_jax.commands import launch
 from fastgan_jax.interop import convert
 from fastgan_jax.metrics import lpips as lpips_lib
+from fastgan_jax.sr import degrade, ilo, pulse
 from fastgan_jax.sr import files as sr_files
-from fastgan_jax.sr import ilo, pulse
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 from fastgan_jax.train import checkpoints, runs
 from fastgan_jax.train.step import recalibrate
@@ -86,7 +98,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
     add_layer_options(p)
+    p.add_argument(
+        "--blur",
+        type=_NON_NEGATIVE,
+        default=0.0,
+        help="the input was blurred (Gaussian, sigma in HR pixels) before it was downscaled",
+    )
+    p.add_argument("--gray", action="store_true", help="the input is grayscale: colourise it (ITU-R 601 luma)")
+    p.add_argument(
+        "--noise-sigma",
+        type=_NON_NEGATIVE,
+        default=0.0,
+        help="the input carries Gaussian noise of this sigma ([0, 1] scale): denoise",
+    )
+    p.add_argument(
+        "--mask", default=None, help="inpainting: an image of the input's size, white where pixels are known"
+    )
     return p
+
+
+def operator(args, factor: int, known=None):
+    """The degradation that made the input from a generator image: blur, downscale, gray, noise, mask."""
+    ops = [degrade.GaussianBlur(args.blur)] if args.blur else []
+    ops.append(degrade.Downsample(factor, args.downsample))
+    ops += [degrade.Grayscale()] if args.gray else []
+    ops += [degrade.Noise(args.noise_sigma)] if args.noise_sigma else []
+    ops += [degrade.Mask(known)] if known is not None else []
+    return degrade.chain(*ops)
+
+
+def _seen(op, images):
+    """What the degradation makes of `images`, as RGB for the figures (noise and mask left out: what was
+    compared with the known pixels)."""
+    ops = [
+        o
+        for o in (op.ops if isinstance(op, degrade.Chain) else (op,))
+        if not isinstance(o, degrade.Noise | degrade.Mask)
+    ]
+    out = degrade.chain(*ops)(images)
+    return jnp.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
+
+
+def read_mask(args, size: int):
+    """--mask as [size, size] 1 where known (white), else 0; None without --mask. InputError for a bad file."""
+    if args.mask is None:
+        return None
+    try:
+        mask = sr_files.read_lr(args.mask)
+    except sr_files.UnreadableImage as e:
+        raise sr_files.InputError(str(e).replace("--input", "--mask", 1)) from None
+    if mask.shape[:2] != (size, size):
+        raise sr_files.InputError(f"--mask {args.mask}: {mask.shape[1]}x{mask.shape[0]}, not the input's {size}x{size}")
+    return jnp.asarray(mask.mean(axis=-1) >= 128, jnp.float32)
 
 
 def add_layer_options(p: argparse.ArgumentParser) -> None:
@@ -162,6 +225,10 @@ def _lpips_variables(args, inputs, im_size):
     """LPIPS-VGG weights for --lpips, which is GAN inversion: every input at the generator's size."""
     if not args.lpips:
         return None
+    if args.gray or args.mask or args.blur or args.noise_sigma:
+        raise sr_files.InputError(
+            "--lpips is for GAN inversion of a clean colour image, not with --gray, --mask, --blur or --noise-sigma"
+        )
     for path, lr in inputs:
         if lr.shape[0] != im_size:
             raise sr_files.InputError(
@@ -170,18 +237,21 @@ def _lpips_variables(args, inputs, im_size):
     return lpips_lib.lpips_variables("vgg")
 
 
-def _upscale_one(G, variables, lpips_variables, layers, path, lr, index, args, settings) -> dict:
+def _upscale_one(G, variables, lpips_variables, layers, known, path, lr, index, args, settings) -> dict:
     t0 = time.perf_counter()
-    res = pulse.upscale(
+    op = operator(args, G.im_size // lr.shape[0], known)
+    observed = images_lib.to_float(jnp.asarray(lr[None]))
+    observed = degrade.Grayscale()(observed) if args.gray else observed  # a gray file reads as R = G = B
+    res = pulse.restore(
         G,
         variables,
-        lr[None],
+        observed,
+        op,
         key=jax.random.key(args.seed),
         restarts=args.restarts,
         steps=args.steps,
         eps=args.eps,
         noise=args.noise,
-        downsample=args.downsample,
         l1_weight=args.l1,
         lpips_weight=args.lpips,
         lpips_variables=lpips_variables,
@@ -190,7 +260,7 @@ def _upscale_one(G, variables, lpips_variables, layers, path, lr, index, args, s
     )
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
-    best_down = np.asarray(DOWNSAMPLERS[args.downsample](res.best, lr.shape[0]))[0]
+    best_down = np.asarray(_seen(op, res.best))[0]
     return sr_files.write_outputs(
         args.out,
         path,
@@ -219,6 +289,7 @@ def main(argv=None):
         inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
         layers = parse_layers(args, G.im_size)
+        masks = {size: read_mask(args, size) for size in sorted({lr.shape[0] for _, lr in inputs})}
     except (
         sr_files.InputError,
         FileNotFoundError,  # incl. missing weights
@@ -228,10 +299,12 @@ def main(argv=None):
         launch.fail(str(e))
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "layers")
+    names += ("blur", "gray", "noise_sigma", "mask")
     settings = {k: getattr(args, k) for k in names}
     successes = 0
     for i, (path, lr) in enumerate(tqdm.tqdm(inputs, unit="image", disable=None)):
-        report = _upscale_one(G, variables, lpips_variables, layers, path, lr, i, args, settings)
+        known = masks[lr.shape[0]]
+        report = _upscale_one(G, variables, lpips_variables, layers, known, path, lr, i, args, settings)
         successes += any(c["success"] for c in report["candidates"])
         tqdm.tqdm.write(_result_line(path, report, args))
     print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")
