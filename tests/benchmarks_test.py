@@ -145,3 +145,20 @@ def test_train_speed_compiles_for_a_small_gpu_that_is_not_here(tmp_path, monkeyp
     assert g["remat"] == "none" and g["needs"] == {"none": m["total"]}, g
     assert "the device allows 0.19 GiB, 0.17 GiB with a 10% margin" in out, out
     assert f"XLA:GPU NVIDIA GeForce RTX 3060 ({small})" in out, out
+
+
+def test_the_readme_gpu_memory_tables_are_the_deviceless_compiles_output(monkeypatch, capsys):
+    """README "Memory" per card: compare.py's tables of benchmarks/memory_gpu.jsonl (benchmarks/memory_gpu.sh)."""
+    out = run_script("compare.py", ["--memory-gpu", str(BENCH / "memory_gpu.jsonl")], monkeypatch, capsys)
+    readme = (BENCH.parent / "README.md").read_text()
+    tables = out.strip().split("\n\n")
+    assert len(tables) == 3 and all(table in readme for table in tables)  # steps, recommendations, PULSE
+    rows = [json.loads(line) for line in (BENCH / "memory_gpu.jsonl").read_text().splitlines()]
+    steps = {}
+    for r in rows:
+        for card in r.get("gpu", {}):
+            if "batch" in r:
+                steps.setdefault((card, r["im_size"], r["precision"]), set()).add(r["remat"])
+    assert all(remats == {"none", "blocks", "full"} for remats in steps.values()), steps  # every remat
+    cards = {card for card, size, _ in steps if (card, 1024, "float32") in steps and size == 256}
+    assert len(cards) >= 4 and {"gtx1050ti", "rtx2070super"} <= cards, cards  # 256 and 1024 px, 4+ card classes
