@@ -23,18 +23,18 @@ def _dtype(x) -> np.dtype:
     return np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
 
 
-def _shape_error(name, x, size, what):
-    want = f"[B, {size or 'H'}, {size or 'W'}, 3]"
+def _shape_error(name, x, size, what, channels=3):
+    want = f"[B, {size or 'H'}, {size or 'W'}, {channels}]"
     return ValueError(f"{name}: expected {what} images of shape {want}, got shape {tuple(np.shape(x))}")
 
 
-def _check_shape(x, name, size, what, ndim):
+def _check_shape(x, name, size, what, ndim, channels=3):
     shape = np.shape(x)
-    if len(shape) != ndim or shape[-1] != 3 or (size is not None and tuple(shape[-3:-1]) != (size, size)):
-        raise _shape_error(name, x, size, what)
+    if len(shape) != ndim or shape[-1] != channels or (size is not None and tuple(shape[-3:-1]) != (size, size)):
+        raise _shape_error(name, x, size, what, channels)
 
 
-def check_float(x, name: str = "images", *, size: int | None = None, ndim: int = 4):
+def check_float(x, name: str = "images", *, size: int | None = None, ndim: int = 4, channels: int = 3):
     """Returns `x` after checking that it is a float image batch [B, H, W, 3] in [-1, 1].
 
     Args:
@@ -42,6 +42,7 @@ def check_float(x, name: str = "images", *, size: int | None = None, ndim: int =
       name: what to call them in the error (an argument or a flag).
       size: the required height and width, or None for any.
       ndim: 4 for a batch [B, H, W, 3], 3 for one image [H, W, 3].
+      channels: the last axis (3; 1 for gray images).
 
     Raises:
       ValueError: one line naming `name`, what was expected and what came.
@@ -54,7 +55,7 @@ def check_float(x, name: str = "images", *, size: int | None = None, ndim: int =
         )
     if dtype not in [np.dtype(t) for t in _FLOATS]:
         raise ValueError(f"{name}: expected float images in [-1, 1], got dtype {dtype}")
-    _check_shape(x, name, size, "float", ndim)
+    _check_shape(x, name, size, "float", ndim, channels)
     if not isinstance(x, jax.core.Tracer) and np.size(x):
         lo, hi = _value_range(x)
         if lo < -1.5 or hi > 1.5:
@@ -71,7 +72,7 @@ def _value_range(x) -> tuple[float, float]:
     return float(np.min(x)), float(np.max(x))
 
 
-def check_uint8(x, name: str = "images", *, size: int | None = None, ndim: int = 4):
+def check_uint8(x, name: str = "images", *, size: int | None = None, ndim: int = 4, channels: int = 3):
     """Returns `x` after checking that it is a uint8 image batch [B, H, W, 3] (data).
 
     Raises:
@@ -84,15 +85,15 @@ def check_uint8(x, name: str = "images", *, size: int | None = None, ndim: int =
             f"{name}: expected uint8 data in [0, 255], got dtype {dtype} "
             "(float images in [-1, 1] convert with fastgan_jax.images.to_uint8)"
         )
-    _check_shape(x, name, size, "uint8", ndim)
+    _check_shape(x, name, size, "uint8", ndim, channels)
     return x
 
 
-def check_any(x, name: str = "images", *, size: int | None = None, ndim: int = 4):
+def check_any(x, name: str = "images", *, size: int | None = None, ndim: int = 4, channels: int = 3):
     """Checks uint8 data or float images in [-1, 1]; returns `x` unchanged."""
     if _dtype(x) == np.uint8:
-        return check_uint8(x, name, size=size, ndim=ndim)
-    return check_float(x, name, size=size, ndim=ndim)
+        return check_uint8(x, name, size=size, ndim=ndim, channels=channels)
+    return check_float(x, name, size=size, ndim=ndim, channels=channels)
 
 
 def to_float(x):

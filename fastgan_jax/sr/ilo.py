@@ -78,7 +78,8 @@ def _project(x, center, radius):
     return center + project_l1_ball(d, radius * d.shape[1]).reshape(x.shape)
 
 
-def _where(better, new, old):
+def select(better, new, old):
+    """Per candidate (leading axis), `new` where `better` [N] holds, else `old` (pytrees of [N, ...])."""
     return jax.tree.map(lambda p, q: jnp.where(better.reshape((-1,) + (1,) * (p.ndim - 1)), p, q), new, old)
 
 
@@ -116,7 +117,7 @@ def layer_stages(G, variables, noise, feats, best_mse, objective, layers: Layers
             f, opt, best, best_mse, stage = carry
             (_, (loss, mse)), grads = jax.value_and_grad(losses, has_aux=True)(f)
             better = mse < best_mse
-            best, stage = _where(better, f, best), jnp.where(better, k, stage)
+            best, stage = select(better, f, best), jnp.where(better, k, stage)
             best_mse = jnp.where(better, mse, best_mse)
             updates, opt = tx.update(grads, opt, f)
             f = jax.tree.map(lambda x, c: _project(x, c, radius), optax.apply_updates(f, updates), center)

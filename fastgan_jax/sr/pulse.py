@@ -185,7 +185,7 @@ def _search(
         params, opt, best, best_mse = carry
         (_, (loss, mse)), grads = jax.value_and_grad(losses, has_aux=True)(params)
         better = mse < best_mse
-        best = jax.tree.map(lambda p, q: jnp.where(better.reshape((-1,) + (1,) * (p.ndim - 1)), p, q), params, best)
+        best = ilo.select(better, params, best)
         best_mse = jnp.where(better, mse, best_mse)
         updates, opt = tx.update(grads, opt, params)
         params = jax.tree.map(_project, optax.apply_updates(params, updates))
@@ -238,19 +238,15 @@ def _check_lr_images(lr_images, im_size: int) -> tuple[int, int]:
 
 def _check_observed(observed, im_size: int, op) -> int:
     """Checks the observations against what `op` makes of the generator's images; returns the batch."""
-    if np.ndim(observed) != 4 or not np.shape(observed)[0]:
-        raise ValueError(f"observed: give a non-empty [B, h, w, c] batch, got shape {np.shape(observed)}")
-    x = np.asarray(observed) if not isinstance(observed, jax.Array) else observed
-    if x.dtype != np.uint8:
-        lo, hi = float(jnp.min(x)), float(jnp.max(x))
-        if lo < -1.001 or hi > 1.001:
-            raise ValueError(f"observed: float images must be in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
     want = jax.eval_shape(op, jax.ShapeDtypeStruct((1, im_size, im_size, 3), jnp.float32)).shape[1:]
-    if tuple(np.shape(observed)[1:]) != tuple(want):
+    if np.ndim(observed) == 4 and tuple(np.shape(observed)[1:]) != tuple(want):
         raise ValueError(
             f"observed: the operator makes {want[0]}x{want[1]}x{want[2]} of the generator's {im_size}px images, "
             f"got {'x'.join(map(str, np.shape(observed)[1:]))}"
         )
+    images_lib.check_any(observed, "observed", channels=want[2])  # dtype, range, [B, h, w, c]
+    if not np.shape(observed)[0]:
+        raise ValueError("observed: the batch is empty")
     return np.shape(observed)[0]
 
 
