@@ -303,8 +303,8 @@ def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Exper
     step_for = functools.partial(
         _train_step, cfg, tx=tx, mesh=mesh, resident=resident, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss
     )
-    inputs = _step_inputs(cfg, source, tx, mesh, resident, keys, recon_vars)
-    cfg["remat"] = _resolve_remat(cfg, saved, lambda remat: step_for(remat).lower(*inputs).compile())
+    inputs = functools.partial(_step_inputs, cfg, source, tx, mesh, resident, keys, recon_vars)  # only for auto
+    cfg["remat"] = _resolve_remat(cfg, saved, lambda remat: step_for(remat).lower(*inputs()).compile())
     G, D = _models(cfg, cfg["remat"])
     state = jax.device_put(initial_state(cfg, G, D, tx, keys["init"], mngr, saved is not None), replicated)
     step_fn = step_for(cfg["remat"])  # the same jitted step that `_resolve_remat` compiled: not compiled again
