@@ -29,6 +29,7 @@ baseline, PULSE, ILO, truth; the first 8 held-out images).
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -37,16 +38,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from PIL import Image
 
 from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
 from fastgan_jax.configs import cpu_quick
 from fastgan_jax.metrics import similarity
 from fastgan_jax.metrics.lpips import lpips_distance
-from fastgan_jax.sr import degrade, ilo, pulse
-from fastgan_jax.sr.files import enlarge
+from fastgan_jax.sr import baseline, degrade, ilo, pulse
 from fastgan_jax.train import loop, runs
 
 SIZE = 64
@@ -77,54 +75,37 @@ def train_prior(train_folder, workdir, steps):
     return runs.load_run(workdir)
 
 
-def block_mask(n, seed=0) -> jax.Array:
-    """[n, 64, 64] 1 where known: half of the 8x8 blocks of each image, drawn at random."""
-    k = SIZE // BLOCK
-    keep = jax.vmap(lambda key: jax.random.permutation(key, k * k) < k * k // 2)(
-        jax.random.split(jax.random.key(seed), n)
-    )
-    return jnp.repeat(jnp.repeat(keep.reshape(n, k, k), BLOCK, 1), BLOCK, 2).astype(jnp.float32)
-
-
 def tasks(hr) -> dict:
-    """name -> (operator, observation in [-1, 1], baseline restoration [N, 64, 64, 3] in [-1, 1])."""
-    n, out = len(hr), {}
-    for name, op in {
+    """name -> (operator, observation in [-1, 1], classical baseline [N, 64, 64, 3] in [-1, 1])."""
+    known = degrade.block_mask(jax.random.key(0), len(hr), SIZE, blocks=SIZE // BLOCK, unknown=0.5)
+    ops = {
         "x4": degrade.Downsample(4),
         "x8": degrade.Downsample(8),
         "blur_x4": degrade.chain(degrade.GaussianBlur(1.5), degrade.Downsample(4)),
-    }.items():
-        y = op(hr)
-        out[name] = (op, y, bicubic(y))
-    known = block_mask(n)
-    out["inpaint"] = (degrade.Mask(known), hr * known[..., None], biharmonic(hr, known))
-    gray = degrade.Grayscale()(hr)
-    out["colourise"] = (degrade.Grayscale(), gray, jnp.repeat(gray, 3, axis=-1))
-    noisy = jnp.clip(hr + 2 * NOISE * jax.random.normal(jax.random.key(1), hr.shape), -1, 1)
-    out["denoise"] = (degrade.Noise(NOISE), noisy, noisy)
+        "inpaint": degrade.Mask(known),
+        "colourise": degrade.Grayscale(),
+        "denoise": degrade.Noise(NOISE),
+    }
+    out = {}
+    for name, op in ops.items():
+        y = degrade.observe(op, hr, jax.random.key(1))
+        out[name] = (op, y, baseline.classical(op, y, SIZE))
     return out
-
-
-def bicubic(y) -> jax.Array:
-    u8 = images_lib.to_uint8(y)
-    return images_lib.to_float(jnp.asarray(np.stack([enlarge(im, SIZE, Image.BICUBIC) for im in u8])))
-
-
-def biharmonic(hr, known) -> jax.Array:
-    try:
-        from skimage.restoration import inpaint_biharmonic
-    except ImportError:
-        raise SystemExit("error: the inpainting baseline needs scikit-image: pip install scikit-image") from None
-    x, unknown = np.asarray(hr, np.float64), np.asarray(known) == 0
-    return jnp.asarray(np.stack([inpaint_biharmonic(im, m, channel_axis=-1) for im, m in zip(x, unknown, strict=True)]))
 
 
 def search(G, variables, op, y, layers, batch=8) -> jax.Array:
     """The best candidate per image, [N, 64, 64, 3]; images searched `batch` at a time (the same results)."""
     best = []
     for i in range(0, len(y), batch):
-        chunk = op if not isinstance(op, degrade.Mask) else degrade.Mask(op.known[i : i + batch])
-        res = pulse.restore(G, variables, y[i : i + batch], chunk, key=jax.random.key(0), image_offset=i, layers=layers)
+        res = pulse.restore(
+            G,
+            variables,
+            y[i : i + batch],
+            degrade.take(op, i, i + batch),
+            key=jax.random.key(0),
+            image_offset=i,
+            layers=layers,
+        )
         best.append(res.best)
     return jnp.concatenate(best)
 
@@ -157,7 +138,8 @@ def main():
     p.add_argument("--n", type=int, default=None, help="the first n held-out images (default: all)")
     p.add_argument("--eps", type=float, default=2e-3)
     p.add_argument("--layers", default="8,16,32", help="ILO's stages")
-    p.add_argument("--layer-radius", type=float, default=ilo.Layers.radii[0])
+    p.add_argument("--layer-radius", default=str(ilo.Layers.radii[0]), help="ILO's L1 radius; several: a sweep")
+    p.add_argument("--layer-steps", type=int, default=ilo.Layers.steps, help="ILO's Adam steps per stage")
     p.add_argument("--tasks", default="x4,x8,blur_x4,inpaint,colourise,denoise")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--figures", default=None, help="write one PNG per task in this folder")
@@ -167,25 +149,37 @@ def main():
     run = train_prior(linked(train_files, workdir / "train_images"), workdir, args.steps)
     hr_u8 = data.load(str(linked(held_out, workdir / "held_out_images")), SIZE)[: args.n]
     hr = images_lib.to_float(jnp.asarray(hr_u8))
-    layers = ilo.Layers(tuple(int(r) for r in args.layers.split(",")), (args.layer_radius,))
+    resolutions = tuple(int(r) for r in args.layers.split(","))
+    radii = [float(r) for r in args.layer_radius.split(",")]
+    ilos = {
+        ("ilo" if len(radii) == 1 else f"ilo_r{r:g}"): ilo.Layers(resolutions, (r,), args.layer_steps) for r in radii
+    }
     lpips = lpips_distance("alex")
-    report = {"n": len(hr), "train_images": len(train_files), "steps": args.steps, "eps": args.eps, "tasks": {}}
+    report = {
+        "n": len(hr),
+        "train_images": len(train_files),
+        "steps": args.steps,
+        "eps": args.eps,
+        "layers": {name: dataclasses.asdict(layers) for name, layers in ilos.items()},
+        "tasks": {},
+    }
     print(f"{len(train_files)} training images, {len(hr)} held out; prior: {run.workdir} step {run.step}")
     print("| task | method | within eps | PSNR | SSIM | LPIPS (alex) |\n|---|---|---|---|---|---|")
     wanted = args.tasks.split(",")
-    for name, (op, y, baseline) in tasks(hr).items():
+    for name, (op, y, classical) in tasks(hr).items():
         if name not in wanted:
             continue
-        pulse_x = search(run.generator, run.g_variables, op, y, None)
-        ilo_x = search(run.generator, run.g_variables, op, y, layers)
-        methods = {"baseline": baseline, "pulse": pulse_x, "ilo": ilo_x}
+        methods = {"baseline": classical, "pulse": search(run.generator, run.g_variables, op, y, None)}
+        for m, layers in ilos.items():
+            methods[m] = search(run.generator, run.g_variables, op, y, layers)
         report["tasks"][name] = {m: scores(op, x, y, hr, lpips, args.eps) for m, x in methods.items()}
         for m, s in report["tasks"][name].items():
             print(
                 f"| {name} | {m} | {s['within_eps']:.2f} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['lpips_alex']:.3f} |"
             )
         if args.figures:
-            figure(y, [baseline, pulse_x, ilo_x, hr], pathlib.Path(args.figures) / f"restore_{name}.png")
+            rows = [classical, methods["pulse"], *(methods[m] for m in ilos), hr]
+            figure(y, rows, pathlib.Path(args.figures) / f"restore_{name}.png")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -8,7 +8,8 @@ from jax.test_util import check_grads
 from PIL import Image
 from scipy import ndimage
 
-from fastgan_jax.sr import degrade
+from fastgan_jax import images as images_lib
+from fastgan_jax.sr import baseline, degrade
 
 
 def images(shape=(2, 24, 20, 3), seed=0):
@@ -91,3 +92,56 @@ def test_one_program_serves_every_mask_of_a_shape():
     for i in range(3):
         err(degrade.Mask(jnp.zeros((8, 8)).at[i].set(1.0)), x, y)
     assert err._cache_size() == 1
+
+
+def test_observe_draws_the_noise_clips_and_blanks_unknown_pixels():
+    known = degrade.block_mask(jax.random.key(3), 2, 32, unknown=0.25)
+    op = degrade.Degradation(factor=1, noise_sigma=0.1).operator(known)
+    x = images((2, 32, 32, 3))
+    y = degrade.observe(op, x, jax.random.key(4))
+    assert float(jnp.abs(y).max()) <= 1.0 and np.all(np.asarray(y)[np.asarray(known) == 0] == 0)
+    seen = np.asarray(known) == 1
+    noise = (np.asarray(y) - np.asarray(x))[seen] / 2  # on the [0, 1] scale; clipping only shrinks it
+    assert 0.08 < noise.std() < 0.1 and abs(noise.mean()) < 0.01
+    np.testing.assert_array_equal(degrade.observe(op, x, jax.random.key(4)), y)  # the key decides
+
+
+def test_block_masks_hide_their_share_of_an_8x8_grid_per_image():
+    known = np.asarray(degrade.block_mask(jax.random.key(0), 3, 64, unknown=0.5))
+    cells = known[:, ::8, ::8]  # one pixel per block; each block is constant
+    np.testing.assert_array_equal(np.repeat(np.repeat(cells, 8, 1), 8, 2), known)
+    assert np.all(cells.reshape(3, -1).sum(1) == 32) and not np.array_equal(cells[0], cells[1])
+    with pytest.raises(ValueError, match="8 blocks do not divide 20 px"):
+        degrade.block_mask(jax.random.key(0), 1, 20)
+
+
+def test_degradation_chains_in_camera_order_and_take_slices_per_image_masks():
+    known = jnp.ones((4, 6, 6))
+    op = degrade.Degradation(factor=4, blur=1.5, gray=True, noise_sigma=0.1).operator(known)
+    kinds = [type(o) for o in op.ops]
+    assert kinds == [degrade.GaussianBlur, degrade.Downsample, degrade.Grayscale, degrade.Noise, degrade.Mask]
+    assert degrade.take(op, 1, 3).ops[-1].known.shape == (2, 6, 6) and degrade.take(op, 1, 3).ops[0] == op.ops[0]
+    assert degrade.Degradation().operator() == degrade.Chain(())  # factor 1 and nothing else: the identity
+    np.testing.assert_array_equal(degrade.Chain(())(images()), images())
+
+
+def test_the_classical_baseline_is_pils_bicubic_the_gray_image_and_skimages_biharmonic():
+    from skimage.restoration import inpaint_biharmonic
+
+    x = images((2, 32, 32, 3))
+    down = degrade.Downsample(4)
+    y = down(x)
+    pil = [np.asarray(Image.fromarray(im).resize((32, 32), Image.BICUBIC)) for im in images_lib.to_uint8(y)]
+    np.testing.assert_allclose(baseline.classical(down, y, 32), images_lib.to_float(np.stack(pil)), atol=1e-6)
+    assert baseline.name(down) == "bicubic"
+    gray = degrade.Grayscale()
+    np.testing.assert_array_equal(baseline.classical(gray, gray(x), 32), jnp.repeat(gray(x), 3, -1))
+    known = degrade.block_mask(jax.random.key(1), 2, 32)
+    mask = degrade.Mask(known)
+    filled = np.asarray(baseline.classical(mask, x * known[..., None], 32))
+    hole = np.asarray(known[0]) == 0
+    ref = inpaint_biharmonic(np.asarray(x[0] * known[0, ..., None], np.float64), hole, channel_axis=-1)
+    np.testing.assert_allclose(filled[0], ref, atol=1e-5)
+    np.testing.assert_array_equal(filled[0][~hole], np.asarray(x)[0][~hole])  # known pixels kept
+    assert baseline.name(degrade.chain(gray, mask)) == "biharmonic+gray"
+    assert baseline.name(degrade.Noise(0.1)) == "identity"

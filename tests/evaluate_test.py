@@ -81,17 +81,41 @@ def test_evaluate_sr_cli(run, capsys):
         ]
     )
     report = json.loads((tmp / "sr.json").read_text())
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "PULSE search: 100%" in err and "ILO search: 100%" in err  # progress while it searches
-    for name in ("pulse", "ilo", "bicubic"):
+    for name in ("pulse", "ilo", "baseline"):
         assert set(report[name]) == {"within_eps", "lr_mse", "psnr", "ssim", "lpips_alex", "fid"}
         assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0
+    assert report["baseline_method"] == "bicubic" and "baseline (bicubic)" in out
     # ILO continues PULSE's own search (the same keys) and keeps only what fits the LR better.
     assert report["ilo"]["lr_mse"] <= report["pulse"]["lr_mse"] and report["layers"]["resolutions"] == [8]
     args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"]
     assert "--factor 3 does not divide" in helpers.error_line(capsys, evaluate_sr.main, args)
     args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "nothing"), "--factor", "4"]
     assert re.fullmatch(r"error: --hr \S*nothing: no such folder", helpers.error_line(capsys, evaluate_sr.main, args))
+
+
+def test_evaluate_sr_other_degradations_and_their_baselines(run, capsys):
+    tmp, _ = run
+    common = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--n", "2", "--restarts", "2", "--steps", "3"]
+    evaluate_sr.main([*common, "--factor", "1", "--gray", "--noise-sigma", "0.05", "--inpaint", "0.5"])
+    report = json.loads((tmp / "run" / "eval" / "sr_x1.json").read_text())
+    assert report["baseline_method"] == "biharmonic+gray"
+    assert report["degradation"] == {
+        "factor": 1,
+        "blur": 0.0,
+        "gray": True,
+        "noise_sigma": 0.05,
+        "inpaint": 0.5,
+        "downsample": "area",
+    }
+    # The baseline keeps the known (noisy, gray) pixels as they are: it reproduces the observation exactly.
+    assert report["baseline"]["lr_mse"] < 1e-6 and report["baseline"]["within_eps"] == 1.0
+    assert "x1, gray, noise 0.05, 50% unknown (64px -> 64px)" in capsys.readouterr().out
+    bad = [*common, "--factor", "16", "--inpaint", "0.5"]
+    assert helpers.error_line(capsys, evaluate_sr.main, bad) == (
+        "error: --inpaint: the 4px observation does not split into 8x8 blocks"
+    )
 
 
 @pytest.mark.parametrize("factor", ["0", "-2"])

@@ -1,16 +1,24 @@
-"""Super-resolution benchmark: PULSE through a run's generator against bicubic.
+"""Restoration benchmark: PULSE (and ILO) through a run's generator against the classical baseline.
 
     fastgan-evaluate-sr --workdir RUN --hr DIR --factor 8 [--n 100 --restarts 8 --steps 100]
+    fastgan-evaluate-sr --workdir RUN --hr DIR --factor 4 --blur 1.5 --layers 8,16,32
+    fastgan-evaluate-sr --workdir RUN --hr DIR --factor 1 --inpaint 0.5     # inpainting, also --gray, --noise-sigma
     python -m fastgan_jax.commands.evaluate_sr ...  (the same)
 
 Each HR image (the run's preprocessing, at the generator's resolution) is
-area-downscaled by `--factor`, then enlarged back by PULSE and by bicubic
-interpolation. Reported for both, side by side: the share of images whose
-result downscales to within eps of the LR (LR MSE on the [0, 1] scale), PSNR,
-SSIM and LPIPS (AlexNet) against the HR image, and the FID of the SR set
-against the HR set. Written as JSON (default RUN/eval/sr_x<factor>.json).
-With `--layers 8,16,32`, a third method: the same search continued in the
-generator's intermediate features (ILO, `fastgan_jax/sr/ilo.py`).
+degraded as `fastgan-upscale` assumes its input was (`--blur SIGMA`, area
+downscaling by `--factor`, `--gray`, `--noise-sigma`, and with `--inpaint
+FRACTION` that share of an 8x8 grid of blocks unknown, drawn per image from
+`--seed`; `fastgan_jax/sr/degrade.py`), then restored by PULSE and by the
+classical baseline (`fastgan_jax/sr/baseline.py`: bicubic enlargement,
+biharmonic inpainting, the gray or the noisy image). Reported side by side:
+the share of images whose result degrades to within eps of the observation
+(its MSE over the known pixels on the [0, 1] scale, eps plus the noise's
+variance), PSNR, SSIM and LPIPS (AlexNet) against the HR image, and the FID of
+the restored set against the HR set. Written as JSON (default
+RUN/eval/sr_x<factor>.json). With `--layers 8,16,32`, a third method: the
+same search continued in the generator's intermediate features (ILO,
+`fastgan_jax/sr/ilo.py`).
 """
 
 import argparse
@@ -23,36 +31,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from PIL import Image
 
 from fastgan_jax import data
 from fastgan_jax import images as images_lib
 from fastgan_jax.commands import launch, upscale
 from fastgan_jax.metrics import inception, similarity
 from fastgan_jax.metrics.lpips import lpips_distance
+from fastgan_jax.sr import baseline, degrade, pulse
 from fastgan_jax.sr import files as sr_files
-from fastgan_jax.sr import pulse
-from fastgan_jax.sr.downsample import area_downsample
 from fastgan_jax.train import runs
 
 
-def bicubic_up(lr, size) -> np.ndarray:
-    """PIL bicubic enlargement of [B, h, w, 3] images in [-1, 1] (quantised to uint8 first, as a saved LR is)."""
-    lr_u8 = images_lib.to_uint8(lr)
-    return np.asarray(images_lib.to_float(np.stack([sr_files.enlarge(img, size, Image.BICUBIC) for img in lr_u8])))
-
-
-def _scores(sr, hr, lr, lpips, eps):
-    """Per image; sr, hr [B, H, W, 3] and lr [B, h, w, 3] in [-1, 1], the LR MSE on PULSE's [0, 1] scale."""
-    sr, hr = jnp.asarray(sr), jnp.asarray(hr)
-    down = images_lib.to_unit(area_downsample(sr, lr.shape[1]))
-    lr_mse = np.asarray(jnp.mean((down - images_lib.to_unit(jnp.asarray(lr))) ** 2, axis=(1, 2, 3)))
+def _scores(restored, hr, op, observed, lpips, eps):
+    """Per image; restored, hr [B, H, W, 3] and observed (op's output) in [-1, 1]; the error on the [0, 1] scale."""
+    restored, hr = jnp.asarray(restored), jnp.asarray(hr)
+    err = np.asarray(degrade.observed_mse(op, restored, jnp.asarray(observed)))
     return {
-        "lr_mse": lr_mse,
-        "psnr": np.asarray(similarity.psnr(sr, hr)),
-        "ssim": np.asarray(similarity.ssim(sr, hr)),
-        "lpips": np.asarray(lpips(sr, hr)),
-        "within_eps": lr_mse <= eps,
+        "lr_mse": err,
+        "psnr": np.asarray(similarity.psnr(restored, hr)),
+        "ssim": np.asarray(similarity.ssim(restored, hr)),
+        "lpips": np.asarray(lpips(restored, hr)),
+        "within_eps": err <= eps + degrade.noise_variance(op),
     }
 
 
@@ -63,15 +62,16 @@ def _load_hr(source, size, cfg) -> np.ndarray:
         raise data.DataError(str(e).replace("--data", "--hr", 1)) from None
 
 
-def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress, layers=None):
-    sr = []
+def _search(G, variables, op, observed, *, restarts, steps, eps, seed, batch, progress, layers=None):
+    restored = []
     desc = "PULSE search" if layers is None else "ILO search"
-    with tqdm.tqdm(total=len(lr), desc=desc, unit="img", disable=not progress) as bar:
-        for i in range(0, len(lr), batch):
-            res = pulse.upscale(
+    with tqdm.tqdm(total=len(observed), desc=desc, unit="img", disable=not progress) as bar:
+        for i in range(0, len(observed), batch):
+            res = pulse.restore(
                 G,
                 variables,
-                lr[i : i + batch],
+                observed[i : i + batch],
+                degrade.take(op, i, i + batch),
                 key=jax.random.key(seed),
                 restarts=restarts,
                 steps=steps,
@@ -79,52 +79,89 @@ def _pulse(G, variables, lr, *, restarts, steps, eps, seed, batch, progress, lay
                 image_offset=i,
                 layers=layers,
             )
-            sr.append(np.asarray(res.best))
-            bar.update(len(sr[-1]))
-    return np.concatenate(sr)
+            restored.append(np.asarray(res.best))
+            bar.update(len(restored[-1]))
+    return np.concatenate(restored)
+
+
+def _check(how, size: int) -> None:
+    if size % how.factor:
+        raise ValueError(f"--factor {how.factor} does not divide the generator's {size}px")
+    if how.inpaint and (size // how.factor) % 8:
+        raise ValueError(f"--inpaint: the {size // how.factor}px observation does not split into 8x8 blocks")
+
+
+def degraded(hr, size, how: degrade.Degradation, seed: int):
+    """(operator, observations) of [N, size, size, 3] HR images in [-1, 1]; noise and masks drawn from `seed`."""
+    _check(how, size)
+    known = None
+    if how.inpaint:
+        known = degrade.block_mask(jax.random.key(seed + 1), len(hr), size // how.factor, unknown=how.inpaint)
+    op = how.operator(known)
+    return op, np.asarray(degrade.observe(op, jnp.asarray(hr), jax.random.key(seed + 2)))
 
 
 def evaluate_sr(
-    workdir, hr_source, factor, *, n=None, restarts=8, steps=100, eps=2e-3, seed=0, batch=4, progress=False, layers=None
+    workdir,
+    hr_source,
+    factor,
+    *,
+    n=None,
+    restarts=8,
+    steps=100,
+    eps=2e-3,
+    seed=0,
+    batch=4,
+    progress=False,
+    layers=None,
+    degradation: degrade.Degradation | None = None,
 ) -> dict:
-    """PULSE (and with `layers`, ILO) and bicubic super-resolution of a run's HR images, side by side.
+    """PULSE (and with `layers`, ILO) and the classical baseline restoring a run's degraded HR images.
 
     Args:
       workdir: the run (its EMA generator and preprocessing).
       hr_source: folder of HR images or tfds:NAME.
-      factor: the downscaling factor, dividing the generator's resolution.
+      factor: the downscaling factor, dividing the generator's resolution (1: no downscaling).
       n: use the first n images (default: all).
-      restarts, steps, eps, seed: the PULSE search (`pulse.upscale`); eps on the [0, 1] scale.
+      restarts, steps, eps, seed: the search (`pulse.restore`); eps on the [0, 1] scale. `seed` also
+        draws the noise and the masks.
       batch: images per search call.
       progress: show progress bars (stderr) for the search and the Inception features.
       layers: `ilo.Layers`: also the search continued in the intermediate
         features (method "ilo"; its latent search is PULSE's, with the same keys).
+      degradation: blur, gray, noise and inpainting besides the factor (its own factor is ignored).
 
     Returns:
-      The report: per method (pulse, ilo, bicubic) within_eps, lr_mse ([0, 1] scale), psnr, ssim,
-      lpips_alex, fid.
+      The report: per method (pulse, ilo, baseline) within_eps, lr_mse (the observation's error, [0, 1]
+      scale), psnr, ssim, lpips_alex, fid; "baseline_method" names the baseline (e.g. "bicubic").
+
+    Raises:
+      ValueError: a factor that does not divide the resolution, an inpainting grid that does not fit.
+      ImportError: inpainting without scikit-image (its baseline).
     """
+    how = dataclasses.replace(degradation or degrade.Degradation(), factor=factor)
     if factor < 1:
         raise ValueError(f"--factor must be a whole number >= 1, got {factor}")
     run = runs.load_run(workdir)
     G, variables, cfg = run.generator, run.g_variables, run.config
     size = G.im_size
-    if size % factor:
-        raise ValueError(f"--factor {factor} does not divide the generator's {size}px")
+    _check(how, size)  # before the images load
     hr_u8 = _load_hr(hr_source, size, cfg)[:n]
     hr = np.asarray(images_lib.to_float(hr_u8))
-    lr = np.asarray(area_downsample(jnp.asarray(hr), size // factor))
+    op, observed = degraded(hr, size, how, seed)
     search = {"restarts": restarts, "steps": steps, "eps": eps, "seed": seed, "batch": batch, "progress": progress}
     t0 = time.perf_counter()
-    methods = {"pulse": _pulse(G, variables, lr, **search)}
+    methods = {"pulse": _search(G, variables, op, observed, **search)}
     pulse_seconds = time.perf_counter() - t0
     if layers is not None:
-        methods["ilo"] = _pulse(G, variables, lr, **search, layers=layers)
-    methods["bicubic"] = bicubic_up(lr, size)
+        methods["ilo"] = _search(G, variables, op, observed, **search, layers=layers)
+    methods["baseline"] = np.asarray(baseline.classical(op, observed, size))
     report = {
         "n": len(hr),
         "factor": factor,
         "size": size,
+        "degradation": dataclasses.asdict(how),
+        "baseline_method": baseline.name(op),
         "restarts": restarts,
         "steps": steps,
         "eps": eps,
@@ -134,7 +171,7 @@ def evaluate_sr(
     lpips = lpips_distance("alex")
     hr_feats = inception.inception_features(hr_u8, progress="HR features" if progress else None)
     for name, images in methods.items():
-        s = _scores(images, hr, lr, lpips, eps)
+        s = _scores(images, hr, op, observed, lpips, eps)
         report[name] = {
             "within_eps": float(s["within_eps"].mean()),
             "lr_mse": float(s["lr_mse"].mean()),
@@ -162,6 +199,16 @@ def _positive_int(text):
     return value
 
 
+def _share(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def main(argv=None):
     """The `fastgan-evaluate-sr` command."""
     p = argparse.ArgumentParser(prog="fastgan-evaluate-sr", description=__doc__, formatter_class=launch.HelpFormatter)
@@ -172,10 +219,15 @@ def main(argv=None):
     p.add_argument("--restarts", type=_positive_int, default=8, help="PULSE candidates per image")
     p.add_argument("--steps", type=_positive_int, default=100, help="Adam steps per candidate")
     p.add_argument("--eps", type=float, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
-    p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
+    p.add_argument("--seed", type=int, default=0, help="draws the candidates, the noise and the masks")
     p.add_argument("--out", default=None, help="JSON output (None: RUN/eval/sr_x<factor>.json)")
+    upscale.add_degradation_options(p)
+    p.add_argument(
+        "--inpaint", type=_share, default=0.0, help="this share of an 8x8 grid of blocks of each image is unknown"
+    )
     upscale.add_layer_options(p)
     args = p.parse_args(argv)
+    how = degrade.Degradation(args.factor, args.blur, args.gray, args.noise_sigma, args.inpaint)
     try:
         report = evaluate_sr(
             args.workdir,
@@ -188,22 +240,34 @@ def main(argv=None):
             seed=args.seed,
             progress=True,
             layers=upscale.parse_layers(args, None),
+            degradation=how,
         )
-    except (FileNotFoundError, data.DataError, ValueError, sr_files.InputError) as e:
+    except (FileNotFoundError, data.DataError, ValueError, ImportError, sr_files.InputError) as e:
         launch.fail(str(e))
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" / f"sr_x{args.factor}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"{report['n']} images, x{args.factor} ({report['size'] // args.factor}px -> {report['size']}px):")
-    print(f"{'':10s}{'within eps':>12s}{'PSNR':>8s}{'SSIM':>8s}{'LPIPS':>8s}{'FID':>9s}")
-    for name in ("pulse", "ilo", "bicubic"):
+    side = report["size"] // args.factor
+    print(f"{report['n']} images, {_describe(how)} ({side}px -> {report['size']}px):")
+    print(f"{'':22s}{'within eps':>12s}{'PSNR':>8s}{'SSIM':>8s}{'LPIPS':>8s}{'FID':>9s}")
+    for name in ("pulse", "ilo", "baseline"):
         if name not in report:
             continue
         r = report[name]
+        label = f"baseline ({report['baseline_method']})" if name == "baseline" else name
         print(
-            f"{name:10s}{r['within_eps']:>12.2f}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['lpips_alex']:>8.3f}{r['fid']:>9.2f}"
+            f"{label:22s}{r['within_eps']:>12.2f}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['lpips_alex']:>8.3f}{r['fid']:>9.2f}"
         )
     print(f"wrote {out}")
+
+
+def _describe(how) -> str:
+    parts = [f"blur {how.blur}"] if how.blur else []
+    parts.append(f"x{how.factor}")
+    parts += ["gray"] if how.gray else []
+    parts += [f"noise {how.noise_sigma}"] if how.noise_sigma else []
+    parts += [f"{how.inpaint:.0%} unknown"] if how.inpaint else []
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
     add_layer_options(p)
+    add_degradation_options(p)
+    p.add_argument(
+        "--mask", default=None, help="inpainting: an image of the input's size, white where pixels are known"
+    )
+    return p
+
+
+def add_degradation_options(p: argparse.ArgumentParser) -> None:
+    """--blur, --gray, --noise-sigma: how the input was degraded besides the factor (`degrade.Degradation`)."""
     p.add_argument(
         "--blur",
         type=_NON_NEGATIVE,
@@ -111,20 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="the input carries Gaussian noise of this sigma ([0, 1] scale): denoise",
     )
-    p.add_argument(
-        "--mask", default=None, help="inpainting: an image of the input's size, white where pixels are known"
-    )
-    return p
 
 
 def operator(args, factor: int, known=None):
     """The degradation that made the input from a generator image: blur, downscale, gray, noise, mask."""
-    ops = [degrade.GaussianBlur(args.blur)] if args.blur else []
-    ops.append(degrade.Downsample(factor, args.downsample))
-    ops += [degrade.Grayscale()] if args.gray else []
-    ops += [degrade.Noise(args.noise_sigma)] if args.noise_sigma else []
-    ops += [degrade.Mask(known)] if known is not None else []
-    return degrade.chain(*ops)
+    how = degrade.Degradation(factor, args.blur, args.gray, args.noise_sigma, downsample=args.downsample)
+    return how.operator(known)
 
 
 def _seen(op, images):

@@ -23,6 +23,8 @@ array leaves, so one compiled search serves every mask of a shape.
 - `Chain(ops)`: the operators applied in order, e.g. blur then downsample.
 """
 
+import dataclasses
+
 import dm_pix as pix
 import flax
 import jax
@@ -180,9 +182,74 @@ def repeat(op, n: int):
     return op
 
 
+def take(op, start: int, stop: int):
+    """`op` for images start..stop-1 of a batch: per-image masks ([B, H, W]) sliced, the rest as it is."""
+    if isinstance(op, Chain):
+        return Chain(tuple(take(o, start, stop) for o in op.ops))
+    if isinstance(op, Mask) and jnp.ndim(op.known) == 3:
+        return Mask(op.known[start:stop])
+    return op
+
+
 def chain(*ops):
     """One operator from several, applied in order (`Chain`); a single operator is returned as it is."""
     flat = []
     for op in ops:
         flat.extend(op.ops if isinstance(op, Chain) else [op])
-    return flat[0] if len(flat) == 1 else Chain(tuple(flat))
+    return flat[0] if len(flat) == 1 else Chain(tuple(flat))  # Chain(()): the identity
+
+
+def observe(op, x, key) -> jax.Array:
+    """What a camera behind `op` records of `x`: A(x) with the chain's Gaussian noise drawn from `key`
+    (sigma on the [0, 1] scale, so 2 sigma on [-1, 1]), clipped to [-1, 1], and unknown pixels set to 0.
+
+    x: [B, H, W, 3] float in [-1, 1]. Returns A's output shape in [-1, 1]: the `observed` input that
+    `pulse.restore` takes, for benchmarks on images whose truth is known.
+    """
+    y = op(x)
+    sigma = noise_variance(op) ** 0.5
+    if sigma:
+        y = jnp.clip(y + 2 * sigma * jax.random.normal(key, y.shape, y.dtype), -1, 1)
+    return y * weights(op, y)
+
+
+def block_mask(key, n: int, size: int, *, blocks: int = 8, unknown: float = 0.5) -> jax.Array:
+    """[n, size, size] float32 masks, 1 where known: each image's `size` px square cut into a blocks x blocks
+    grid, of which round(unknown * blocks^2) cells, drawn from `key` per image, are unknown (0).
+
+    Raises ValueError unless `blocks` divides `size` and 0 <= unknown <= 1.
+    """
+    if size % blocks:
+        raise ValueError(f"block_mask: {blocks} blocks do not divide {size} px")
+    if not 0 <= unknown <= 1:
+        raise ValueError(f"block_mask: the unknown share must be in [0, 1], got {unknown}")
+    cells, cut = blocks * blocks, round(unknown * blocks * blocks)
+    keep = jax.vmap(lambda k: jax.random.permutation(k, cells) >= cut)(jax.random.split(key, n))
+    side = size // blocks
+    return jnp.repeat(jnp.repeat(keep.reshape(n, blocks, blocks), side, 1), side, 2).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Degradation:
+    """A camera's degradation in the order it happens, as `fastgan-upscale`'s options describe it.
+
+    factor: whole downscaling factor (1: none); blur: Gaussian sigma in HR pixels (0: none); gray:
+    ITU-R 601 luma; noise_sigma: on the [0, 1] scale (0: none); inpaint: for benchmarks, the unknown
+    share of an 8x8 grid of blocks (`block_mask`; 0: none); downsample: 'area' or 'bicubic'.
+    """
+
+    factor: int = 1
+    blur: float = 0.0
+    gray: bool = False
+    noise_sigma: float = 0.0
+    inpaint: float = 0.0
+    downsample: str = "area"
+
+    def operator(self, known=None):
+        """The chain blur, downsample, gray, noise, then `Mask(known)` when `known` ([h, w] or [N, h, w])."""
+        ops = [GaussianBlur(self.blur)] if self.blur else []
+        ops += [Downsample(self.factor, self.downsample)] if self.factor > 1 else []
+        ops += [Grayscale()] if self.gray else []
+        ops += [Noise(self.noise_sigma)] if self.noise_sigma else []
+        ops += [Mask(known)] if known is not None else []
+        return chain(*ops)
