@@ -93,21 +93,36 @@ def tasks(hr) -> dict:
     return out
 
 
-def search(G, variables, op, y, layers, batch=8) -> jax.Array:
-    """The best candidate per image, [N, 64, 64, 3]; images searched `batch` at a time (the same results)."""
-    best = []
+def latent_best(G, variables, res, op, y) -> jax.Array:
+    """[B, 64, 64, 3]: the best of a result's latent-search candidates (its latents and noise maps, which
+    ILO keeps from its first stage), rendered again without the optimised features: plain PULSE's answer."""
+    images = pulse.render(G, variables, res.replace(features=None))
+    b, r = images.shape[:2]
+    flat = images.reshape(b * r, *images.shape[2:])
+    err = degrade.observed_mse(degrade.repeat(op, r), flat, jnp.repeat(y, r, axis=0)).reshape(b, r)
+    return images[jnp.arange(b), jnp.argmin(err, axis=1)]
+
+
+def search(G, variables, op, y, ilos, batch=8) -> dict:
+    """method -> the best candidate per image, [N, 64, 64, 3], for "pulse" and every ILO setting in `ilos`.
+
+    ILO's first stage is PULSE's own search with the same keys, so with `ilos` PULSE's answer is read from
+    the first ILO result (`latent_best`) rather than searched again. Images go `batch` at a time (the same
+    results: candidates never interact).
+    """
+    out = {"pulse": [], **{m: [] for m in ilos}}
     for i in range(0, len(y), batch):
-        res = pulse.restore(
-            G,
-            variables,
-            y[i : i + batch],
-            degrade.take(op, i, i + batch),
-            key=jax.random.key(0),
-            image_offset=i,
-            layers=layers,
-        )
-        best.append(res.best)
-    return jnp.concatenate(best)
+        chunk_op, chunk_y = degrade.take(op, i, i + batch), y[i : i + batch]
+        settings = {"key": jax.random.key(0), "image_offset": i}
+        res = None
+        for m, layers in ilos.items():
+            res = pulse.restore(G, variables, chunk_y, chunk_op, **settings, layers=layers)
+            out[m].append(res.best)
+        if res is None:
+            out["pulse"].append(pulse.restore(G, variables, chunk_y, chunk_op, **settings).best)
+        else:
+            out["pulse"].append(latent_best(G, variables, res, chunk_op, chunk_y))
+    return {m: jnp.concatenate(best) for m, best in out.items()}
 
 
 def scores(op, x, y, hr, lpips, eps) -> dict:
@@ -137,7 +152,7 @@ def main():
     p.add_argument("--steps", type=int, default=4000, help="training steps of the prior")
     p.add_argument("--n", type=int, default=None, help="the first n held-out images (default: all)")
     p.add_argument("--eps", type=float, default=2e-3)
-    p.add_argument("--layers", default="8,16,32", help="ILO's stages")
+    p.add_argument("--layers", default="8,16,32", help="ILO's stages ('': PULSE alone)")
     p.add_argument("--layer-radius", default=str(ilo.Layers.radii[0]), help="ILO's L1 radius; several: a sweep")
     p.add_argument("--layer-steps", type=int, default=ilo.Layers.steps, help="ILO's Adam steps per stage")
     p.add_argument("--tasks", default="x4,x8,blur_x4,inpaint,colourise,denoise")
@@ -149,11 +164,12 @@ def main():
     run = train_prior(linked(train_files, workdir / "train_images"), workdir, args.steps)
     hr_u8 = data.load(str(linked(held_out, workdir / "held_out_images")), SIZE)[: args.n]
     hr = images_lib.to_float(jnp.asarray(hr_u8))
-    resolutions = tuple(int(r) for r in args.layers.split(","))
+    resolutions = tuple(int(r) for r in args.layers.split(",") if r)
     radii = [float(r) for r in args.layer_radius.split(",")]
     ilos = {
         ("ilo" if len(radii) == 1 else f"ilo_r{r:g}"): ilo.Layers(resolutions, (r,), args.layer_steps) for r in radii
     }
+    ilos = ilos if resolutions else {}
     lpips = lpips_distance("alex")
     report = {
         "n": len(hr),
@@ -169,9 +185,7 @@ def main():
     for name, (op, y, classical) in tasks(hr).items():
         if name not in wanted:
             continue
-        methods = {"baseline": classical, "pulse": search(run.generator, run.g_variables, op, y, None)}
-        for m, layers in ilos.items():
-            methods[m] = search(run.generator, run.g_variables, op, y, layers)
+        methods = {"baseline": classical, **search(run.generator, run.g_variables, op, y, ilos)}
         report["tasks"][name] = {m: scores(op, x, y, hr, lpips, args.eps) for m, x in methods.items()}
         for m, s in report["tasks"][name].items():
             print(
