@@ -108,6 +108,7 @@ def test_evaluate_sr_other_degradations_and_their_baselines(run, capsys):
         "noise_sigma": 0.05,
         "inpaint": 0.5,
         "downsample": "area",
+        "kernel": None,
     }
     # The baseline keeps the known (noisy, gray) pixels as they are: it reproduces the observation exactly.
     assert report["baseline"]["lr_mse"] < 1e-6 and report["baseline"]["within_eps"] == 1.0

@@ -368,10 +368,13 @@ def test_upscale_cli_restores_a_blurred_gray_noisy_partly_known_input(tmp_path, 
     known = np.zeros((16, 16), np.uint8)
     known[:, :8] = 255  # the left half is known
     Image.fromarray(known).save(tmp_path / "known.png")
+    np.savetxt(tmp_path / "motion.txt", np.eye(3) / 3)  # a diagonal motion blur of the user's
     flags = ["--input", str(tmp_path / "in"), "--restarts", "2", "--steps", "3", "--gray", "--blur", "1"]
-    cli(tmp_path, *flags, "--noise-sigma", "0.05", "--mask", str(tmp_path / "known.png"))
+    kernel = ["--blur-kernel", str(tmp_path / "motion.txt")]
+    cli(tmp_path, *flags, *kernel, "--noise-sigma", "0.05", "--mask", str(tmp_path / "known.png"))
     report = json.loads((tmp_path / "out" / "gray_png.json").read_text())
     assert report["factor"] == 4 and report["gray"] and report["blur"] == 1 and report["mask"].endswith("known.png")
+    assert report["blur_kernel"].endswith("motion.txt")
     for c in report["candidates"]:  # eps plus the noise's floor
         assert c["success"] == (c["lr_mse"] <= 2e-3 + 0.05**2)
     with Image.open(tmp_path / "out" / "gray_png_sr.png") as sr:
@@ -379,6 +382,15 @@ def test_upscale_cli_restores_a_blurred_gray_noisy_partly_known_input(tmp_path, 
     Image.new("L", (8, 8), 255).save(tmp_path / "small.png")
     line = helpers.error_line(capsys, cli, tmp_path, *flags, "--mask", str(tmp_path / "small.png"))
     assert line.endswith("small.png: 8x8, not the input's 16x16"), line
+    np.save(tmp_path / "even.npy", np.ones((2, 2)) / 4)
+    (tmp_path / "words.txt").write_text("a b c\n")
+    for name, reason in [
+        ("even.npy", "a square kernel of odd size is needed, got 2x2"),
+        ("words.txt", "not a .npy array or a text of numbers"),
+        ("none.npy", "no such file"),
+    ]:
+        line = helpers.error_line(capsys, cli, tmp_path, *flags, "--blur-kernel", str(tmp_path / name))
+        assert line.startswith(f"error: --blur-kernel {tmp_path / name}: {reason}"), line
     line = helpers.error_line(capsys, cli, tmp_path, *flags, "--lpips", "1")
     assert line.startswith("error: --lpips is for GAN inversion of a clean colour image"), line
 

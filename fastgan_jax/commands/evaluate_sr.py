@@ -6,7 +6,7 @@
     python -m fastgan_jax.commands.evaluate_sr ...  (the same)
 
 Each HR image (the run's preprocessing, at the generator's resolution) is
-degraded as `fastgan-upscale` assumes its input was (`--blur SIGMA`, area
+degraded as `fastgan-upscale` assumes its input was (`--blur SIGMA`, `--blur-kernel FILE`, area
 downscaling by `--factor`, `--gray`, `--noise-sigma`, and with `--inpaint
 FRACTION` that share of an 8x8 grid of blocks unknown, drawn per image from
 `--seed`; `fastgan_jax/sr/degrade.py`), then restored by PULSE and by the
@@ -160,7 +160,8 @@ def evaluate_sr(
         "n": len(hr),
         "factor": factor,
         "size": size,
-        "degradation": dataclasses.asdict(how),
+        "degradation": dataclasses.asdict(how)
+        | {"kernel": None if how.kernel is None else np.asarray(how.kernel).tolist()},
         "baseline_method": baseline.name(op),
         "restarts": restarts,
         "steps": steps,
@@ -227,8 +228,9 @@ def main(argv=None):
     )
     upscale.add_layer_options(p)
     args = p.parse_args(argv)
-    how = degrade.Degradation(args.factor, args.blur, args.gray, args.noise_sigma, args.inpaint)
     try:
+        kernel = upscale.read_kernel(args)
+        how = degrade.Degradation(args.factor, args.blur, args.gray, args.noise_sigma, args.inpaint, kernel=kernel)
         report = evaluate_sr(
             args.workdir,
             args.hr,
@@ -263,6 +265,7 @@ def main(argv=None):
 
 def _describe(how) -> str:
     parts = [f"blur {how.blur}"] if how.blur else []
+    parts += ["blur kernel"] if how.kernel is not None else []
     parts.append(f"x{how.factor}")
     parts += ["gray"] if how.gray else []
     parts += [f"noise {how.noise_sigma}"] if how.noise_sigma else []

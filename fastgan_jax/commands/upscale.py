@@ -5,6 +5,7 @@
     python upscale.py --workdir RUN --input HR.png --out DIR --lpips 1    # GAN inversion (factor 1)
     python upscale.py --workdir RUN --input LR.png --out DIR --blur 1.5 --layers 8,16,32   # blurred, then ILO
     python upscale.py --workdir RUN --input GRAY.png --out DIR --gray --mask KNOWN.png --noise-sigma 0.05
+    python upscale.py --workdir RUN --input LR.png --out DIR --blur-kernel motion.npy   # a kernel of yours
 
 Per input file, outputs are named after the file name with its dot replaced
 (NAME = face_png for face.png, so face.png and face.jpg never collide):
@@ -16,7 +17,7 @@ best LR MSE against eps, and the result's path. An unreadable file in an
 input folder is skipped with a warning.
 
 The input is taken as the generator's image degraded (`fastgan_jax/sr/degrade.py`):
-blurred (`--blur SIGMA`, in HR pixels), downscaled by the factor (area, or
+blurred (`--blur SIGMA`, in HR pixels, and/or `--blur-kernel FILE`), downscaled by the factor (area, or
 `--downsample bicubic`), made gray (`--gray`: colourisation), noisy
 (`--noise-sigma`: eps grows by sigma^2) and partly unknown (`--mask`: an
 image of the input's size, white where pixels are known: inpainting); the
@@ -113,6 +114,12 @@ def add_degradation_options(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="the input was blurred (Gaussian, sigma in HR pixels) before it was downscaled",
     )
+    p.add_argument(
+        "--blur-kernel",
+        default=None,
+        help="the input was blurred with this kernel (.npy, or text rows of numbers; square, odd size) before it "
+        "was downscaled, after --blur if both",
+    )
     p.add_argument("--gray", action="store_true", help="the input is grayscale: colourise it (ITU-R 601 luma)")
     p.add_argument(
         "--noise-sigma",
@@ -122,10 +129,30 @@ def add_degradation_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def operator(args, factor: int, known=None):
+def operator(args, factor: int, known=None, kernel=None):
     """The degradation that made the input from a generator image: blur, downscale, gray, noise, mask."""
-    how = degrade.Degradation(factor, args.blur, args.gray, args.noise_sigma, downsample=args.downsample)
+    how = degrade.Degradation(factor, args.blur, args.gray, args.noise_sigma, downsample=args.downsample, kernel=kernel)
     return how.operator(known)
+
+
+def read_kernel(args):
+    """--blur-kernel as a [k, k] float32 array (None without it): a .npy file or text of k rows of k numbers
+    (numpy.loadtxt). InputError unless it is square, of odd size and finite."""
+    if args.blur_kernel is None:
+        return None
+    path = pathlib.Path(args.blur_kernel)
+    try:
+        kernel = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
+    except (OSError, ValueError) as e:
+        reason = "no such file" if not path.is_file() else f"not a .npy array or a text of numbers ({e})"
+        raise sr_files.InputError(f"--blur-kernel {path}: {reason}") from None
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+        shape = "x".join(map(str, kernel.shape))
+        raise sr_files.InputError(f"--blur-kernel {path}: a square kernel of odd size is needed, got {shape}")
+    if not np.all(np.isfinite(kernel)):
+        raise sr_files.InputError(f"--blur-kernel {path}: the kernel has values that are not finite")
+    return kernel
 
 
 def _seen(op, images):
@@ -238,9 +265,8 @@ def _lpips_variables(args, inputs, im_size):
     return lpips_lib.lpips_variables("vgg")
 
 
-def _upscale_one(G, variables, lpips_variables, layers, known, path, lr, index, args, settings) -> dict:
+def _upscale_one(G, variables, lpips_variables, layers, op, path, lr, index, args, settings) -> dict:
     t0 = time.perf_counter()
-    op = operator(args, G.im_size // lr.shape[0], known)
     observed = images_lib.to_float(jnp.asarray(lr[None]))
     observed = degrade.Grayscale()(observed) if args.gray else observed  # a gray file reads as R = G = B
     res = pulse.restore(
@@ -291,6 +317,7 @@ def main(argv=None):
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
         layers = parse_layers(args, G.im_size)
         masks = {size: read_mask(args, size) for size in sorted({lr.shape[0] for _, lr in inputs})}
+        kernel = read_kernel(args)
     except (
         sr_files.InputError,
         FileNotFoundError,  # incl. missing weights
@@ -300,12 +327,13 @@ def main(argv=None):
         launch.fail(str(e))
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "layers")
-    names += ("blur", "gray", "noise_sigma", "mask")
+    names += ("blur", "blur_kernel", "gray", "noise_sigma", "mask")
     settings = {k: getattr(args, k) for k in names}
     successes = 0
     for i, (path, lr) in enumerate(tqdm.tqdm(inputs, unit="image", disable=None)):
         known = masks[lr.shape[0]]
-        report = _upscale_one(G, variables, lpips_variables, layers, known, path, lr, i, args, settings)
+        op = operator(args, G.im_size // lr.shape[0], known, kernel)
+        report = _upscale_one(G, variables, lpips_variables, layers, op, path, lr, i, args, settings)
         successes += any(c["success"] for c in report["candidates"])
         tqdm.tqdm.write(_result_line(path, report, args))
     print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")

@@ -233,7 +233,8 @@ def block_mask(key, n: int, size: int, *, blocks: int = 8, unknown: float = 0.5)
 class Degradation:
     """A camera's degradation in the order it happens, as `fastgan-upscale`'s options describe it.
 
-    factor: whole downscaling factor (1: none); blur: Gaussian sigma in HR pixels (0: none); gray:
+    factor: whole downscaling factor (1: none); blur: Gaussian sigma in HR pixels (0: none); kernel: a
+    blur kernel of the user's (`Blur`, after the Gaussian if both); gray:
     ITU-R 601 luma; noise_sigma: on the [0, 1] scale (0: none); inpaint: for benchmarks, the unknown
     share of an 8x8 grid of blocks (`block_mask`; 0: none); downsample: 'area' or 'bicubic'.
     """
@@ -244,10 +245,13 @@ class Degradation:
     noise_sigma: float = 0.0
     inpaint: float = 0.0
     downsample: str = "area"
+    kernel: object = dataclasses.field(default=None, compare=False, repr=False)  # [k, k] (`Blur`), or None
 
     def operator(self, known=None):
-        """The chain blur, downsample, gray, noise, then `Mask(known)` when `known` ([h, w] or [N, h, w])."""
+        """The chain blur (Gaussian, or `kernel`), downsample, gray, noise, then `Mask(known)` when `known`
+        ([h, w] or [N, h, w])."""
         ops = [GaussianBlur(self.blur)] if self.blur else []
+        ops += [Blur(jnp.asarray(self.kernel, jnp.float32))] if self.kernel is not None else []
         ops += [Downsample(self.factor, self.downsample)] if self.factor > 1 else []
         ops += [Grayscale()] if self.gray else []
         ops += [Noise(self.noise_sigma)] if self.noise_sigma else []
