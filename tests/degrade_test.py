@@ -1,5 +1,7 @@
 """Degradation operators (`fastgan_jax.sr.degrade`) against independent implementations: SciPy, PIL."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,3 +147,10 @@ def test_the_classical_baseline_is_pils_bicubic_the_gray_image_and_skimages_biha
     np.testing.assert_array_equal(filled[0][~hole], np.asarray(x)[0][~hole])  # known pixels kept
     assert baseline.name(degrade.chain(gray, mask)) == "biharmonic+gray"
     assert baseline.name(degrade.Noise(0.1)) == "identity"
+
+
+def test_the_inpainting_baseline_names_the_package_it_misses(monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage.restoration", None)  # as if scikit-image were not installed
+    with pytest.raises(ImportError, match=r"^the inpainting baseline needs scikit-image: pip install scikit-image$"):
+        baseline.check(degrade.chain(degrade.Grayscale(), degrade.Mask(None)))
+    baseline.check(degrade.Downsample(2))  # no other baseline needs it

@@ -89,6 +89,8 @@ def _check(how, size: int) -> None:
         raise ValueError(f"--factor {how.factor} does not divide the generator's {size}px")
     if how.inpaint and (size // how.factor) % 8:
         raise ValueError(f"--inpaint: the {size // how.factor}px observation does not split into 8x8 blocks")
+    if how.inpaint:
+        baseline.check(degrade.Mask(None))  # its baseline needs scikit-image
 
 
 def degraded(hr, size, how: degrade.Degradation, seed: int):

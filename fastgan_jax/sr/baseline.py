@@ -29,13 +29,25 @@ def name(op) -> str:
     return "+".join(parts) or "identity"
 
 
-def biharmonic(y, known) -> np.ndarray:
-    """[B, h, w, C] float images with the pixels where `known` ([h, w] or [B, h, w]) is 0 filled by
-    scikit-image's biharmonic inpainting. Raises ImportError with the pip command without scikit-image."""
+def check(op) -> None:
+    """Raises ImportError (with the pip command) if `classical` needs scikit-image for `op` and it is missing:
+    to call before anything slow starts."""
+    if any(isinstance(o, degrade.Mask) for o in _ops(op)):
+        _inpaint_biharmonic()
+
+
+def _inpaint_biharmonic():
     try:
         from skimage.restoration import inpaint_biharmonic
     except ImportError:
         raise ImportError("the inpainting baseline needs scikit-image: pip install scikit-image") from None
+    return inpaint_biharmonic
+
+
+def biharmonic(y, known) -> np.ndarray:
+    """[B, h, w, C] float images with the pixels where `known` ([h, w] or [B, h, w]) is 0 filled by
+    scikit-image's biharmonic inpainting. Raises ImportError with the pip command without scikit-image."""
+    inpaint_biharmonic = _inpaint_biharmonic()
     y = np.asarray(y, np.float64)
     unknown = np.array(np.broadcast_to(np.asarray(known) == 0, y.shape[:3]))  # writable, as skimage needs
     return np.stack([inpaint_biharmonic(im, m, channel_axis=-1) for im, m in zip(y, unknown, strict=True)])
