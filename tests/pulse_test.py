@@ -349,13 +349,18 @@ def test_upscale_cli_lpips_is_for_inversion_only(tmp_path, capsys, tiny_generato
 
 def test_upscale_cli_layers_record_each_candidates_stage_and_bad_layers_are_one_line(tmp_path, capsys, tiny_generator):
     (tmp_path / "in").mkdir()
-    Image.new("RGB", (8, 8), (200, 180, 20)).save(tmp_path / "in" / "lr.png")
+    Image.new("RGB", (64, 64), (200, 180, 20)).save(tmp_path / "in" / "lr.png")  # factor 1: GAN inversion
     flags = ["--input", str(tmp_path / "in"), "--restarts", "2", "--steps", "5"]
     cli(tmp_path, *flags, "--layers", "8,16", "--layer-radius", "0.2", "--layer-steps", "4", "--layer-lr", "0.05")
     report = json.loads((tmp_path / "out" / "lr_png.json").read_text())
-    assert report["layers"] == {"resolutions": [8, 16], "radii": [0.2, 0.2], "steps": 4, "lr": 0.05}
+    assert report["factor"] == 1 and report["layers"] == {
+        "resolutions": [8, 16],
+        "radii": [0.2, 0.2],
+        "steps": 4,
+        "lr": 0.05,
+    }
     assert {c["stage"] for c in report["candidates"]} <= {0, 1, 2}
-    assert any(c["stage"] > 0 for c in report["candidates"]), report  # the same search as the ILO test above
+    assert all(c["stage"] > 0 for c in report["candidates"]), report  # the features fit better than the latent
     line = helpers.error_line(capsys, cli, tmp_path, *flags, "--layers", "8,64")
     assert line == "error: --layers 8,64: resolutions must be below the generator's 64px, got (8, 64)", line
     line = helpers.error_line(capsys, cli, tmp_path, *flags, "--layers", "8,x")
