@@ -64,13 +64,17 @@ def compile_uncached(lowered, options=None):
     """`lowered.compile(compiler_options=options)` with JAX's persistent cache off: it would write an
     executable for a device that is not here, and warn that it cannot read it back."""
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
+    # JAX decides once per process whether the cache is used: resetting makes it look at the flag again.
     cached = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
     try:
         return lowered.compile(compiler_options=options)
     finally:
         jax.config.update("jax_enable_compilation_cache", cached)
+        compilation_cache.reset_cache()
 
 
 def describe(name: str) -> tuple[str, int]:
