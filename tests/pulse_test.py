@@ -2,6 +2,7 @@ import functools
 import json
 import pathlib
 import re
+import runpy
 import subprocess
 import sys
 
@@ -469,6 +470,9 @@ def test_ilo_improves_on_the_latent_search_and_renders_again_exactly():
     assert set(np.unique(res.stage)) <= {0, 1, 2} and res.history.shape == (2, 2, 5 + 2 * 4)
     assert sorted(res.features) == [4, 8, 16] and res.features[16].shape[:4] == (2, 2, 16, 16)
     np.testing.assert_allclose(pulse.render(G, v, res), res.images, atol=1e-5)
+    # The held-out benchmark reads plain PULSE's answer from ILO's first stage instead of searching twice.
+    heldout = runpy.run_path(str(ROOT / "benchmarks" / "restore_heldout.py"))
+    np.testing.assert_allclose(heldout["latent_best"](G, v, res, degrade.Downsample(8), targets()), plain.best, atol=1e-5)
     err = degrade.observed_mse(degrade.Downsample(8), res.images[:, 0], targets())
     np.testing.assert_allclose(res.lr_mse[:, 0], err, rtol=1e-4, atol=1e-7)
     one = fj.upscale(G, v, targets()[1:], **settings, layers=layers, image_offset=1)
