@@ -472,7 +472,8 @@ def test_ilo_improves_on_the_latent_search_and_renders_again_exactly():
     np.testing.assert_allclose(pulse.render(G, v, res), res.images, atol=1e-5)
     # The held-out benchmark reads plain PULSE's answer from ILO's first stage instead of searching twice.
     heldout = runpy.run_path(str(ROOT / "benchmarks" / "restore_heldout.py"))
-    np.testing.assert_allclose(heldout["latent_best"](G, v, res, degrade.Downsample(8), targets()), plain.best, atol=1e-5)
+    pulse_best = heldout["latent_best"](G, v, res, degrade.Downsample(8), targets())
+    np.testing.assert_allclose(pulse_best, plain.best, atol=1e-5)
     err = degrade.observed_mse(degrade.Downsample(8), res.images[:, 0], targets())
     np.testing.assert_allclose(res.lr_mse[:, 0], err, rtol=1e-4, atol=1e-7)
     one = fj.upscale(G, v, targets()[1:], **settings, layers=layers, image_offset=1)
