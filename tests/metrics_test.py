@@ -201,6 +201,19 @@ def test_psnr_and_ssim_by_hand():
     np.testing.assert_allclose(similarity.ssim(x, noisy), similarity.ssim(noisy, x), rtol=1e-5)
 
 
+def test_psnr_and_ssim_agree_with_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 24, 3), minval=-1, maxval=1)
+    y = jnp.clip(x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), -1, 1)
+    xu, yu = np.asarray((x + 1) / 2, np.float64), np.asarray((y + 1) / 2, np.float64)  # the [0, 1] scale
+    settings = {"channel_axis": -1, "data_range": 1, "gaussian_weights": True, "use_sample_covariance": False}
+    ssim = [structural_similarity(xu[i], yu[i], **settings) for i in range(2)]
+    psnr = [peak_signal_noise_ratio(xu[i], yu[i], data_range=1) for i in range(2)]
+    np.testing.assert_allclose(similarity.ssim(x, y), ssim, rtol=1e-5)
+    np.testing.assert_allclose(similarity.psnr(x, y), psnr, rtol=1e-5)
+
+
 def test_exported_weights_work_without_the_packages(tmp_path, monkeypatch):
     written = weights.export(tmp_path, float16=True)
     assert sorted(p.name for p in written) == ["inception-fid.npz", "lpips-alex.npz", "lpips-vgg.npz"]
