@@ -58,3 +58,11 @@ def test_readme_python_blocks_run_each_alone(tmp_path, monkeypatch):
             exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
         except Exception as e:
             raise AssertionError(f"README.md python block {i + 1} failed alone: {e!r}\n{block}") from e
+
+
+def test_readme_links_and_images_are_files_of_the_project():
+    targets = re.findall(r"\]\(([^)#\s]+)\)", (ROOT / "README.md").read_text())
+    local = [t for t in targets if "://" not in t]
+    assert local, "README.md links no file: the restoration figures are embedded from benchmarks/figures"
+    missing = [t for t in local if not (ROOT / t).is_file()]
+    assert not missing, f"README.md links files that are not in the project: {missing}"
