@@ -2,7 +2,7 @@
 
     pip install scikit-image   # the inpainting baseline (biharmonic)
     python benchmarks/restore_heldout.py --data ../shared/data/pokemon-256 --workdir runs/heldout \\
-        --n 16 --layer-radius 0.1,0.3 --json benchmarks/restore_heldout.json --figures runs/figures
+        --n 16 --layer-radius 0.1,0.3 --json runs/heldout.json --figures runs/figures
 
 The prior: `cpu_quick`'s networks at 64 px trained on the CPU (--steps,
 EMA 0.995) on the data's images but a fixed tenth (every tenth file in name
@@ -32,8 +32,9 @@ repository (`runs/` is ignored).
 ILO's first stage is PULSE's own search with the same keys, so PULSE's
 answer is read from it (`latent_best`) rather than searched again. Cost on a
 2-core CPU: the prior about 21 minutes (4000 steps); then, per task and ILO
-radius, about 4 minutes per 16 images (8 restarts x 100 latent steps and 3
-stages x 50 feature steps).
+radius, 8 to 10 minutes per 16 images (8 restarts x 100 latent steps and 3
+stages x 50 feature steps; x4 on all 71 held-out pokemon-256 images: 44
+minutes).
 """
 
 import argparse
