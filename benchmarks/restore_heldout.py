@@ -33,8 +33,8 @@ ILO's first stage is PULSE's own search with the same keys, so PULSE's
 answer is read from it (`latent_best`) rather than searched again. Cost on a
 2-core CPU: the prior about 21 minutes (4000 steps); then, per task and ILO
 radius, 8 to 10 minutes per 16 images (8 restarts x 100 latent steps and 3
-stages x 50 feature steps; x4 on all 71 held-out pokemon-256 images: 44
-minutes).
+stages x 50 feature steps; x4 and x8 on all 71 held-out pokemon-256 images:
+44 and 40 minutes).
 """
 
 import argparse
