@@ -1,4 +1,4 @@
-"""Parity with the official PyTorch FastGAN (fixtures from ../shared/parity).
+"""Parity with the official PyTorch FastGAN (its outputs in tests/data/parity.npz, made by the recipe there).
 
 Each case is rebuilt from its recipe (README in tests/data), imported through
 `generator_from_official` / `discriminator_from_official`, and every stored
