@@ -1,7 +1,15 @@
-"""Loss curves of a run as a PNG (PIL only): python benchmarks/plot_metrics.py RUN/metrics.jsonl out.png"""
+"""A run's curves from its metrics.jsonl (PIL only).
 
+    python benchmarks/plot_metrics.py RUN/metrics.jsonl out.png     # the losses as a PNG
+    python benchmarks/plot_metrics.py --fid-table RUN/metrics.jsonl [--batch 8]   # FID, KID against steps, time
+
+The table's time is the training's own (the sum of the logged intervals,
+each `log_every * batch / img_per_s` seconds): compilation before the first
+step is left out, the FID and KID evaluations between logs are in.
+"""
+
+import argparse
 import json
-import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -28,7 +36,37 @@ def plot(rows, path, width=900, height=300):
     img.save(path)
 
 
+def fid_table(rows, batch: int) -> str:
+    """Markdown: step, training minutes so far, FID and KID at every evaluation of `rows`."""
+    lines = ["| step | minutes | FID | KID x 1000 |", "|---|---|---|---|"]
+    seconds, last = 0.0, 0
+    for r in rows:
+        if "img_per_s" in r and r["img_per_s"] > 0:
+            seconds += (r["step"] - last) * batch / r["img_per_s"]
+            last = r["step"]
+        if "fid" in r:
+            kid = f"{1000 * r['kid']:.2f}" if "kid" in r else "n/a"
+            lines.append(f"| {r['step']} | {seconds / 60:.1f} | {r['fid']:.2f} | {kid} |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("metrics", help="RUN/metrics.jsonl")
+    p.add_argument("png", nargs="?", help="the losses' PNG to write")
+    p.add_argument("--fid-table", action="store_true", help="print FID and KID against steps and time instead")
+    p.add_argument("--batch", type=int, default=8, help="the run's batch size (for --fid-table's time)")
+    args = p.parse_args()
+    rows = [json.loads(line) for line in open(args.metrics)]
+    if args.fid_table:
+        print(f"FID and KID against the training images ({args.metrics}):\n")
+        print(fid_table(rows, args.batch))
+    elif args.png:
+        plot([r for r in rows if "d_real" in r], args.png)
+        print(f"wrote {args.png}")
+    else:
+        p.error("give the PNG to write, or --fid-table")
+
+
 if __name__ == "__main__":
-    rows = [json.loads(line) for line in open(sys.argv[1])]
-    plot([r for r in rows if "d_real" in r], sys.argv[2])
-    print(f"wrote {sys.argv[2]}")
+    main()

@@ -10,6 +10,7 @@ The target's memory size is part of the program (XLA:GPU rematerialises
 when a program would not fit), so each card is compiled with its own.
 """
 
+import collections
 import os
 import pathlib
 import re
@@ -82,3 +83,37 @@ def describe(name: str) -> tuple[str, int]:
     spec = (FOLDER / f"{name}.txtpb").read_text()
     card = re.search(r'device_description_str:\s*"([^"]*)"', spec).group(1)
     return card, int(MEMORY.search(spec).group(1))
+
+
+# HLO instructions that launch nothing on a GPU: buffers, views, tuples and scheduling markers.
+_FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "opt-barrier", "after-all"}
+_FREE |= {"partition-id", "replica-id", "add-dependency", "copy-done", "send-done", "recv-done"}
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?[\w.\-]+ = .*? ([a-z][\w\-]*)\(")
+_COMPUTATION = re.compile(r"^(ENTRY )?%?([\w.\-]+) .*\{$")
+
+
+def kernels(hlo_text: str) -> dict:
+    """What XLA:GPU launches per run of a compiled program: {fusions, library, copies, other, total}.
+
+    `hlo_text` is the optimized HLO of a program compiled for a GPU (`compiled.as_text()`, deviceless or
+    not). Every instruction of its entry computation that is not free (`_FREE`: parameters, tuples,
+    bitcasts, ...) is one launch: `fusion` (XLA's generated kernels, Triton GEMM fusions included),
+    `custom-call` (cuDNN convolutions, cuBLAS GEMMs: "library"), `copy`/`copy-start` (layout changes and
+    moves) and the rest ("other"). Nested control flow (`while`, `conditional`, `call`) counts as one launch
+    each (a loop's trip count is not known here); FastGAN's step has none. CUDA graphs (XLA's command
+    buffers, applied to the thunks after this HLO) group launches without changing the count.
+    """
+    counts, entry = collections.Counter(), False
+    for line in hlo_text.splitlines():
+        head = _COMPUTATION.match(line)
+        if head:
+            entry = bool(head.group(1))
+            continue
+        m = _INSTRUCTION.match(line) if entry else None
+        if not m or m.group(1) in _FREE:
+            continue
+        op = m.group(1)
+        kind = {"fusion": "fusions", "custom-call": "library", "copy": "copies", "copy-start": "copies"}
+        counts[kind.get(op, "other")] += 1
+    out = {k: counts[k] for k in ("fusions", "library", "copies", "other")}
+    return out | {"total": sum(out.values())}

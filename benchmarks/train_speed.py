@@ -27,7 +27,10 @@ each one, so the CPU shows only part of what 16-bit precisions save.
 `--target NAME|FILE ...` compiles every setting also for GPUs that need not
 be here (JAX's CUDA plugin and ptxas: `pip install -e '.[gpu-aot]'`; JAX
 runs on the CPU) and prints XLA:GPU's memory analysis beside the CPU's (JSON:
-"gpu"). Bundled targets are card classes in `benchmarks/gpu_targets/`, each
+"gpu"), and how many kernels XLA:GPU launches per step (`targets.kernels`:
+its fusions, library calls such as cuDNN's convolutions, copies; at batch 8
+a step of thousands of small kernels is bound by launches, not FLOPs).
+Bundled targets are card classes in `benchmarks/gpu_targets/`, each
 written from the card's published figures; the target's memory size is part
 of the program (XLA:GPU rematerialises when a program would not fit). The
 figure leaves out cuDNN's workspace (no algorithm is picked without a
@@ -55,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from fastgan_jax.commands import compile_cache
 from fastgan_jax.interop import weights
 from fastgan_jax.nn import models
 from fastgan_jax.nn.losses import RECONS
@@ -84,8 +88,9 @@ _TIMED = []  # settings timed so far in this process
 
 
 def target_figures(make_step, abstract, recon_params, target, remat, batch) -> dict:
-    """XLA:GPU's memory analysis of the step compiled for `target` ((devices, memory bytes) of `targets.load`):
-    {device, memory_size, compile_s, memory_bytes}; with `remat='auto'`, compiled as training's `remat=auto`
+    """XLA:GPU's memory analysis and kernel launches of the step compiled for `target` ((devices, memory bytes)
+    of `targets.load`): {device, memory_size, compile_s, memory_bytes, kernels (`targets.kernels`)}; with
+    `remat='auto'`, compiled as training's `remat=auto`
     would on that card, the choice under "remat" (None when nothing fits), the figures it compared under
     "needs", its line under "auto".
 
@@ -95,21 +100,24 @@ def target_figures(make_step, abstract, recon_params, target, remat, batch) -> d
     """
     devices, memory_size = target
     mesh = Mesh(np.asarray(devices), ("data",))
-    t0, figures = time.perf_counter(), {}
+    t0, figures, launches = time.perf_counter(), {}, {}
 
     def compiled_bytes(r):
-        figures[r] = memory(targets.compile_uncached(make_step(r, mesh).lower(*abstract, _abstract(recon_params))))
+        compiled = targets.compile_uncached(make_step(r, mesh).lower(*abstract, _abstract(recon_params)))
+        figures[r], launches[r] = memory(compiled), targets.kernels(compiled.as_text())
         return figures[r]
 
     out = {"device": devices[0].device_kind, "memory_size": memory_size}
     if remat != tm.AUTO:
         out["memory_bytes"] = compiled_bytes(remat)
+        out["kernels"] = launches[remat]
     else:
         try:
             choice = tm.choose_remat(compiled_bytes, targets.limit(memory_size), batch_size=batch)
             out |= {"remat": choice.remat, "memory_bytes": figures[choice.remat], "auto": choice.describe()}
         except tm.StepDoesNotFitError as e:
             out |= {"remat": None, "memory_bytes": figures["full"], "auto": str(e)}
+        out["kernels"] = launches[out["remat"] or "full"]
         out["needs"] = {r: f["total"] for r, f in figures.items()}
     out["compile_s"] = round(time.perf_counter() - t0, 2)
     return out
@@ -271,6 +279,14 @@ def memory_line(m: dict) -> str:
     )
 
 
+def kernel_line(k: dict) -> str:
+    """'K kernels/step (F fusions, L library, C copies, O other)' from `targets.kernels`'s counts."""
+    return (
+        f"{k['total']} kernels/step ({k['fusions']} fusions, {k['library']} library, {k['copies']} copies, "
+        f"{k['other']} other)"
+    )
+
+
 def _at_least(low: int):
     def parse(text: str) -> int:
         value = int(text)
@@ -313,6 +329,12 @@ def main():
         action="store_true",
         help="with --target: compile for the targets only, not for this machine's device too",
     )
+    p.add_argument(
+        "--compile-cache",
+        action="store_true",
+        help="compile through JAX's persistent cache as the commands do (fastgan_jax/commands/compile_cache.py): "
+        "a second run reads the step back instead of compiling it; never for --target",
+    )
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
     p.add_argument(
         "--skip-existing",
@@ -322,6 +344,8 @@ def main():
     args = p.parse_args()
     if args.gpu_only and not args.target:
         p.error("--gpu-only needs --target")
+    if args.compile_cache:
+        compile_cache.enable()
     gpus = {name: targets.load(name) for name in args.target}
     done = _done(args.json) if args.skip_existing and args.json else set()
     for im_size in args.im_size:
@@ -376,7 +400,7 @@ def _report(r: dict, args) -> None:
     if "step_s" not in r:
         print(head, flush=True)
         for name, g in r.get("gpu", {}).items():
-            line = memory_line(g["memory_bytes"])
+            line = f"{memory_line(g['memory_bytes'])} | {kernel_line(g['kernels'])}"
             print(f"  XLA:GPU {g['device']} ({name}) | compile {g['compile_s']:.1f} s | {line}", flush=True)
             if "auto" in g:
                 print(f"    {g['auto']}", flush=True)

@@ -7,6 +7,8 @@ KeyboardInterrupt inside a half-initialised extension module can crash the
 interpreter; afterwards the command's own handling applies (training saves
 a checkpoint first). Python warnings (skipped files, upscaled images, a
 damaged checkpoint) print as `warning: ...` lines, without a source line.
+Every command compiles through JAX's persistent compilation cache
+(`compile_cache`: a second start of the same run compiles nothing again).
 """
 
 import argparse
@@ -16,6 +18,8 @@ import signal
 import sys
 import warnings
 from typing import NoReturn
+
+from fastgan_jax.commands import compile_cache
 
 
 def _exit_now(signum, frame):
@@ -45,6 +49,7 @@ def _run(module: str) -> None:
         main = importlib.import_module(f"fastgan_jax.commands.{module}").main
     finally:
         signal.signal(signal.SIGINT, previous)
+    compile_cache.enable()  # before anything compiles
     try:
         main()
     except KeyboardInterrupt:
