@@ -11,6 +11,8 @@ array leaves, so one compiled search serves every mask of a shape.
   (`downsample.py`), super-resolution.
 - `GaussianBlur(sigma)`: DeepMind's dm-pix separable Gaussian, with the
   border mirrored as SciPy's `gaussian_filter(mode="reflect")`.
+- `UnknownBlur(sigma)`: a Gaussian of unknown width, estimated by the
+  search with the image (its `sigma` is a leaf: `unknowns`, `with_unknowns`).
 - `Blur(kernel)`: a user's [k, k] kernel, convolved (flipped, as
   `scipy.ndimage.convolve`) with the border mirrored the same way.
 - `Mask(known)`: inpainting: the image itself, of which only the known
@@ -24,6 +26,7 @@ array leaves, so one compiled search serves every mask of a shape.
 """
 
 import dataclasses
+import functools
 
 import dm_pix as pix
 import flax
@@ -64,6 +67,66 @@ class GaussianBlur:
     def __call__(self, x):
         r = self.size
         return pix.gaussian_blur(_mirror(x, r), self.sigma, 2 * r + 1, padding="VALID")
+
+
+@flax.struct.dataclass
+class UnknownBlur:
+    """A Gaussian blur whose width is not known: the search estimates it with the image (blind deblurring).
+
+    `sigma` is a leaf (a scalar, or [B] per image), the current estimate in pixels; the search optimises it
+    (`unknowns`, `with_unknowns`) and clips it to [lo, hi]. The kernel is truncated at ceil(3 hi) pixels
+    for every sigma (one compiled shape), normalised, and applied as `GaussianBlur` is (border mirrored).
+    """
+
+    sigma: jax.Array
+    lo: float = flax.struct.field(pytree_node=False, default=0.3)
+    hi: float = flax.struct.field(pytree_node=False, default=3.0)
+
+    @property
+    def size(self) -> int:
+        return max(1, int(-(-3 * self.hi // 1)))
+
+    def kernels(self, n: int) -> jax.Array:
+        """[n, 2 size + 1] normalised 1-D Gaussians of the (clipped) widths."""
+        sigma = jnp.broadcast_to(jnp.clip(jnp.asarray(self.sigma, jnp.float32), self.lo, self.hi), (n,))
+        t = jnp.arange(-self.size, self.size + 1, dtype=jnp.float32)
+        k = jnp.exp(-0.5 * jnp.square(t[None] / sigma[:, None]))
+        return k / k.sum(axis=1, keepdims=True)
+
+    def __call__(self, x):
+        r, c = self.size, x.shape[-1]
+
+        def one(image, k):  # [H + 2r, W + 2r, C], [2r + 1]: rows, then columns
+            dn = ("NHWC", "HWIO", "NHWC")
+            conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding="VALID")
+            rows = jnp.tile(k.reshape(-1, 1, 1, 1), (1, 1, 1, c)).astype(image.dtype)
+            cols = jnp.tile(k.reshape(1, -1, 1, 1), (1, 1, 1, c)).astype(image.dtype)
+            y = conv(image[None], rows, dimension_numbers=dn, feature_group_count=c)
+            return conv(y, cols, dimension_numbers=dn, feature_group_count=c)[0]
+
+        return jax.vmap(one)(_mirror(x, r), self.kernels(x.shape[0]))
+
+
+def unknowns(op) -> tuple:
+    """The estimates of every `UnknownBlur` of `op` (a chain's in order): what a search optimises."""
+    return tuple(o.sigma for o in (op.ops if isinstance(op, Chain) else (op,)) if isinstance(o, UnknownBlur))
+
+
+def with_unknowns(op, values):
+    """`op` with its `UnknownBlur` estimates replaced by `values` (as `unknowns` orders them)."""
+    values = iter(values)
+    ops = [o.replace(sigma=next(values)) if isinstance(o, UnknownBlur) else o for o in _ops(op)]
+    return Chain(tuple(ops)) if isinstance(op, Chain) else ops[0]
+
+
+def clip_unknowns(op, values) -> tuple:
+    """`values` (as `unknowns` orders them) clipped to their operators' ranges."""
+    blurs = [o for o in _ops(op) if isinstance(o, UnknownBlur)]
+    return tuple(jnp.clip(v, o.lo, o.hi) for v, o in zip(values, blurs, strict=True))
+
+
+def _ops(op) -> tuple:
+    return op.ops if isinstance(op, Chain) else (op,)
 
 
 @flax.struct.dataclass
@@ -179,6 +242,8 @@ def repeat(op, n: int):
         return Chain(tuple(repeat(o, n) for o in op.ops))
     if isinstance(op, Mask) and jnp.ndim(op.known) == 3:
         return Mask(jnp.repeat(op.known, n, axis=0))
+    if isinstance(op, UnknownBlur) and jnp.ndim(op.sigma) == 1:
+        return op.replace(sigma=jnp.repeat(op.sigma, n))
     return op
 
 
@@ -188,6 +253,8 @@ def take(op, start: int, stop: int):
         return Chain(tuple(take(o, start, stop) for o in op.ops))
     if isinstance(op, Mask) and jnp.ndim(op.known) == 3:
         return Mask(op.known[start:stop])
+    if isinstance(op, UnknownBlur) and jnp.ndim(op.sigma) == 1:
+        return op.replace(sigma=op.sigma[start:stop])
     return op
 
 
