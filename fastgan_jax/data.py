@@ -28,6 +28,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from fastgan_jax import cachefile
+
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ASPECTS = ("center_crop", "stretch")
 _CACHE_VERSION = 3  # 2: .npz with the decode failures; symbolic links followed; 3: colour-key transparency
@@ -261,53 +263,26 @@ def _cache_key(files, im_size, aspect, background) -> str:
 
 def _read_cache(cache: pathlib.Path, im_size: int):
     """(images, decode failures, number upscaled) from `cache`; None when absent or damaged (then deleted)."""
-    if not cache.exists():
-        return None
-    try:
-        # The zip's CRC-32 covers every byte of the images; truncation loses the central directory.
-        with open(cache, "rb") as f:
-            z = np.load(f)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz file")
-            meta = json.loads(str(z["meta"]))
-            images = z["images"]
+
+    def load(f):  # the zip's CRC-32 covers every byte of the images; truncation loses the central directory
+        z = np.load(f)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz file")
+        meta = json.loads(str(z["meta"]))
+        images = z["images"]
         expected = (meta["n"], im_size, im_size, 3)
         if images.dtype != np.uint8 or images.shape != expected:
             raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {expected}")
         failed = [(pathlib.Path(p), str(why)) for p, why in meta["failed"]]
         return images, failed, int(meta["upscaled"])
-    except MemoryError:
-        raise
-    except Exception as e:  # a damaged file fails in many ways: BadZipFile, KeyError, ValueError, OSError, ...
-        warnings.warn(
-            f"decode cache {cache} is unreadable ({type(e).__name__}: {_reason(e, cache)}); deleted, decoding again",
-            stacklevel=3,
-        )
-        try:
-            cache.unlink(missing_ok=True)
-        except OSError:
-            pass
-        return None
+
+    return cachefile.read(cache, load, "decode cache", redo="decoding again")
 
 
 def _write_cache(cache: pathlib.Path, images, failed, upscaled: int):
-    """Writes `cache` atomically (same-folder temp file, fsync, rename); a failure is a warning."""
+    """Writes `cache` atomically (`cachefile.write`); a failure is a warning."""
     meta = {"n": len(images), "failed": [[str(p), why] for p, why in failed], "upscaled": upscaled}
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as f:
-            np.savez(f, images=images, meta=np.array(json.dumps(meta)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, cache)
-    except OSError as e:
-        warnings.warn(f"cannot write the decode cache {cache} ({_reason(e, tmp)}); continuing without it", stacklevel=3)
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+    cachefile.write(cache, lambda f: np.savez(f, images=images, meta=np.array(json.dumps(meta))), "decode cache")
 
 
 def _decode_all(folder, files, im_size, aspect, background, num_threads):

@@ -26,6 +26,7 @@ import pickle
 
 import numpy as np
 
+from fastgan_jax import cachefile
 from fastgan_jax.data import default_cache_dir
 from fastgan_jax.interop import torch_pickle
 
@@ -105,15 +106,16 @@ def _cached(name, source, convert, cache_dir=None):
     source = source()  # the package file, only needed when nothing was exported
     st = source.stat()
     cache = pathlib.Path(cache_dir or default_cache_dir()) / "weights" / f"{name}-{st.st_size}-{st.st_mtime_ns}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            return _unflatten({k: z[k] for k in z.files})
-    tree = convert(source)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **_flatten(tree))
-    os.replace(tmp, cache)
+    tree = cachefile.read(cache, _load_npz, "weights cache")
+    if tree is None:
+        tree = convert(source)
+        cachefile.write(cache, lambda f: np.savez(f, **_flatten(tree)), "weights cache")
     return tree
+
+
+def _load_npz(f):
+    with np.load(f) as z:
+        return _unflatten({k: z[k] for k in z.files})
 
 
 def lpips_params(net: str = "vgg", cache_dir=None) -> dict:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from fastgan_jax import data
+from fastgan_jax import cachefile, data
 from fastgan_jax import images as images_lib
 from fastgan_jax.interop import weights
 from fastgan_jax.metrics.lpips import max_pool, pretrained_params
@@ -196,11 +196,17 @@ def real_features(
     images = data.load(source, im_size, aspect=aspect, background=background, cache_dir=cache_dir)
     digest = hashlib.sha256(images.tobytes()).hexdigest()[:24]
     cache = pathlib.Path(cache_dir or data.default_cache_dir()) / f"inception-{digest}.npy"
-    if cache.exists():
-        return np.load(cache)
-    feats = inception_features(images, progress=progress)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, feats)
+    feats = cachefile.read(cache, _load_features, "features cache")
+    if feats is None:
+        feats = inception_features(images, progress=progress)
+        cachefile.write(cache, lambda f: np.save(f, feats), "features cache")
+    return feats
+
+
+def _load_features(f) -> np.ndarray:
+    feats = np.load(f)
+    if feats.ndim != 2 or feats.shape[1] != 2048:
+        raise ValueError(f"holds {feats.dtype} {feats.shape}, expected [N, 2048] features")
     return feats
 
 
