@@ -52,9 +52,12 @@ def _run(module: str) -> None:
     compile_cache.enable()  # before anything compiles
     try:
         main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt:  # before the command's own handling (training's) is in place
+        # XLA's threads may be compiling: the interpreter's finalisation under them crashes (SIGSEGV), and
+        # nothing is there to save yet. Flush what was printed and leave at once.
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
 
 
 def train() -> None:

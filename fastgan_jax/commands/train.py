@@ -158,11 +158,8 @@ def _parse_and_run(argv):
         _usage_error(f"{e} (--help lists every flag and config field)")
     if not flags.FLAGS.workdir:
         _usage_error(MISSING_WORKDIR)
-    try:
-        app.run(_main, argv=argv, flags_parser=lambda _: remaining)
-    except KeyboardInterrupt:  # Ctrl-C that the training loop does not handle itself (e.g. while starting up)
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    # A Ctrl-C that the training loop does not handle itself (while starting up) ends in launch._run.
+    app.run(_main, argv=argv, flags_parser=lambda _: remaining)
 
 
 if __name__ == "__main__":
