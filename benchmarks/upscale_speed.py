@@ -46,17 +46,21 @@ from fastgan_jax.train import memory, state
 NO_TRITON = {"xla_gpu_enable_triton_gemm": False}
 
 
+def search(args) -> pulse.Search:
+    return pulse.Search(restarts=args.restarts, steps=args.steps)
+
+
 def timed(G, variables, lr, args) -> dict:
     """Seconds per 100 steps (best of `args.repeats` calls after the compiling one) and the device's peak."""
     times = []
     for seed in range(args.repeats + 1):  # the first call compiles
         t0 = time.perf_counter()
-        res = pulse.upscale(G, variables, lr, key=jax.random.key(seed), restarts=args.restarts, steps=args.steps)
+        res = pulse.upscale(G, variables, lr, key=jax.random.key(seed), search=search(args))
         jax.block_until_ready(res)
         times.append(time.perf_counter() - t0)
     peak = (jax.local_devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
     return {
-        "s_per_100_steps": min(times[1:]) * 100 / args.steps,
+        "s_per_100_steps": min(times[1:]) * 100 / search(args).steps,
         "compile_and_run_s": times[0],
         "peak_gib": peak / 2**30 if peak else None,
     }
@@ -64,7 +68,7 @@ def timed(G, variables, lr, args) -> dict:
 
 def compiled_memory(G, variables, lr, args, gpus) -> dict:
     """XLA's memory analysis of the search for this machine's device and for each of `gpus`."""
-    settings = {"key": jax.random.key(0), "restarts": args.restarts, "steps": args.steps}
+    settings = {"key": jax.random.key(0), "search": search(args)}
     out = {"memory_bytes": memory.step_bytes(pulse.lower(G, variables, lr, **settings).compile()), "gpu": {}}
     for name, (devices, memory_size) in gpus.items():
         sharding = NamedSharding(Mesh(np.asarray(devices), ("data",)), P())
@@ -102,8 +106,8 @@ def gib_line(m: dict) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--im-size", type=int, nargs="+", default=[256, 1024])
-    p.add_argument("--restarts", type=int, default=8)
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--restarts", type=int, default=pulse.Search.restarts)
+    p.add_argument("--steps", type=int, default=pulse.Search.steps)
     p.add_argument("--lr-size", type=int, default=16)
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--nz", type=int, default=256)

@@ -60,7 +60,14 @@ def targets():
 def search(restarts=3, offset=0, batch=2):
     G, v = generator()
     return jax.device_get(
-        fj.upscale(G, v, targets()[offset : offset + batch], key=KEY, restarts=restarts, steps=100, image_offset=offset)
+        fj.upscale(
+            G,
+            v,
+            targets()[offset : offset + batch],
+            key=KEY,
+            search=pulse.Search(restarts=restarts, steps=100),
+            image_offset=offset,
+        )
     )
 
 
@@ -100,13 +107,13 @@ def test_result_renders_again_from_its_latents_and_noise_maps():
 
 def test_fixed_and_zero_noise_maps_are_returned_as_used():
     G, v = generator()
-    fixed = fj.upscale(G, v, targets()[:1], key=KEY, restarts=2, steps=3, noise="fixed")
-    trained = fj.upscale(G, v, targets()[:1], key=KEY, restarts=2, steps=3)
+    fixed = fj.upscale(G, v, targets()[:1], key=KEY, search=pulse.Search(restarts=2, steps=3, noise="fixed"))
+    trained = fj.upscale(G, v, targets()[:1], key=KEY, search=pulse.Search(restarts=2, steps=3))
     np.testing.assert_allclose(pulse.render(G, v, fixed), fixed.images, atol=1e-6)
     for m in fixed.noise:  # drawn once, on the sphere, not optimised
         np.testing.assert_allclose(jnp.mean(jnp.square(m), axis=(2, 3, 4)), 1, rtol=1e-4)
     assert any(not np.allclose(a, b) for a, b in zip(fixed.noise, trained.noise, strict=True))
-    zero = fj.upscale(G, v, targets()[:1], key=KEY, restarts=2, steps=3, noise="zero")
+    zero = fj.upscale(G, v, targets()[:1], key=KEY, search=pulse.Search(restarts=2, steps=3, noise="zero"))
     assert all((np.asarray(m) == 0).all() for m in zero.noise)
     np.testing.assert_allclose(pulse.render(G, v, zero), zero.images, atol=1e-6)
 
@@ -114,8 +121,8 @@ def test_fixed_and_zero_noise_maps_are_returned_as_used():
 def test_uint8_and_float_inputs_give_the_same_search():
     G, v = generator()
     lr_u8 = images.to_uint8(targets())
-    a = fj.upscale(G, v, lr_u8, key=KEY, restarts=2, steps=5)
-    b = fj.upscale(G, v, images.to_float(lr_u8), key=KEY, restarts=2, steps=5)
+    a = fj.upscale(G, v, lr_u8, key=KEY, search=pulse.Search(restarts=2, steps=5))
+    b = fj.upscale(G, v, images.to_float(lr_u8), key=KEY, search=pulse.Search(restarts=2, steps=5))
     np.testing.assert_allclose(a.latents, b.latents, atol=1e-5)
     np.testing.assert_allclose(a.lr_mse, b.lr_mse, rtol=1e-4)
 
@@ -137,7 +144,7 @@ def test_same_seed_same_result_independent_of_grouping():
 def test_gan_inversion_at_factor_one_and_zero_noise():
     G, v = generator()
     hr = jnp.repeat(jnp.linspace(-0.6, 0.6, 64)[None, :, None, None], 64, axis=2) * jnp.ones((1, 64, 64, 3))
-    res = fj.upscale(G, v, hr, key=KEY, restarts=2, steps=30, noise="zero")
+    res = fj.upscale(G, v, hr, key=KEY, search=pulse.Search(restarts=2, steps=30, noise="zero"))
     assert res.images.shape == (1, 2, 64, 64, 3)
     assert float(res.history[0, :, -1].min()) < float(res.history[0, :, 0].min())
 
@@ -145,8 +152,10 @@ def test_gan_inversion_at_factor_one_and_zero_noise():
 def test_gan_inversion_with_lpips_reaches_a_low_error():
     G, v = generator()
     hr = generated()[:1]  # factor 1: invert a 64 px image of the generator; VGG makes each step slow on a CPU
-    res = fj.upscale(G, v, hr, key=KEY, restarts=1, steps=30, lpips_weight=1.0, lpips_variables=lpips_vgg())
-    plain = fj.upscale(G, v, hr, key=KEY, restarts=1, steps=30)
+    res = fj.upscale(
+        G, v, hr, key=KEY, search=pulse.Search(restarts=1, steps=30, lpips=1.0), lpips_variables=lpips_vgg()
+    )
+    plain = fj.upscale(G, v, hr, key=KEY, search=pulse.Search(restarts=1, steps=30))
     assert float(res.history[0, 0, 0]) > float(plain.history[0, 0, 0])  # same start, plus the LPIPS term
     assert float(res.lr_mse[0, 0]) < 5e-3, res.lr_mse  # an RMS error of ~18 of 255 levels after 30 steps
     assert res.history[0, 0, -1] < res.history[0, 0, 0] / 5
@@ -160,8 +169,8 @@ def lpips_vgg():
 
 def test_lpips_only_at_factor_one():
     G, v = generator()
-    with pytest.raises(ValueError, match="lpips_weight: the LPIPS term is for GAN inversion .* got 8x8x3"):
-        fj.upscale(G, v, targets(), key=KEY, lpips_weight=1.0)
+    with pytest.raises(ValueError, match="lpips: the LPIPS term is for GAN inversion .* got 8x8x3"):
+        fj.upscale(G, v, targets(), key=KEY, search=pulse.Search(lpips=1.0))
 
 
 @pytest.mark.parametrize(
@@ -184,15 +193,20 @@ def test_bad_lr_images_are_one_line_errors(lr, match):
     assert "\n" not in str(e.value)
 
 
-def test_bad_settings():
-    G, v = generator()
-    lr = jnp.zeros((1, 8, 8, 3))
-    with pytest.raises(ValueError, match="noise must be one of"):
-        fj.upscale(G, v, lr, key=KEY, noise="random")
-    with pytest.raises(ValueError, match="restarts and steps must be at least 1"):
-        fj.upscale(G, v, lr, key=KEY, restarts=0)
-    with pytest.raises(ValueError, match="eps must be > 0"):
-        fj.upscale(G, v, lr, key=KEY, eps=-1)
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"noise": "random"}, "noise must be one of"),
+        ({"restarts": 0}, "restarts and steps must be at least 1"),
+        ({"eps": -1}, "eps must be > 0"),
+        ({"lr": 0}, "lr must be > 0"),
+        ({"l1": -1}, "l1 and lpips must be >= 0"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(bad, match):
+    with pytest.raises(ValueError, match=match) as e:
+        pulse.Search(**bad)
+    assert "\n" not in str(e.value)
 
 
 def test_load_lr_conversions_and_fitting(tmp_path):
@@ -406,7 +420,7 @@ def test_restore_counts_only_the_known_pixels_of_a_mask_and_each_image_alone():
     G, v = generator()
     known = jnp.zeros((2, 64, 64)).at[0, :, :32].set(1.0).at[1, 16:48, 16:48].set(1.0)
     op = degrade.Mask(known)
-    settings = {"key": KEY, "restarts": 2, "steps": 4}
+    settings = {"key": KEY, "search": pulse.Search(restarts=2, steps=4)}
     res = fj.restore(G, v, generated(), op, **settings)
     scrambled = jnp.where(known[..., None] > 0, generated(), -generated())  # the unknown pixels replaced
     again = fj.restore(G, v, scrambled, op, **settings)
@@ -422,15 +436,15 @@ def test_restore_colourisation_with_noise_and_its_one_line_errors():
     sigma = 0.05
     op = degrade.chain(degrade.Grayscale(), degrade.Noise(sigma))
     gray = op(generated()) + 2 * sigma * jax.random.normal(jax.random.key(4), (2, 64, 64, 1))  # [-1, 1]: 2 sigma
-    res = fj.restore(G, v, jnp.clip(gray, -1, 1), op, key=KEY, restarts=2, steps=4, eps=1e-3)
+    res = fj.restore(G, v, jnp.clip(gray, -1, 1), op, key=KEY, search=pulse.Search(restarts=2, steps=4, eps=1e-3))
     assert res.images.shape == (2, 2, 64, 64, 3)  # colour images from gray observations
     np.testing.assert_array_equal(res.success, res.lr_mse <= 1e-3 + sigma**2)  # eps plus the noise's floor
     with pytest.raises(
         ValueError, match=r"^observed: the operator makes 64x64x1 of the generator's 64px images, got 64x64x3$"
     ):
         fj.restore(G, v, generated(), op, key=KEY)
-    with pytest.raises(ValueError, match=r"lpips_weight: the LPIPS term is for GAN inversion"):
-        fj.restore(G, v, generated(), degrade.Mask(jnp.ones((64, 64))), key=KEY, lpips_weight=1.0)
+    with pytest.raises(ValueError, match=r"lpips: the LPIPS term is for GAN inversion"):
+        fj.restore(G, v, generated(), degrade.Mask(jnp.ones((64, 64))), key=KEY, search=pulse.Search(lpips=1.0))
 
 
 def test_l1_ball_projection_is_the_euclidean_projection():
@@ -461,7 +475,7 @@ def test_the_generator_continues_from_its_own_intermediate_features():
 
 def test_ilo_improves_on_the_latent_search_and_renders_again_exactly():
     G, v = generator()
-    settings = {"key": KEY, "restarts": 2, "steps": 5}
+    settings = {"key": KEY, "search": pulse.Search(restarts=2, steps=5)}
     layers = ilo.Layers(resolutions=(8, 16), radii=(0.2,), steps=4, lr=0.05)
     plain = fj.upscale(G, v, targets(), **settings)
     res = fj.upscale(G, v, targets(), **settings, layers=layers)

@@ -36,6 +36,7 @@ from fastgan_jax import data
 from fastgan_jax import images as images_lib
 from fastgan_jax.commands import launch, upscale
 from fastgan_jax.metrics import inception, similarity
+from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.metrics.lpips import lpips_distance
 from fastgan_jax.sr import baseline, degrade, pulse
 from fastgan_jax.sr import files as sr_files
@@ -62,23 +63,14 @@ def _load_hr(source, size, cfg) -> np.ndarray:
         raise data.DataError(str(e).replace("--data", "--hr", 1)) from None
 
 
-def _search(G, variables, op, observed, *, restarts, steps, eps, seed, batch, progress, layers=None):
+def _search(G, variables, op, observed, *, search, lpips_variables, seed, batch, progress, layers=None):
     restored = []
     desc = "PULSE search" if layers is None else "ILO search"
+    settings = {"key": jax.random.key(seed), "search": search, "layers": layers, "lpips_variables": lpips_variables}
     with tqdm.tqdm(total=len(observed), desc=desc, unit="img", disable=not progress) as bar:
         for i in range(0, len(observed), batch):
-            res = pulse.restore(
-                G,
-                variables,
-                observed[i : i + batch],
-                degrade.take(op, i, i + batch),
-                key=jax.random.key(seed),
-                restarts=restarts,
-                steps=steps,
-                eps=eps,
-                image_offset=i,
-                layers=layers,
-            )
+            chunk = observed[i : i + batch]
+            res = pulse.restore(G, variables, chunk, degrade.take(op, i, i + batch), **settings, image_offset=i)
             restored.append(np.asarray(res.best))
             bar.update(len(restored[-1]))
     return np.concatenate(restored)
@@ -109,9 +101,7 @@ def evaluate_sr(
     factor,
     *,
     n=None,
-    restarts=8,
-    steps=100,
-    eps=2e-3,
+    search: pulse.Search | None = None,
     seed=0,
     batch=4,
     progress=False,
@@ -125,8 +115,8 @@ def evaluate_sr(
       hr_source: folder of HR images or tfds:NAME.
       factor: the downscaling factor, dividing the generator's resolution (1: no downscaling).
       n: use the first n images (default: all).
-      restarts, steps, eps, seed: the search (`pulse.restore`); eps on the [0, 1] scale. `seed` also
-        draws the noise and the masks.
+      search: the search's settings (`pulse.Search`; None: its defaults); eps on the [0, 1] scale.
+      seed: draws the candidates (`pulse.restore`'s key), the noise and the masks.
       batch: images per search call.
       progress: show progress bars (stderr) for the search and the Inception features.
       layers: `ilo.Layers`: also the search continued in the intermediate
@@ -142,6 +132,7 @@ def evaluate_sr(
       ImportError: inpainting without scikit-image (its baseline).
     """
     how = dataclasses.replace(degradation or degrade.Degradation(), factor=factor)
+    search = pulse.Search() if search is None else search
     if factor < 1:
         raise ValueError(f"--factor must be a whole number >= 1, got {factor}")
     run = runs.load_run(workdir)
@@ -151,12 +142,13 @@ def evaluate_sr(
     hr_u8 = _load_hr(hr_source, size, cfg)[:n]
     hr = np.asarray(images_lib.to_float(hr_u8))
     op, observed = degraded(hr, size, how, seed)
-    search = {"restarts": restarts, "steps": steps, "eps": eps, "seed": seed, "batch": batch, "progress": progress}
+    lpips_vgg = lpips_lib.lpips_variables("vgg") if search.lpips else None  # loaded once, not per batch
+    settings = {"search": search, "lpips_variables": lpips_vgg, "seed": seed, "batch": batch, "progress": progress}
     t0 = time.perf_counter()
-    methods = {"pulse": _search(G, variables, op, observed, **search)}
+    methods = {"pulse": _search(G, variables, op, observed, **settings)}
     pulse_seconds = time.perf_counter() - t0
     if layers is not None:
-        methods["ilo"] = _search(G, variables, op, observed, **search, layers=layers)
+        methods["ilo"] = _search(G, variables, op, observed, **settings, layers=layers)
     methods["baseline"] = np.asarray(baseline.classical(op, observed, size))
     report = {
         "n": len(hr),
@@ -165,16 +157,14 @@ def evaluate_sr(
         "degradation": dataclasses.asdict(how)
         | {"kernel": None if how.kernel is None else np.asarray(how.kernel).tolist()},
         "baseline_method": baseline.name(op),
-        "restarts": restarts,
-        "steps": steps,
-        "eps": eps,
+        "search": dataclasses.asdict(search),
         "pulse_seconds": round(pulse_seconds, 1),
         "layers": layers and dataclasses.asdict(layers),
     }
     lpips = lpips_distance("alex")
     hr_feats = inception.inception_features(hr_u8, progress="HR features" if progress else None)
     for name, images in methods.items():
-        s = _scores(images, hr, op, observed, lpips, eps)
+        s = _scores(images, hr, op, observed, lpips, search.eps)
         report[name] = {
             "within_eps": float(s["within_eps"].mean()),
             "lr_mse": float(s["lr_mse"].mean()),
@@ -219,9 +209,7 @@ def main(argv=None):
     p.add_argument("--hr", required=True, help="folder of high-resolution images (or tfds:NAME)")
     p.add_argument("--factor", type=_positive_int, required=True, help="dividing the generator's resolution")
     p.add_argument("--n", type=_positive_int, default=None, help="use the first n images (None: all)")
-    p.add_argument("--restarts", type=_positive_int, default=8, help="PULSE candidates per image")
-    p.add_argument("--steps", type=_positive_int, default=100, help="Adam steps per candidate")
-    p.add_argument("--eps", type=float, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
+    upscale.add_search_options(p)
     p.add_argument("--seed", type=int, default=0, help="draws the candidates, the noise and the masks")
     p.add_argument("--out", default=None, help="JSON output (None: RUN/eval/sr_x<factor>.json)")
     upscale.add_degradation_options(p)
@@ -238,9 +226,7 @@ def main(argv=None):
             args.hr,
             args.factor,
             n=args.n,
-            restarts=args.restarts,
-            steps=args.steps,
-            eps=args.eps,
+            search=upscale.parse_search(args),
             seed=args.seed,
             progress=True,
             layers=upscale.parse_layers(args, None),

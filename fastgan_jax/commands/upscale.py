@@ -76,17 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="checkpoint step of --workdir (None: the latest)")
     p.add_argument("--input", required=True, help="an LR image or a folder of them")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--restarts", type=_POSITIVE_INT, default=8, help="candidates searched per input")
-    p.add_argument("--steps", type=_POSITIVE_INT, default=100, help="Adam steps per candidate")
-    p.add_argument("--eps", type=_POSITIVE, default=2e-3, help="success threshold on the LR MSE ([0, 1] scale)")
+    add_search_options(p)
     p.add_argument("--downsample", default="area", choices=sorted(DOWNSAMPLERS), help="how the LR was made")
-    p.add_argument(
-        "--noise", default="trainable", choices=pulse.NOISE_MODES, help="the noise maps: searched, drawn once, or 0"
-    )
-    p.add_argument("--l1", type=_NON_NEGATIVE, default=0.0, help="weight of an extra L1 term")
-    p.add_argument(
-        "--lpips", type=_NON_NEGATIVE, default=0.0, help="weight of an LPIPS-VGG term (GAN inversion, factor 1 only)"
-    )
     p.add_argument(
         "--fit",
         default="none",
@@ -104,6 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--mask", default=None, help="inpainting: an image of the input's size, white where pixels are known"
     )
     return p
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """--restarts, --steps, --eps, --noise, --l1, --lpips: the search's settings, defaults from `pulse.Search`."""
+    default = pulse.Search()
+    p.add_argument("--restarts", type=_POSITIVE_INT, default=default.restarts, help="candidates searched per input")
+    p.add_argument("--steps", type=_POSITIVE_INT, default=default.steps, help="Adam steps per candidate")
+    p.add_argument("--eps", type=_POSITIVE, default=default.eps, help="success threshold on the LR MSE ([0, 1] scale)")
+    p.add_argument(
+        "--noise", default=default.noise, choices=pulse.NOISE_MODES, help="the noise maps: searched, drawn once, or 0"
+    )
+    p.add_argument("--l1", type=_NON_NEGATIVE, default=default.l1, help="weight of an extra L1 term")
+    p.add_argument(
+        "--lpips",
+        type=_NON_NEGATIVE,
+        default=default.lpips,
+        help="weight of an LPIPS-VGG term (GAN inversion, factor 1 only)",
+    )
+
+
+def parse_search(args) -> pulse.Search:
+    """The flags of `add_search_options` as one `pulse.Search` (argparse has checked their ranges)."""
+    return pulse.Search(
+        restarts=args.restarts, steps=args.steps, eps=args.eps, noise=args.noise, l1=args.l1, lpips=args.lpips
+    )
 
 
 def add_degradation_options(p: argparse.ArgumentParser) -> None:
@@ -265,25 +281,21 @@ def _lpips_variables(args, inputs, im_size):
     return lpips_lib.lpips_variables("vgg")
 
 
-def _upscale_one(G, variables, lpips_variables, layers, op, path, lr, index, args, settings) -> dict:
+def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, index, args, settings) -> dict:
     t0 = time.perf_counter()
     observed = images_lib.to_float(jnp.asarray(lr[None]))
     observed = degrade.Grayscale()(observed) if args.gray else observed  # a gray file reads as R = G = B
+    key = jax.random.key(args.seed)
     res = pulse.restore(
         G,
         variables,
         observed,
         op,
-        key=jax.random.key(args.seed),
-        restarts=args.restarts,
-        steps=args.steps,
-        eps=args.eps,
-        noise=args.noise,
-        l1_weight=args.l1,
-        lpips_weight=args.lpips,
-        lpips_variables=lpips_variables,
-        image_offset=index,
+        key=key,
+        search=search,
         layers=layers,
+        image_offset=index,
+        lpips_variables=lpips_variables,
     )
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
@@ -325,7 +337,8 @@ def main(argv=None):
         checkpoints.DamagedCheckpointError,
     ) as e:
         launch.fail(str(e))
-    print(f"{len(inputs)} input(s), generator {G.im_size}px, {args.restarts} restarts x {args.steps} steps")
+    search = parse_search(args)
+    print(f"{len(inputs)} input(s), generator {G.im_size}px, {search.restarts} restarts x {search.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "layers")
     names += ("blur", "blur_kernel", "gray", "noise_sigma", "mask")
     settings = {k: getattr(args, k) for k in names}
@@ -333,7 +346,7 @@ def main(argv=None):
     for i, (path, lr) in enumerate(tqdm.tqdm(inputs, unit="image", disable=None)):
         known = masks[lr.shape[0]]
         op = operator(args, G.im_size // lr.shape[0], known, kernel)
-        report = _upscale_one(G, variables, lpips_variables, layers, op, path, lr, i, args, settings)
+        report = _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, i, args, settings)
         successes += any(c["success"] for c in report["candidates"])
         tqdm.tqdm.write(_result_line(path, report, args))
     print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")

@@ -9,8 +9,8 @@ per image) has a latent z on the sphere of radius sqrt(nz) and, with
 `noise='trainable'`, its own noise maps, each on the sphere of radius
 sqrt(size); Adam (lr 0.4, PULSE's `linear1cycledrop` schedule) minimises
 
-    100 * MSE(DS(G(z)), LR) [+ l1_weight * L1(DS(G(z)), LR)]
-                            [+ lpips_weight * LPIPS-VGG(G(z), LR)]   (factor 1 only)
+    100 * MSE(DS(G(z)), LR) [+ l1 * L1(DS(G(z)), LR)]
+                            [+ lpips * LPIPS-VGG(G(z), LR)]   (factor 1 only)
 
 and projects back to the spheres after every step. The MSE and L1 terms, and
 so `eps` and `lr_mse`, are on the [0, 1] scale as PULSE defines them (the
@@ -26,6 +26,7 @@ imported official one. Then candidates do not interact, and a candidate's
 result depends only on its image, its restart index and the key.
 """
 
+import dataclasses
 import functools
 
 import flax
@@ -43,6 +44,51 @@ from fastgan_jax.sr.downsample import DOWNSAMPLERS
 NOISE_MODES = ("trainable", "fixed", "zero")
 
 
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """The latent search's settings, one value passed whole (`restore`, `upscale`, both commands, benchmarks).
+
+    Attributes:
+      restarts: candidates per image, searched together (>= 1).
+      steps: Adam steps (>= 1).
+      lr: peak learning rate of PULSE's schedule (> 0).
+      eps: success threshold on the observation's MSE over its known
+        pixels, on PULSE's [0, 1] scale (> 0; 2e-3: an RMS error of about 11
+        of 255 levels); with `degrade.Noise(sigma)` in the operator, sigma^2
+        is added (no image fits noisy pixels better than the noise).
+      noise: the noise maps: 'trainable' (optimised, projected per map),
+        'fixed' (drawn once) or 'zero'.
+      l1: weight of an extra L1 term on the [0, 1] scale (>= 0; 0: PULSE's loss).
+      lpips: weight of an LPIPS-VGG term between the render and the
+        observation on [-1, 1] (>= 0); only where they are the same kind of
+        image (GAN inversion: the generator's size, 3 channels, every pixel
+        known).
+
+    Raises:
+      ValueError: one line, for a setting out of range.
+    """
+
+    restarts: int = 8
+    steps: int = 100
+    lr: float = 0.4
+    eps: float = 2e-3
+    noise: str = "trainable"
+    l1: float = 0.0
+    lpips: float = 0.0
+
+    def __post_init__(self):
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
+        if self.restarts < 1 or self.steps < 1:
+            raise ValueError(f"restarts and steps must be at least 1, got {self.restarts} and {self.steps}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.l1 < 0 or self.lpips < 0:
+            raise ValueError(f"l1 and lpips must be >= 0, got {self.l1} and {self.lpips}")
+
+
 @flax.struct.dataclass
 class UpscaleResult:
     """Results of `upscale`: images in [-1, 1], errors on PULSE's [0, 1] scale.
@@ -53,7 +99,7 @@ class UpscaleResult:
         tanh can step slightly outside).
       lr_mse: [B, R] MSE between the downscaled candidate and the LR image,
         both on the [0, 1] scale (PULSE's; what `eps` is compared with).
-      success: [B, R] lr_mse <= eps.
+      success: [B, R] lr_mse <= the search's eps (plus sigma^2 with `degrade.Noise`).
       best: [B, H, W, 3] the candidate with the lowest lr_mse per image, in [-1, 1].
       best_index: [B] its restart index.
       history: [B, R, steps] the loss at every step (the MSE and L1 terms on
@@ -85,7 +131,7 @@ class UpscaleResult:
     features: dict | None = None
 
 
-def pulse_schedule(steps: int, lr: float = 0.4):
+def pulse_schedule(steps: int, lr: float):
     """PULSE's `linear1cycledrop`: 0.1x -> 1x -> 0.1x over 90% of the steps, then down to 0.001x."""
 
     def schedule(count):
@@ -116,38 +162,9 @@ def _per_candidate(x, b, restarts):
     return x.reshape(b, restarts, *x.shape[1:])
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "generator",
-        "restarts",
-        "steps",
-        "noise",
-        "lr",
-        "l1_weight",
-        "lpips_weight",
-        "eps",
-        "layers",
-    ),
-)
-def _search(
-    generator,
-    variables,
-    observed,
-    keys,
-    lpips_variables,
-    op,
-    *,
-    restarts,
-    steps,
-    noise,
-    lr,
-    l1_weight,
-    lpips_weight,
-    eps,
-    layers=None,
-):
-    G = generator
+@functools.partial(jax.jit, static_argnames=("generator", "search", "layers"))
+def _search(generator, variables, observed, keys, lpips_variables, op, *, search: Search, layers=None):
+    G, restarts = generator, search.restarts
     b = observed.shape[0]
     n = b * restarts
     target = jnp.repeat(observed, restarts, axis=0)  # [N, h, w, c] in [-1, 1]
@@ -161,9 +178,9 @@ def _search(
         return z, maps
 
     z0, maps0 = jax.vmap(init_one)(keys)  # [N, nz], [N, h_i, w_i, 1] each
-    if noise == "zero":
+    if search.noise == "zero":
         maps0 = [jnp.zeros_like(m) for m in maps0]
-    params = {"z": z0, "noise": maps0} if noise == "trainable" else {"z": z0}
+    params = {"z": z0, "noise": maps0} if search.noise == "trainable" else {"z": z0}
 
     def render(params):
         img, _ = G.apply(variables, params["z"], train=False, noise=params.get("noise", maps0))
@@ -171,15 +188,15 @@ def _search(
 
     def objective(img):
         mse, l1 = degrade.observed_errors(op, img, target)  # [N] each, on the [0, 1] scale
-        loss = 100 * mse + l1_weight * l1
-        if lpips_weight:  # GAN inversion: the render and the target have the same size
-            loss = loss + lpips_weight * lpips_lib.LPIPS("vgg").apply(lpips_variables, img, target)
+        loss = 100 * mse + search.l1 * l1
+        if search.lpips:  # GAN inversion: the render and the target have the same size
+            loss = loss + search.lpips * lpips_lib.LPIPS("vgg").apply(lpips_variables, img, target)
         return loss.sum(), (loss, mse)  # the sum keeps candidates independent
 
     def losses(params):
         return objective(render(params))
 
-    tx = optax.adam(pulse_schedule(steps, lr))
+    tx = optax.adam(pulse_schedule(search.steps, search.lr))
 
     def step(carry, _):
         params, opt, best, best_mse = carry
@@ -193,7 +210,7 @@ def _search(
         return (params, opt, best, best_mse), (loss, jnp.max(jnp.stack(off), axis=0))
 
     init = (params, tx.init(params), params, jnp.full((n,), jnp.inf))
-    (_, _, best, best_mse), (history, sphere) = jax.lax.scan(step, init, None, length=steps)
+    (_, _, best, best_mse), (history, sphere) = jax.lax.scan(step, init, None, length=search.steps)
     best_noise = best.get("noise", maps0)
     stage, feats = jnp.zeros((n,), jnp.int32), None
     if layers is not None:  # ILO: the intermediate features, stage by stage
@@ -211,7 +228,7 @@ def _search(
     return UpscaleResult(
         images=images,
         lr_mse=lr_mse,
-        success=lr_mse <= eps + degrade.noise_variance(op),
+        success=lr_mse <= search.eps + degrade.noise_variance(op),
         best=jnp.take_along_axis(images, best_index[:, None, None, None, None], axis=1)[:, 0],
         best_index=best_index,
         history=history.T.reshape(b, restarts, -1),
@@ -260,17 +277,6 @@ def _ops(op) -> tuple:
     return op.ops if isinstance(op, degrade.Chain) else (op,)
 
 
-def _check_settings(*, noise, restarts, steps, eps, l1_weight, lpips_weight):
-    if noise not in NOISE_MODES:
-        raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
-    if restarts < 1 or steps < 1:
-        raise ValueError(f"restarts and steps must be at least 1, got {restarts} and {steps}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    if l1_weight < 0 or lpips_weight < 0:
-        raise ValueError(f"l1_weight and lpips_weight must be >= 0, got {l1_weight} and {lpips_weight}")
-
-
 def restore(
     generator: Generator,
     variables,
@@ -278,16 +284,10 @@ def restore(
     op,
     *,
     key: jax.Array,
-    restarts: int = 8,
-    steps: int = 100,
-    eps: float = 2e-3,
-    noise: str = "trainable",
-    lr: float = 0.4,
-    l1_weight: float = 0.0,
-    lpips_weight: float = 0.0,
+    search: Search | None = None,
+    layers: ilo.Layers | None = None,
     lpips_variables=None,
     image_offset: int = 0,
-    layers: ilo.Layers | None = None,
 ) -> UpscaleResult:
     """PULSE's search for generator images x whose degradation `op(x)` matches `observed`.
 
@@ -301,52 +301,27 @@ def restore(
       op: a degradation operator of `fastgan_jax.sr.degrade` (or a chain of
         them); only its known pixels count (`degrade.Mask`).
       key: PRNG key; candidate (b, r) draws from fold_in(fold_in(key, b + image_offset), r).
-      restarts: candidates per image, searched together.
-      steps: Adam steps.
-      eps: success threshold on the observation's MSE over its known pixels,
-        on PULSE's [0, 1] scale (2e-3: an RMS error of about 11 of 255
-        levels); with `degrade.Noise(sigma)` in `op`, sigma^2 is added (no
-        image fits noisy pixels better than the noise).
-      noise: 'trainable' (optimised, projected per map), 'fixed' (drawn once) or 'zero'.
-      lr: peak learning rate of the schedule.
-      l1_weight: weight of an extra L1 term on the [0, 1] scale (0: PULSE's loss).
-      lpips_weight: weight of an LPIPS-VGG term between the render and the
-        observation (on [-1, 1]); only where they are the same kind of image
-        (GAN inversion: the generator's size, 3 channels, every pixel known).
-      lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
-        (loaded when None and lpips_weight > 0); passed to the compiled
-        search as an argument.
-      image_offset: index of `observed[0]` in a larger set, so that splitting
-        a set into chunks gives the same results as one call.
+      search: the search's settings (None: `Search()`, its defaults).
       layers: `ilo.Layers`: after the latent search, intermediate layer
         optimisation (ILO), stage by stage, in the same compiled call; None:
         the latent search alone (PULSE).
+      lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
+        (loaded when None and `search.lpips` > 0); passed to the compiled
+        search as an argument.
+      image_offset: index of `observed[0]` in a larger set, so that splitting
+        a set into chunks gives the same results as one call.
 
     Returns:
       An `UpscaleResult` (images in [-1, 1]; `lr_mse`: the observation's MSE on [0, 1]).
 
     Raises:
       ValueError: one line: `observed` of the wrong dtype, range or shape for
-        `op`, or a setting out of range.
+        `op`, a stage of `layers` outside the generator, or an LPIPS term
+        where the observation is not the generator's kind of image (settings
+        out of range fail when the `Search` is made).
     """
-    args, kwargs = _prepare(
-        generator,
-        variables,
-        observed,
-        op,
-        key=key,
-        restarts=restarts,
-        steps=steps,
-        eps=eps,
-        noise=noise,
-        lr=lr,
-        l1_weight=l1_weight,
-        lpips_weight=lpips_weight,
-        lpips_variables=lpips_variables,
-        image_offset=image_offset,
-        layers=layers,
-    )
-    return _search(generator, *args, **kwargs)
+    args, search = _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset)
+    return _search(generator, *args, search=search, layers=layers)
 
 
 def upscale(generator: Generator, variables, lr_images, *, downsample: str = "area", **settings) -> UpscaleResult:
@@ -358,8 +333,7 @@ def upscale(generator: Generator, variables, lr_images, *, downsample: str = "ar
         [0, 255]; square, with h = generator.im_size / factor for a whole
         factor (factor 1: GAN inversion, projecting a high-resolution image).
       downsample: 'area' (PIL's BOX) or 'bicubic' (PULSE's).
-      **settings: `restore`'s keywords (key, restarts, steps, eps, noise, lr,
-        l1_weight, lpips_weight, lpips_variables, image_offset).
+      **settings: `restore`'s keywords (key, search, layers, lpips_variables, image_offset).
 
     Returns:
       An `UpscaleResult` (images in [-1, 1], `lr_mse` on [0, 1]).
@@ -367,7 +341,7 @@ def upscale(generator: Generator, variables, lr_images, *, downsample: str = "ar
     Raises:
       ValueError: one line: `lr_images` of the wrong dtype, range or shape
         (non-square, not 3 channels, a size that does not divide the
-        generator's), or a setting out of range.
+        generator's), or `restore`'s errors.
     """
     return restore(generator, variables, lr_images, _downsampling(generator, lr_images, downsample), **settings)
 
@@ -379,58 +353,47 @@ def _downsampling(generator, lr_images, downsample):
     return degrade.Downsample(generator.im_size // size, downsample)
 
 
-def lower(generator: Generator, variables, lr_images, *, key: jax.Array, sharding=None, **settings):
+def lower(
+    generator: Generator,
+    variables,
+    lr_images,
+    *,
+    key: jax.Array,
+    search: Search | None = None,
+    downsample: str = "area",
+    sharding=None,
+):
     """`upscale`'s one compiled call, lowered and not run (`jax.stages.Lowered`): `.compile()` and its
     `memory_analysis()` size the search before it runs.
 
-    Takes `upscale`'s arguments (`settings`: its keywords). With `sharding`
-    (e.g. a `NamedSharding` over compile-only devices of a GPU that is not
-    here), the inputs are shapes placed by it, so the program is compiled
-    for those devices. Raises `upscale`'s errors.
+    Takes `upscale`'s arguments. With `sharding` (e.g. a `NamedSharding`
+    over compile-only devices of a GPU that is not here), the inputs are
+    shapes placed by it, so the program is compiled for those devices.
+    Raises `upscale`'s errors.
     """
-    op = _downsampling(generator, lr_images, settings.pop("downsample", "area"))
-    args, kwargs = _prepare(generator, variables, lr_images, op, key=key, **settings)
+    op = _downsampling(generator, lr_images, downsample)
+    args, search = _prepare(generator, variables, lr_images, op, key, search, None, None, 0)
     if sharding is not None:
         args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), args)
-    return _search.lower(generator, *args, **kwargs)
+    return _search.lower(generator, *args, search=search)
 
 
-def _prepare(
-    generator,
-    variables,
-    observed,
-    op,
-    *,
-    key,
-    restarts=8,
-    steps=100,
-    eps=2e-3,
-    noise="trainable",
-    lr=0.4,
-    l1_weight=0.0,
-    lpips_weight=0.0,
-    lpips_variables=None,
-    image_offset=0,
-    layers=None,
-):
-    """`_search`'s (arrays, static settings) for `restore`'s arguments, checked (one-line ValueErrors)."""
+def _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset):
+    """(`_search`'s arrays, the `Search`) for `restore`'s arguments, checked (one-line ValueErrors)."""
+    search = Search() if search is None else search
     if layers is not None:
         layers.check(generator.im_size)
-    _check_settings(
-        noise=noise, restarts=restarts, steps=steps, eps=eps, l1_weight=l1_weight, lpips_weight=lpips_weight
-    )
     batch = _check_observed(observed, generator.im_size, op)
-    if lpips_weight and not _same_kind(observed, generator.im_size, op):
+    if search.lpips and not _same_kind(observed, generator.im_size, op):
         raise ValueError(
-            f"lpips_weight: the LPIPS term is for GAN inversion (observed images at the generator's "
+            f"lpips: the LPIPS term is for GAN inversion (observed images at the generator's "
             f"{generator.im_size}px, 3 channels, every pixel known), got {'x'.join(map(str, np.shape(observed)[1:]))}"
         )
-    if lpips_weight and lpips_variables is None:
+    if search.lpips and lpips_variables is None:
         lpips_variables = lpips_lib.lpips_variables("vgg")
-    keys = _candidate_keys(key, batch, restarts, image_offset)
-    args = (variables, images_lib.to_float(jnp.asarray(observed)), keys, lpips_variables if lpips_weight else None, op)
-    static = {"restarts": restarts, "steps": steps, "noise": noise, "lr": lr}
-    return args, static | {"l1_weight": l1_weight, "lpips_weight": lpips_weight, "eps": eps, "layers": layers}
+    keys = _candidate_keys(key, batch, search.restarts, image_offset)
+    observed = images_lib.to_float(jnp.asarray(observed))
+    return (variables, observed, keys, lpips_variables if search.lpips else None, op), search
 
 
 def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
