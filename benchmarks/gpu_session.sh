@@ -1,26 +1,41 @@
 #!/usr/bin/env bash
-# Everything GPU-side in one device call (README "Speed", benchmarks/RESULTS.md): our training step
-# and the official PyTorch step on the same GPU in the same run, the PULSE search of both, the ratio
-# tables (benchmarks/compare.py), and a time-limited real run on pokemon-256 with its last sample
-# grid, reconstructions and loss curve, in phases that stop within the device call's 600 s (BUDGET).
+# Everything GPU-side in one device call, in the order of what we lack most (README "Speed",
+# benchmarks/RESULTS.md):
+#   1. quality   the default recipe at 256 px (bfloat16, remat=auto, LPIPS-VGG) trained for QUALITY_SECONDS
+#                on DATA with a tenth held out, FID and KID every FID_EVERY steps against the training
+#                images, the loss curve, sample grids (pokemon figures stay out of git: numbers only)
+#   2. restore   the held-out restoration at 256 px with that prior (x4, x8; bicubic, PULSE, ILO)
+#   3. 1024      our step (remat=auto, bfloat16) beside the official step, and both PULSE searches
+#   4. profile   a jax.profiler trace of a few 256 px steps: kernels per step, the top 20 kernels
+#   5. speed     our 256 px step beside the official (img/s, MFU), the deviceless XLA:GPU figure beside
+#                the real peak, and the step's compile time first and from the compilation cache
+# Each phase runs only while the call's time allows it (BUDGET seconds; a phase that would not finish
+# is skipped with a line saying so), and a phase finished by an earlier call on the same (warm)
+# machine is not run again: its figures are kept in .gpu_results/ (git-ignored), with the compilation
+# cache in .jax_cache/, so a second call goes on where the first stopped. results.md is rewritten
+# after each phase.
 #
 # Prepare here (CPU), from the repo root:  bash benchmarks/gpu_prepare.sh
 # Run: device run, carry [".whl", ".gpudata", ".official"], command "bash benchmarks/gpu_session.sh",
 # timeout_s 600. Everything lands in $OUT: results.md (the tables for RESULTS.md) and the raw logs.
 #
-# Knobs (environment), for a CPU check of the script itself (tests/benchmarks_test.py): SIZES
-# ("256 1024"), PRECISIONS ("float32 bfloat16 float16"), STEPS (30 timed steps), TRAIN_SECONDS (60),
-# DATA (.gpudata/pokemon-256), and extra flags: SPEED_ARGS (train_speed.py), PULSE_ARGS
-# (upscale_speed.py), TRAIN_ARGS (train.py).
+# Knobs (environment), for a CPU check of the script itself (tests/benchmarks_test.py): BUDGET (570),
+# RESULTS (.gpu_results), DATA (.gpudata/pokemon-256), QUALITY_SECONDS (300), FID_EVERY (2500),
+# FID_SAMPLES (2000), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra
+# flags: QUALITY_ARGS (train.py), RESTORE_ARGS (restore_heldout.py), SPEED_ARGS (train_speed.py and
+# profile_step.py), PULSE_ARGS (upscale_speed.py). OFFICIAL=0 skips the official PyTorch step.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 OUT=${OUT:-/tmp/out}
-SIZES=${SIZES:-256 1024}
-STEPS=${STEPS:-30}
+RESULTS=${RESULTS:-.gpu_results}
+BUDGET=${BUDGET:-570}
 DATA=${DATA:-.gpudata/pokemon-256}
-PRECISIONS=${PRECISIONS:-float32 bfloat16 float16}
-SPEED_ARGS=${SPEED_ARGS:-} PULSE_ARGS=${PULSE_ARGS:-} TRAIN_ARGS=${TRAIN_ARGS:-}
-mkdir -p "$OUT"
+QUALITY_SECONDS=${QUALITY_SECONDS:-300} FID_EVERY=${FID_EVERY:-2500} FID_SAMPLES=${FID_SAMPLES:-2000}
+RESTORE_N=${RESTORE_N:-16} STEPS=${STEPS:-30} PROFILE_STEPS=${PROFILE_STEPS:-5} BIG=${BIG:-1024}
+QUALITY_ARGS=${QUALITY_ARGS:-} RESTORE_ARGS=${RESTORE_ARGS:-} SPEED_ARGS=${SPEED_ARGS:-} PULSE_ARGS=${PULSE_ARGS:-}
+OFFICIAL=${OFFICIAL:-1}
+export FASTGAN_JAX_COMPILE_CACHE=${FASTGAN_JAX_COMPILE_CACHE:-$PWD/.jax_cache}
+mkdir -p "$OUT" "$RESULTS/done"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl || exit 1
@@ -29,85 +44,100 @@ fi
 [ -d .gpudata/weights ] && export FASTGAN_JAX_WEIGHTS=$PWD/.gpudata/weights
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', \
-optax.__version__, jax.devices())"; } | tee "$OUT/versions.txt"
+optax.__version__, jax.devices())"; } | tee "$RESULTS/versions.txt"
 
-# The phases run in order of what the figures need most, each only while the call's time allows it
-# (BUDGET seconds, default 570 of the device's 600; a phase that would not finish in time is skipped
-# with a line saying so), and results.md is rewritten after each: compiling one training step takes
-# 50-90 s on an H200 (XLA:GPU autotuning), so the 2026-11-30 session measured only 256 px in 600 s.
-BUDGET=${BUDGET:-570}
-phase() {  # phase NAME SECONDS_IT_NEEDS COMMAND...: runs COMMAND if that many seconds are left
+phase() {  # phase NAME SECONDS_IT_NEEDS COMMAND...: runs COMMAND if not done before and that much time is left
   local name=$1 need=$2; shift 2
-  if (( SECONDS + need > BUDGET )); then
-    echo "skipped: $name (needs about ${need} s, $((BUDGET - SECONDS)) s left)" | tee -a "$OUT/skipped.txt"
-    return 0
-  fi
-  echo "== $name (at ${SECONDS} s)"
-  "$@"
-}
-tables() {
-  python3 benchmarks/compare.py --ours "$OUT/train_speed.jsonl" --ours-pulse "$OUT/upscale_speed.jsonl" \
-    --official "$OUT/official.jsonl" --deviceless "$OUT/deviceless.jsonl" >"$OUT/results.md" 2>"$OUT/compare.err"
-}
-touch "$OUT/train_speed.jsonl" "$OUT/upscale_speed.jsonl" "$OUT/official.jsonl" "$OUT/deviceless.jsonl"
-
-# 1. The official step and its PULSE search, on the same GPU (needs torch; .official from gpu_prepare.sh).
-official() {
-  local sizes
-  sizes=$(echo "$SIZES" | tr ' ' '\n' | grep -xE '256|512|1024' | paste -sd, -)
-  if [ -n "$sizes" ] && python3 -c "import torch" 2>/dev/null && [ -f .official/bench_official.py ]; then
-    # PULSE=1: after the training step, its PULSE search at 256 and 1024 (float32 and bfloat16 autocast).
-    PULSE=1 PULSE_STEPS=100 python3 .official/bench_official.py --sizes "$sizes" --variants official \
-      --iters "$STEPS" --warmup 5 2>&1 | grep '^{' | tee "$OUT/official.jsonl"
+  if [ -f "$RESULTS/done/$name" ]; then
+    echo "== $name: done in an earlier call"
+  elif (( SECONDS + need > BUDGET )); then
+    echo "skipped: $name (needs about ${need} s, $((BUDGET - SECONDS)) s left)" | tee -a "$RESULTS/skipped.txt"
   else
-    echo "official benchmark skipped (needs torch, .official/ and a size of 256, 512 or 1024)"
+    echo "== $name (at ${SECONDS} s)"
+    "$@" && touch "$RESULTS/done/$name"
+    report
   fi
 }
-phase "official step and PULSE" 120 official
-tables
-
-# 2. Ours: remat=auto with bfloat16 (what training does by default on this card, README "Memory") per
-# size, each in its own process so that its peak memory is its own; then our PULSE search.
-speed=(python3 benchmarks/train_speed.py --batch 8 --steps "$STEPS" --warmup 5 --json "$OUT/train_speed.jsonl")
-for s in $SIZES; do
-  phase "ours ${s}px bfloat16 remat=auto" 150 "${speed[@]}" --im-size "$s" --precision bfloat16 --remat auto \
-    $SPEED_ARGS 2>&1 | grep -v cuda_timer | tee -a "$OUT/train_speed.txt"
-  tables
-done
-phase "ours PULSE bfloat16" 90 python3 benchmarks/upscale_speed.py --im-size $SIZES --restarts 8 \
-  --precision bfloat16 --json "$OUT/upscale_speed.jsonl" $PULSE_ARGS 2>&1 | grep -v cuda_timer | tee "$OUT/upscale_speed.txt"
-tables
-
-# 3. A real run: time-limited training on pokemon-256 with its samples and loss curve.
-real_run() {
-  rm -rf runs/gpu_session
-  python3 train.py --data "$DATA" --workdir runs/gpu_session --config.num_steps=100000 \
-    --config.time_limit_s="${TRAIN_SECONDS:-60}" --config.sample_every=1000 --config.checkpoint_every=5000 \
-    --config.log_every=50 --config.cache_dir=/tmp/fastgan_cache $TRAIN_ARGS 2>&1 | grep -v cuda_timer | tail -40 \
-    | tee "$OUT/train.txt"
-  local last
-  last=$(ls runs/gpu_session/samples | grep '^samples_' | tail -1)
-  cp "runs/gpu_session/samples/$last" "$OUT/pokemon_$last"
-  cp "runs/gpu_session/samples/${last/samples_/reconstructions_}" "$OUT/"
-  python3 benchmarks/plot_metrics.py runs/gpu_session/metrics.jsonl "$OUT/pokemon_losses.png"
-  cp runs/gpu_session/metrics.jsonl "$OUT/pokemon_metrics.jsonl"
+report() {  # results.md from every phase's figures so far, and everything copied to $OUT
+  { cat "$RESULTS/versions.txt"; echo
+    for f in quality.md restore.md; do [ -f "$RESULTS/$f" ] && cat "$RESULTS/$f" && echo; done
+    python3 benchmarks/compare.py --ours "$RESULTS/train_speed.jsonl" --ours-pulse "$RESULTS/upscale_speed.jsonl" \
+      --official "$RESULTS/official.jsonl" --deviceless "$RESULTS/deviceless.jsonl" 2>"$RESULTS/compare.err"
+    for f in compile.txt profile/profile.md; do [ -f "$RESULTS/$f" ] && echo && cat "$RESULTS/$f"; done
+  } >"$RESULTS/results.md"
+  cp -r "$RESULTS"/. "$OUT"/
 }
-phase "real run on pokemon-256" $(( ${TRAIN_SECONDS:-60} + 120 )) real_run
+touch "$RESULTS"/{train_speed,upscale_speed,official,deviceless}.jsonl
 
-# 4. With the time left: the other precisions (one process per size: peaks after the first are the
-# process's so far, so train_speed.py reports only XLA's analysis), the same first setting compiled
-# without the GPU for this card's target (h200; compare.py --deviceless prints it beside the real
-# peak), and the other precisions of the PULSE search.
-first=${SIZES%% *}
-for s in $SIZES; do
-  others=$(echo "$PRECISIONS" | tr ' ' '\n' | grep -vx bfloat16 | paste -sd' ' -)
-  [ -n "$others" ] && phase "ours ${s}px $others" 200 "${speed[@]}" --im-size "$s" --precision $others \
-    $SPEED_ARGS 2>&1 | grep -v cuda_timer | tee -a "$OUT/train_speed.txt"
-  tables
-done
-remat=$(python3 -c "import json; print([json.loads(l) for l in open('$OUT/train_speed.jsonl')][0]['remat'])" 2>/dev/null)
-JAX_PLATFORMS=cpu phase "deviceless ${first}px for h200" 120 python3 benchmarks/train_speed.py --gpu-only \
-  --target h200 --im-size "$first" --batch 8 --precision bfloat16 --remat "${remat:-none}" \
-  --json "$OUT/deviceless.jsonl" $SPEED_ARGS 2>&1 | tee "$OUT/deviceless.txt"
-tables
-cat "$OUT/results.md" "$OUT/skipped.txt" 2>/dev/null
+# 1. The quality run: a tenth of DATA held out (restore_heldout.split, for phase 2), the rest trained on.
+quality() {
+  rm -rf runs/quality
+  python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import pathlib, restore_heldout as r; \
+train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('runs/quality_images'))" || return 1
+  python3 train.py --data runs/quality_images --workdir runs/quality --config configs/default.py \
+    --config.precision=bfloat16 --config.num_steps=1000000 --config.time_limit_s="$QUALITY_SECONDS" \
+    --config.fid_every="$FID_EVERY" --config.fid_samples="$FID_SAMPLES" --config.sample_every="$FID_EVERY" \
+    --config.checkpoint_every="$FID_EVERY" --config.log_every=100 --config.cache_dir=/tmp/fastgan_cache \
+    $QUALITY_ARGS 2>&1 | grep -v cuda_timer | tail -40 | tee "$RESULTS/quality.txt"
+  [ -f runs/quality/metrics.jsonl ] || return 1
+  cp runs/quality/metrics.jsonl "$RESULTS/quality_metrics.jsonl"
+  python3 benchmarks/plot_metrics.py runs/quality/metrics.jsonl "$RESULTS/quality_losses.png"
+  python3 benchmarks/plot_metrics.py --fid-table runs/quality/metrics.jsonl >"$RESULTS/quality.md"
+  local last
+  last=$(ls runs/quality/samples | grep '^samples_' | tail -1)
+  cp "runs/quality/samples/$last" "$RESULTS/quality_$last"
+}
+phase quality $(( QUALITY_SECONDS + 150 )) quality
+
+# 2. Restoration of the held-out tenth through the quality run's generator.
+restore() {
+  python3 benchmarks/restore_heldout.py --data "$DATA" --prior runs/quality --n "$RESTORE_N" --tasks x4,x8 \
+    --json "$RESULTS/restore.json" $RESTORE_ARGS 2>&1 | grep -v cuda_timer | tee "$RESULTS/restore.txt"
+  { echo "Held-out restoration at 256 px (quality run's prior, first $RESTORE_N held-out images):"; echo
+    grep '^|' "$RESULTS/restore.txt"; } >"$RESULTS/restore.md"
+}
+phase restore 150 restore
+
+# 3. BIG px (1024): the official step and its PULSE search, ours, our PULSE search.
+official() {  # official SIZES
+  if [ "$OFFICIAL" = 1 ] && python3 -c "import torch" 2>/dev/null && [ -f .official/bench_official.py ]; then
+    PULSE=1 PULSE_STEPS=100 python3 .official/bench_official.py --sizes "$1" --variants official \
+      --iters "$STEPS" --warmup 5 2>&1 | grep '^{' | tee -a "$RESULTS/official.jsonl"
+  else
+    echo "official benchmark skipped (needs torch and .official/)"
+  fi
+}
+speed=(python3 benchmarks/train_speed.py --batch 8 --steps "$STEPS" --warmup 5 --json "$RESULTS/train_speed.jsonl")
+big() {
+  official "$BIG"
+  "${speed[@]}" --im-size "$BIG" --precision bfloat16 --remat auto $SPEED_ARGS 2>&1 | grep -v cuda_timer \
+    | tee -a "$RESULTS/train_speed.txt"
+  python3 benchmarks/upscale_speed.py --im-size "$BIG" --restarts 8 --precision bfloat16 \
+    --json "$RESULTS/upscale_speed.jsonl" $PULSE_ARGS 2>&1 | grep -v cuda_timer | tee -a "$RESULTS/upscale_speed.txt"
+}
+phase "big" 240 big
+
+# 4. The profile of the 256 px step.
+phase profile 150 python3 benchmarks/profile_step.py --im-size 256 --precision bfloat16 --steps "$PROFILE_STEPS" \
+  --out "$RESULTS/profile" --json "$RESULTS/profile.jsonl" $SPEED_ARGS
+
+# 5. 256 px speed and MFU beside the official, the deviceless figure beside the real peak, compile times.
+speed256() {
+  official 256
+  "${speed[@]}" --im-size 256 --precision bfloat16 --remat auto --compile-cache $SPEED_ARGS 2>&1 \
+    | grep -v cuda_timer | tee -a "$RESULTS/train_speed.txt"
+  local remat
+  remat=$(python3 -c "import json; print([json.loads(l) for l in open('$RESULTS/train_speed.jsonl')][-1]['remat'])")
+  JAX_PLATFORMS=cpu python3 benchmarks/train_speed.py --gpu-only --target h200 --im-size 256 --batch 8 \
+    --precision bfloat16 --remat "${remat:-none}" --json "$RESULTS/deviceless.jsonl" $SPEED_ARGS 2>&1 \
+    | tee "$RESULTS/deviceless.txt"
+  # The same step compiled by a second process: read back from the cache that the first one wrote.
+  python3 benchmarks/train_speed.py --im-size 256 --batch 8 --precision bfloat16 --remat "${remat:-none}" \
+    --compile-only --compile-cache --json "$RESULTS/compile.jsonl" $SPEED_ARGS 2>&1 | grep -v cuda_timer
+  python3 -c "import json; f, c = (json.loads(open(p).readlines()[-1]) for p in ('$RESULTS/train_speed.jsonl', \
+'$RESULTS/compile.jsonl')); print(f\"Compiling the {f['im_size']} px {f['precision']} step (remat={f['remat']}): \
+{f['compile_s']:.1f} s, {c['compile_s']:.1f} s from the compilation cache in a second process.\")" \
+    | tee "$RESULTS/compile.txt"
+}
+phase speed256 200 speed256
+cat "$RESULTS/results.md" "$RESULTS/skipped.txt" 2>/dev/null
