@@ -47,14 +47,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp
+from fastgan_jax.configs import cpu_quick
 
 from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
-from fastgan_jax.configs import cpu_quick
 from fastgan_jax.metrics import similarity
 from fastgan_jax.metrics.lpips import lpips_distance
 from fastgan_jax.sr import baseline, degrade, ilo, pulse
-from fastgan_jax.train import loop, runs
+from fastgan_jax.train import runs, trainer
 
 SIZE = 64
 BLOCK = 8  # inpainting: blocks of 8x8 pixels, half of them unknown
@@ -80,7 +80,7 @@ def linked(files, folder) -> pathlib.Path:
 def train_prior(train_folder, workdir, steps):
     cfg = cpu_quick.get_config()
     cfg.update(data=str(train_folder), num_steps=steps, ema_decay=0.995, sample_every=1000, checkpoint_every=1000)
-    loop.train_and_evaluate(cfg, workdir)
+    trainer.train_and_evaluate(cfg, workdir)
     return runs.load_run(workdir)
 
 

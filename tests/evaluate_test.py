@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fastgan_jax.commands import evaluate, evaluate_sr
-from fastgan_jax.train import loop
+from fastgan_jax.train import trainer
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def run(tmp_path_factory):
 
 def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
     tmp, cfg = run
-    loop.train_and_evaluate(cfg, tmp / "run")
+    trainer.train_and_evaluate(cfg, tmp / "run")
     out = capsys.readouterr().out
     fids = {int(s): float(v) for s, v in re.findall(r"step (\d+): FID ([\d.]+)", out)}
     assert sorted(fids) == [2, 4]

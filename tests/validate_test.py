@@ -8,10 +8,10 @@ import time
 
 import helpers
 import pytest
+from fastgan_jax.configs import cpu_quick, default, few_shot_1024
 
 from fastgan_jax.commands import evaluate
 from fastgan_jax.commands import train as train_cli
-from fastgan_jax.configs import cpu_quick, default, few_shot_1024
 from fastgan_jax.train import state
 from fastgan_jax.train.validate import RULES, ConfigError, validate
 

@@ -13,13 +13,13 @@ import re
 import sys
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from fastgan_jax import configs, data
 from fastgan_jax.commands import launch
 from fastgan_jax.interop import convert, weights
-from fastgan_jax.train import checkpoints, hosts, loop, runs
+from fastgan_jax.train import checkpoints, hosts, runs, safeguards, trainer
 from fastgan_jax.train.validate import ConfigError, check_fields, validate
 
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
@@ -84,34 +84,56 @@ def usage(config_value: str = "default") -> str:
     )
 
 
-def _usage_error(message: str):
-    launch.fail(message)
-
-
 def _override_fields(argv: list[str]) -> list[str]:
     """FIELD of each --config.FIELD[=VALUE] in argv."""
     prefixes = tuple(f"{f}." for f in CONFIG_FLAGS)
     return [arg.split("=", 1)[0].split(".", 1)[1] for arg in argv[1:] if arg.startswith(prefixes)]
 
 
-def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    config = flags.FLAGS.config
-    if flags.FLAGS.data:
-        config.data = flags.FLAGS.data
-    f = flags.FLAGS
-    hosts.initialize(f.coordinator_address, f.num_processes, f.process_id)  # before anything touches a device
-    try:  # before any data is loaded or anything compiled
-        validate(config, num_devices=jax.device_count(), workdir=flags.FLAGS.workdir)
-    except ConfigError as e:
-        _usage_error(str(e))
+def main(argv: list[str] | None = None) -> None:
+    """The `fastgan-train` command: parses argv (default: sys.argv) and trains."""
+    argv = list(sys.argv if argv is None else argv)
     try:
-        loop.train_and_evaluate(config, flags.FLAGS.workdir)
+        argv, config_value = _resolve_config(argv)
+    except ValueError as e:
+        launch.fail(str(e))
+    if any(arg in HELP_ARGS for arg in argv[1:]):
+        print(usage(config_value))
+        return
+    if not any(re.match(r"--?workdir(=|$)", arg) for arg in argv[1:]):  # before absl loads the config file
+        launch.fail(MISSING_WORKDIR)
+    try:
+        check_fields(_override_fields(argv))  # ml_collections would raise a bare AttributeError
     except ConfigError as e:
-        _usage_error(str(e))
+        launch.fail(str(e))
+    saved_argv, sys.argv = sys.argv, argv  # ml_collections reads the overrides from sys.argv, Grain's workers too
+    try:
+        _train(argv)
+    finally:
+        sys.argv = saved_argv
+
+
+def _train(argv):
+    try:  # absl's own parse errors (a value of the wrong type, an unknown flag) would exit 1
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        launch.fail(f"{e} (--help lists every flag and config field)")
+    f = flags.FLAGS
+    if not f.workdir:
+        launch.fail(MISSING_WORKDIR)
+    if len(rest) > 1:
+        launch.fail(f"unexpected arguments: {' '.join(rest[1:])}")
+    logging.use_absl_handler()  # as absl's app.run: library warnings as absl lines
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    config = f.config
+    if f.data:
+        config.data = f.data
+    hosts.initialize(f.coordinator_address, f.num_processes, f.process_id)  # before anything touches a device
+    try:
+        validate(config, num_devices=jax.device_count(), workdir=f.workdir)  # before anything is loaded or compiled
+        trainer.train_and_evaluate(config, f.workdir)
     except (
+        ConfigError,
         data.DataError,
         checkpoints.ConfigMismatchError,
         checkpoints.DamagedCheckpointError,
@@ -121,45 +143,11 @@ def _main(argv):
         convert.OfficialCheckpointError,
     ) as e:  # the user's input: exit 2, and nothing of a run was written
         launch.fail(str(e))
-    except (loop.DiskFullError, loop.NonFiniteError) as e:  # the run's own failure, after its last checkpoint
+    except (safeguards.DiskFullError, safeguards.NonFiniteError) as e:  # the run's failure, after its last checkpoint
         sys.exit(f"error: {e}")
-    except loop.Interrupted as e:
+    except safeguards.Interrupted as e:
         print(e, file=sys.stderr)
         sys.exit(128 + e.signum)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The `fastgan-train` command: parses argv (default: sys.argv) and trains."""
-    argv = list(sys.argv if argv is None else argv)
-    try:
-        argv, config_value = _resolve_config(argv)
-    except ValueError as e:
-        _usage_error(str(e))
-    if any(arg in HELP_ARGS for arg in argv[1:]):
-        print(usage(config_value))
-        return
-    if not any(re.match(r"--?workdir(=|$)", arg) for arg in argv[1:]):  # before absl loads the config file
-        _usage_error(MISSING_WORKDIR)
-    try:
-        check_fields(_override_fields(argv))  # ml_collections would raise a bare AttributeError
-    except ConfigError as e:
-        _usage_error(str(e))
-    saved_argv, sys.argv = sys.argv, argv  # ml_collections reads the overrides from sys.argv
-    try:
-        _parse_and_run(argv)
-    finally:
-        sys.argv = saved_argv
-
-
-def _parse_and_run(argv):
-    try:  # absl's own parse errors (a value of the wrong type, an unknown flag) would exit 1
-        remaining = flags.FLAGS(argv)
-    except flags.Error as e:
-        _usage_error(f"{e} (--help lists every flag and config field)")
-    if not flags.FLAGS.workdir:
-        _usage_error(MISSING_WORKDIR)
-    try:
-        app.run(_main, argv=argv, flags_parser=lambda _: remaining)
     except KeyboardInterrupt:  # Ctrl-C that the training loop does not handle itself (e.g. while starting up)
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -1,9 +1,10 @@
-"""The bundled training configs: one file per recipe, each with `get_config()`.
+"""The training recipes: one file per recipe, each with `get_config()`.
 
 `default.py` is the official setting; the others import it and override
-fields. The top-level `configs/*.py` of a checkout re-export these, so that
+fields. These files are the top-level `configs/` of a checkout, installed as
+the package `fastgan_jax.configs` (pyproject.toml's package-dir), so that
 `python train.py --config configs/cpu_quick.py` and
-`fastgan-train --config cpu_quick` run the same recipe.
+`fastgan-train --config cpu_quick` run the same recipe from any folder.
 """
 
 import importlib.util
