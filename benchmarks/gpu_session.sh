@@ -81,9 +81,9 @@ tables
 # 3. A real run: time-limited training on pokemon-256 with its samples and loss curve.
 real_run() {
   rm -rf runs/gpu_session
-  python3 train.py --data "$DATA" --workdir runs/gpu_session --config.num_steps=100000 \
-    --config.time_limit_s="${TRAIN_SECONDS:-60}" --config.sample_every=1000 --config.checkpoint_every=5000 \
-    --config.log_every=50 --config.cache_dir=/tmp/fastgan_cache $TRAIN_ARGS 2>&1 | grep -v cuda_timer | tail -40 \
+  python3 train.py --data "$DATA" --workdir runs/gpu_session --config.train.num_steps=100000 \
+    --config.train.time_limit_s="${TRAIN_SECONDS:-60}" --config.log.sample_every=1000 --config.log.checkpoint_every=5000 \
+    --config.log.log_every=50 --config.data.cache_dir=/tmp/fastgan_cache $TRAIN_ARGS 2>&1 | grep -v cuda_timer | tail -40 \
     | tee "$OUT/train.txt"
   local last
   last=$(ls runs/gpu_session/samples | grep '^samples_' | tail -1)

@@ -79,7 +79,8 @@ def linked(files, folder) -> pathlib.Path:
 
 def train_prior(train_folder, workdir, steps):
     cfg = cpu_quick.get_config()
-    cfg.update(data=str(train_folder), num_steps=steps, ema_decay=0.995, sample_every=1000, checkpoint_every=1000)
+    cfg.data.source, cfg.train.num_steps, cfg.optim.ema_decay = str(train_folder), steps, 0.995
+    cfg.log.update(sample_every=1000, checkpoint_every=1000)
     trainer.train_and_evaluate(cfg, workdir)
     return runs.load_run(workdir)
 

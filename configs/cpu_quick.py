@@ -14,20 +14,12 @@ from fastgan_jax.configs import default
 
 def get_config():
     c = default.get_config()
-    c.im_size = 64
-    c.ngf = 16
-    c.ndf = 16
-    c.nz = 64
-    c.dec_width = 8
-    c.batch_size = 8
-    c.num_steps = 500
-    c.ema_decay = 0.99  # 0.999 would still be 60% the random init after 500 steps
-    c.recon = "l1"  # LPIPS-VGG (the official, and default.py's) makes a CPU step several times slower
-    c.remat = "none"  # memory is no concern here; recomputation would only cost time
-    c.log_every = 10
-    c.sample_every = 100
-    c.checkpoint_every = 100
-    c.num_samples = 36
-    c.recalib_samples = 256
-    c.recalib_batch = 64
+    c.model.update(im_size=64, ngf=16, ndf=16, nz=64, dec_width=8)
+    c.model.remat = "none"  # memory is no concern here; recomputation would only cost time
+    c.optim.batch_size = 8
+    c.optim.ema_decay = 0.99  # 0.999 would still be 60% the random init after 500 steps
+    c.loss.recon = "l1"  # LPIPS-VGG (the official, and default.py's) makes a CPU step several times slower
+    c.train.num_steps = 500
+    c.log.update(log_every=10, sample_every=100, checkpoint_every=100)
+    c.log.update(num_samples=36, recalib_samples=256, recalib_batch=64)
     return c

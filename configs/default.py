@@ -11,11 +11,13 @@ sizes the step to the card at start (README "Memory", from XLA:GPU's
 figures): on a 4 GB GTX 1050 Ti it takes `blocks` (2.00 GiB of the 2.70 GiB
 it allows itself), on 8 GB and larger cards `none` (2.9-3.0 GiB, 16% fewer
 FLOPs per step: 1446 against 1727 GFLOP). Turing cards run faster with
-`--config.precision=float16`, Ampere and newer with `bfloat16`.
+`--config.model.precision=float16`, Ampere and newer with `bfloat16`.
 
-Each field's trailing comment is its documentation: `fastgan-train --help`
-lists it (`fastgan_jax.configs.field_docs`), and a test checks every field
-has one.
+The fields are grouped by role: `data` (the input pipeline), `model` (the
+networks: `make_models(**config.model)`), `optim`, `loss`, `train` (the run)
+and `log` (logs, samples, checkpoints). Each field's trailing comment is its
+documentation: `fastgan-train --help` lists it
+(`fastgan_jax.configs.field_docs`), and a test checks every field has one.
 """
 
 import ml_collections
@@ -25,43 +27,45 @@ from fastgan_jax.data import DEFAULT_DATA
 
 def get_config():
     c = ml_collections.ConfigDict()
-    # Data.
-    c.data = str(DEFAULT_DATA)  # image folder (searched recursively) or tfds:NAME[:SPLIT]; default: the smileys
-    c.im_size = 256  # training resolution: 256, 512, 1024 (official designs), or 64, 128 (CPU shrinks)
-    c.aspect = "center_crop"  # "center_crop", or "stretch" (resize without cropping, as the official does)
-    c.background = (255, 255, 255)  # RGB composited behind transparent pixels
-    c.data_on_device = "auto"  # "auto" (when the set fits), "yes", "no": else batches stream from the host
-    c.stream_from = "memory"  # streamed batches come from "memory" (decoded once) or "files" (decoded per batch)
-    c.data_workers = -1  # Grain processes decoding batches with stream_from=files; -1: one per core up to 8
-    c.cache_dir = ""  # decoded-image cache; "" = ~/.cache/fastgan_jax
-    c.tfds_data_dir = ""  # for --data tfds:NAME; "" = TFDS's default (~/tensorflow_datasets)
-    # Networks.
-    c.ngf = 64  # generator width (official: 64)
-    c.ndf = 64  # discriminator width (official: 64)
-    c.nz = 256  # latent size
-    c.dec_width = 32  # width of the discriminator's reconstruction decoders
-    c.precision = "float32"  # "float32", "bfloat16" or "float16" (dynamic loss scale); params and optimizer: float32
-    c.remat = "auto"  # recompute activations to save memory: "none", "blocks", "full"; "auto": the first that fits
-    # Optimisation.
-    c.batch_size = 8  # global batch, split over all devices (of every process)
-    c.lr = 2e-4  # Adam learning rate, both networks
-    c.beta1 = 0.5  # Adam beta1
-    c.beta2 = 0.999  # Adam beta2
-    c.ema_decay = 0.999  # decay of the generator's exponential moving average (what samples use)
-    c.policy = "color,translation"  # DiffAugment policy: comma-separated color, translation, cutout
-    c.recon = "lpips"  # reconstruction distance: "lpips" (LPIPS-VGG, official), "l1" or "mse"
-    c.num_steps = 50_000  # train until this step (a resumed run continues to it)
-    c.seed = 0  # root random seed
-    c.init_from = ""  # fine-tune: a run folder or an official .pth/.npz whose G, D and EMA weights start this run
-    c.time_limit_s = 0.0  # > 0: stop (checkpointed) after this many seconds; running again continues
-    # Logging and checkpoints.
-    c.log_every = 100  # steps between logged losses (TensorBoard, metrics.jsonl, console)
-    c.sample_every = 1000  # steps between sample grids and reconstructions in RUN/samples
-    c.checkpoint_every = 5000  # steps between checkpoints in RUN/checkpoints
-    c.keep_checkpoints = 3  # latest checkpoints kept
-    c.num_samples = 64  # images in each sample grid
-    c.recalib_samples = 2048  # z used to re-estimate the EMA generator's BatchNorm statistics
-    c.recalib_batch = 64  # batch size of the BatchNorm re-estimation
-    c.fid_every = 0  # > 0: FID (TF-FID Inception) every N steps, logged, and the best-FID checkpoint kept
-    c.fid_samples = 5000  # generated images per FID during training
+    c.data = ml_collections.ConfigDict()
+    c.data.source = str(DEFAULT_DATA)  # image folder (searched recursively) or tfds:NAME[:SPLIT]; default: the smileys
+    c.data.aspect = "center_crop"  # "center_crop", or "stretch" (resize without cropping, as the official does)
+    c.data.background = (255, 255, 255)  # RGB composited behind transparent pixels
+    c.data.on_device = "auto"  # "auto" (when the set fits), "yes", "no": else batches stream from the host
+    c.data.stream_from = "memory"  # streamed batches come from "memory" (decoded once) or "files" (decoded per batch)
+    c.data.workers = -1  # Grain processes decoding batches with stream_from=files; -1: one per core up to 8
+    c.data.cache_dir = ""  # decoded-image cache; "" = ~/.cache/fastgan_jax
+    c.data.tfds_data_dir = ""  # for --data tfds:NAME; "" = TFDS's default (~/tensorflow_datasets)
+    c.model = ml_collections.ConfigDict()
+    c.model.im_size = 256  # training resolution: 256, 512, 1024 (official designs), or 64, 128 (CPU shrinks)
+    c.model.ngf = 64  # generator width (official: 64)
+    c.model.ndf = 64  # discriminator width (official: 64)
+    c.model.nz = 256  # latent size
+    c.model.dec_width = 32  # width of the discriminator's reconstruction decoders
+    c.model.precision = "float32"  # "float32", "bfloat16" or "float16" (dynamic loss scale); params, optimizer: float32
+    c.model.remat = "auto"  # recompute activations to save memory: "none", "blocks", "full"; "auto": first that fits
+    c.optim = ml_collections.ConfigDict()
+    c.optim.batch_size = 8  # global batch, split over all devices (of every process)
+    c.optim.lr = 2e-4  # Adam learning rate, both networks
+    c.optim.beta1 = 0.5  # Adam beta1
+    c.optim.beta2 = 0.999  # Adam beta2
+    c.optim.ema_decay = 0.999  # decay of the generator's exponential moving average (what samples use)
+    c.loss = ml_collections.ConfigDict()
+    c.loss.policy = "color,translation"  # DiffAugment policy: comma-separated color, translation, cutout
+    c.loss.recon = "lpips"  # reconstruction distance: "lpips" (LPIPS-VGG, official), "l1" or "mse"
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 50_000  # train until this step (a resumed run continues to it)
+    c.train.seed = 0  # root random seed
+    c.train.init_from = ""  # fine-tune: a run folder or an official .pth/.npz whose G, D and EMA weights start this run
+    c.train.time_limit_s = 0.0  # > 0: stop (checkpointed) after this many seconds; running again continues
+    c.log = ml_collections.ConfigDict()
+    c.log.log_every = 100  # steps between logged losses (TensorBoard, metrics.jsonl, console)
+    c.log.sample_every = 1000  # steps between sample grids and reconstructions in RUN/samples
+    c.log.checkpoint_every = 5000  # steps between checkpoints in RUN/checkpoints
+    c.log.keep_checkpoints = 3  # latest checkpoints kept
+    c.log.num_samples = 64  # images in each sample grid
+    c.log.recalib_samples = 2048  # z used to re-estimate the EMA generator's BatchNorm statistics
+    c.log.recalib_batch = 64  # batch size of the BatchNorm re-estimation
+    c.log.fid_every = 0  # > 0: FID (TF-FID Inception) every N steps, logged, and the best-FID checkpoint kept
+    c.log.fid_samples = 5000  # generated images per FID during training
     return c

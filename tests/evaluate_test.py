@@ -20,7 +20,7 @@ def run(tmp_path_factory):
         Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp / "data" / f"img{i}.png")
     cfg = helpers.tiny_config(
         tmp / "cache",
-        data=str(tmp / "data"),
+        source=str(tmp / "data"),
         num_steps=4,
         checkpoint_every=1,
         keep_checkpoints=1,
@@ -28,7 +28,7 @@ def run(tmp_path_factory):
         fid_samples=8,
         sample_every=4,
         log_every=2,
-        data_on_device="no",  # streamed: the program of training_test's streaming test, compiled once
+        on_device="no",  # streamed: the program of training_test's streaming test, compiled once
     )
     return tmp, cfg
 

@@ -9,26 +9,29 @@ from fastgan_jax.configs import cpu_quick
 
 
 def tiny_config(cache_dir, **overrides):
-    """cpu_quick shrunk to a network that compiles and steps in seconds (l1 reconstruction)."""
+    """cpu_quick shrunk to a network that compiles and steps in seconds (l1 reconstruction); `overrides` by field
+    name, in whichever group it is (`num_steps=4` sets train.num_steps)."""
     c = cpu_quick.get_config()
-    c.update(
-        ngf=8,
-        ndf=8,
-        nz=16,
-        dec_width=4,
-        batch_size=4,
-        num_steps=2,
-        log_every=1,
-        sample_every=2,
-        checkpoint_every=2,
-        num_samples=4,
-        recalib_samples=8,
-        recalib_batch=4,
-        cache_dir=str(cache_dir),
-        recon="l1",
-    )
-    c.update(overrides)
+    c.model.update(ngf=8, ndf=8, nz=16, dec_width=4)
+    c.optim.batch_size = 4
+    c.loss.recon = "l1"
+    c.train.num_steps = 2
+    c.log.update(log_every=1, sample_every=2, checkpoint_every=2, num_samples=4, recalib_samples=8, recalib_batch=4)
+    c.data.cache_dir = str(cache_dir)
+    for field, value in overrides.items():
+        c[group(field)][field] = value
     return c
+
+
+def group(field: str) -> str:
+    """The config group that holds `field` (field names are unique across groups)."""
+    (name,) = [g for g, fields in cpu_quick.get_config().items() if field in fields]
+    return name
+
+
+def flag(field: str, value) -> str:
+    """The command line's override of `field`: `--config.GROUP.FIELD=VALUE`."""
+    return f"--config.{group(field)}.{field}={value}"
 
 
 # Without LLVM's optimisations XLA's CPU compiles in about half the time, and runs loops of elementwise code

@@ -57,13 +57,13 @@ def test_nothing_fits_says_which_batch_would():
     with pytest.raises(memory.StepDoesNotFitError) as e:
         memory.choose_remat(table.__getitem__, 3 * GiB, batch_size=8, multiple=2)
     assert str(e.value) == (
-        "--config.remat=auto: the step needs 4.50 GiB even with remat=full, more than the 2.70 GiB this device "
-        "allows (3.00 GiB less a 10% margin); --config.batch_size=4 would fit (estimated from remat=full's "
+        "--config.model.remat=auto: the step needs 4.50 GiB even with remat=full, more than the 2.70 GiB this device "
+        "allows (3.00 GiB less a 10% margin); --config.optim.batch_size=4 would fit (estimated from remat=full's "
         "figures)"
     )  # (2.7 - 0.5) / 0.5 = 4.4 images: 4, a multiple of the 2 devices
     assert isinstance(e.value, ConfigError)  # the commands print it as one line, exit 2
     table["full"] = figures(0.5 + 8 * 3.0)  # 3 GiB an image: not even one fits
-    with pytest.raises(memory.StepDoesNotFitError, match="no batch would: a smaller --config.im_size"):
+    with pytest.raises(memory.StepDoesNotFitError, match="no batch would: a smaller --config.model.im_size"):
         memory.choose_remat(table.__getitem__, 3 * GiB, batch_size=8)
 
 
@@ -83,7 +83,7 @@ def test_training_resolves_auto_once_logs_it_and_the_run_keeps_it(tmp_path, monk
         checkpoints.save(exp.mngr, 1, state, exp.cfg, exp.meta)  # as actions.save_checkpoint saves the run
         # The resolved setting is the run's metadata, beside the recipe as given.
         assert checkpoints.saved_meta(exp.mngr)["remat"] == "none"
-        assert checkpoints.saved_config(exp.mngr)["remat"] == "auto"
+        assert checkpoints.saved_config(exp.mngr)["model"]["remat"] == "auto"
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
         exp.mngr.close()

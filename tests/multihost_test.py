@@ -26,7 +26,7 @@ import pytest
 from fastgan_jax.train import runs, trainer
 
 TRAIN = str(pathlib.Path(sys.executable).parent / "fastgan-train")  # the installed command
-TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "data_on_device": "yes"}
+TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "on_device": "yes"}
 TINY |= {"log_every": 1, "checkpoint_every": 1, "sample_every": 100, "num_samples": 4}
 TINY |= {"recalib_samples": 8, "recalib_batch": 4}
 # What gloo prints to stdout as it connects, piece by piece (its threads' lines interleave, std::endl included).
@@ -48,8 +48,8 @@ def _train(workdir, tmp_path, devices, steps, *, process=None, **overrides):
     """
     env = helpers.subprocess_env(tmp_path / "jax_cache", devices=devices)
     cmd = [TRAIN, "--workdir", str(workdir), "--config", "cpu_quick"]
-    cmd += [f"--config.{k}={v}" for k, v in (TINY | overrides).items()]
-    cmd += [f"--config.num_steps={steps}", f"--config.cache_dir={tmp_path / 'data'}"]
+    cmd += [helpers.flag(k, v) for k, v in (TINY | overrides).items()]
+    cmd += [f"--config.train.num_steps={steps}", f"--config.data.cache_dir={tmp_path / 'data'}"]
     name = f"{workdir.name}_{steps}"
     if process is not None:
         port, index = process

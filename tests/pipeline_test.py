@@ -78,7 +78,7 @@ def test_a_failing_worker_ends_the_iteration_with_its_error(tmp_path):
 
 def test_fewer_images_than_the_batch_is_a_warning(tmp_path):
     cfg = helpers.tiny_config(tmp_path / "cache", data=str(_folder(tmp_path, n=2, size=64)))
-    with pytest.warns(UserWarning, match=r"2 image\(s\), fewer than --config.batch_size=4: every batch repeats"):
+    with pytest.warns(UserWarning, match=r"2 image\(s\), fewer than --config.optim.batch_size=4: every batch repeats"):
         exp, _ = trainer.setup(cfg, tmp_path / "w")
     exp.mngr.close()
 
@@ -94,7 +94,7 @@ def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done
         raise data.DataError("imgs/3.png: image file is truncated; remove or replace the file and run the same command")
 
     monkeypatch.setattr(pipeline, "device_batches", batches)
-    cfg = helpers.tiny_config(tmp_path / "cache", data_on_device="no", num_steps=10)
+    cfg = helpers.tiny_config(tmp_path / "cache", on_device="no", num_steps=10)
     with pytest.raises(data.DataError, match=r"imgs/3.png: .*; stopped at step 2, checkpoint 2 saved"):
         trainer.train_and_evaluate(cfg, tmp_path / "w")
     mngr = checkpoints.manager(tmp_path / "w", create=False)
@@ -104,7 +104,7 @@ def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done
 
 def test_streamed_from_files_resumed_run_equals_an_uninterrupted_one(tmp_path):
     folder = _folder(tmp_path, n=6, size=64)
-    cfg = {"data": str(folder), "stream_from": "files", "data_workers": 1, "sample_every": 100}
+    cfg = {"source": str(folder), "stream_from": "files", "workers": 1, "sample_every": 100}
 
     def run(workdir, steps):
         return trainer.train_and_evaluate(helpers.tiny_config(tmp_path, num_steps=steps, **cfg), workdir)

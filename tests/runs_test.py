@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory):
 
 def test_load_run_gives_modules_variables_and_config(run_dir):
     run = fj.load_run(run_dir)
-    assert run.step == 2 and run.config["ngf"] == 8 and run.generator.nz == 16
+    assert run.step == 2 and run.config["model"]["ngf"] == 8 and run.generator.nz == 16
     assert run.generator.dtype == jnp.float32 and run.discriminator.im_size == 64
     assert run.g_variables["params"] is run.state.ema_params  # EMA by default
     raw = fj.load_run(run_dir, step=2, ema=False)
@@ -90,19 +90,19 @@ def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
 def test_resume_follows_a_moved_image_folder_by_its_images(tmp_path, capsys):
     images, work = tmp_path / "images", tmp_path / "w"
     shutil.copytree(data.DEFAULT_DATA, images)  # the smileys: the suite's tiny program
-    trainer.train_and_evaluate(tiny_config(tmp_path, data=str(images)), work)
+    trainer.train_and_evaluate(tiny_config(tmp_path, source=str(images)), work)
     moved = tmp_path / "elsewhere" / "images"
     moved.parent.mkdir()
     images.rename(moved)
-    exp, resumed = trainer.setup(tiny_config(tmp_path, data=str(moved), num_steps=3), work)
+    exp, resumed = trainer.setup(tiny_config(tmp_path, source=str(moved), num_steps=3), work)
     exp.mngr.close()
     assert int(resumed.step) == 2
     assert f"the run's images moved from {images} to {moved} (the same files): resuming" in capsys.readouterr().out
     first = sorted(moved.glob("*.png"))[0]
     first.write_bytes(sorted(moved.glob("*.png"))[1].read_bytes())  # other images: another run's data
     listing = sorted(str(p) for p in work.rglob("*"))
-    with pytest.raises(checkpoints.ConfigMismatchError, match=f"data: '{images}' -> '{moved}'") as e:
-        trainer.setup(tiny_config(tmp_path, data=str(moved), num_steps=3), work)
+    with pytest.raises(checkpoints.ConfigMismatchError, match=f"data.source: '{images}' -> '{moved}'") as e:
+        trainer.setup(tiny_config(tmp_path, source=str(moved), num_steps=3), work)
     assert "\n" not in str(e.value)
     assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
 
@@ -110,10 +110,10 @@ def test_resume_follows_a_moved_image_folder_by_its_images(tmp_path, capsys):
 def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir, tmp_path, capsys):
     work = tmp_path / "w"
     data_dir = data.DEFAULT_DATA
-    trainer.train_and_evaluate(tiny_config(tmp_path, data=str(data_dir)), work)
+    trainer.train_and_evaluate(tiny_config(tmp_path, source=str(data_dir)), work)
     relative = os.path.relpath(data_dir, pathlib.Path.cwd())
     # The resumed run's start (a step at another lr is a program of its own, and adds nothing here).
-    exp, resumed = trainer.setup(tiny_config(tmp_path, data=relative, lr=1e-4, num_steps=3), work)
+    exp, resumed = trainer.setup(tiny_config(tmp_path, source=relative, lr=1e-4, num_steps=3), work)
     exp.mngr.close()
     assert int(resumed.step) == 2
     assert "resuming with lr 0.0001 (was 0.0002)" in capsys.readouterr().out
@@ -163,12 +163,12 @@ def test_cli_init_from_that_does_not_fit_is_one_line(tmp_path):
         str(tmp_path / "w"),
         "--config",
         "cpu_quick",
-        f"--config.init_from={DATA / 'tiny_all_3.pth'}",
-        f"--config.cache_dir={tmp_path / 'cache'}",
+        f"--config.train.init_from={DATA / 'tiny_all_3.pth'}",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --config.init_from ")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --config.train.init_from ")
     assert "does not fit this run's networks" in result.stderr
 
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
+from ml_collections import ConfigDict
 from PIL import Image
 
 from fastgan_jax.commands import sample
@@ -123,8 +124,8 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
         trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16, ndf=16, nz=32, batch_size=8), a)
     message = str(e.value)  # every differing field, and how the run was made
     assert all(f in message for f in ("ndf: 8 -> 16", "nz: 16 -> 32", "batch_size: 4 -> 8")), message
-    assert "the run was made with --config cpu_quick " in message and " --config.ngf=8 " in message, message
-    assert "--config.num_steps" not in message and "\n" not in message  # schedule fields may change
+    assert "the run was made with --config cpu_quick " in message and " --config.model.ngf=8 " in message, message
+    assert "--config.train.num_steps" not in message and "\n" not in message  # schedule fields may change
     assert sorted(str(p) for p in a.rglob("*")) == listing  # nothing written
 
 
@@ -183,13 +184,15 @@ def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path
 
 def test_nan_stop_line_without_a_checkpoint_and_at_float16():
     exp = types.SimpleNamespace(
-        mngr=types.SimpleNamespace(latest_step=lambda: None), workdir="w", cfg={"precision": "float16"}
+        mngr=types.SimpleNamespace(latest_step=lambda: None),
+        workdir="w",
+        cfg=ConfigDict({"model": {"precision": "float16"}}),
     )
     state = types.SimpleNamespace(step=3, lr_scale=0.125)
     with pytest.raises(safeguards.NonFiniteError) as e:
         safeguards.roll_back(exp, state, safeguards.MAX_ROLLBACKS)
-    assert "no checkpoint was written; start again with a lower --config.lr" in str(e.value)
-    assert str(e.value).endswith("or --config.precision=float32")
+    assert "no checkpoint was written; start again with a lower --config.optim.lr" in str(e.value)
+    assert str(e.value).endswith("or --config.model.precision=float32")
 
 
 def test_cli_quick_start_and_bad_input(tmp_path):
@@ -202,23 +205,23 @@ def test_cli_quick_start_and_bad_input(tmp_path):
         str(run),
         "--config",
         str(ROOT / "configs/cpu_quick.py"),
-        "--config.num_steps=1",
-        "--config.ngf=8",
-        "--config.ndf=8",
-        "--config.nz=16",
-        "--config.dec_width=4",
-        "--config.batch_size=4",
-        "--config.num_samples=4",
-        "--config.recalib_samples=8",
-        "--config.recalib_batch=4",
-        f"--config.cache_dir={tmp_path / 'cache'}",
+        "--config.train.num_steps=1",
+        "--config.model.ngf=8",
+        "--config.model.ndf=8",
+        "--config.model.nz=16",
+        "--config.model.dec_width=4",
+        "--config.optim.batch_size=4",
+        "--config.log.num_samples=4",
+        "--config.log.recalib_samples=8",
+        "--config.log.recalib_batch=4",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "done: steps 0 -> 1" in res.stdout
     assert (run / "samples" / "samples_0000001.png").exists() and (run / "checkpoints" / "1").exists()
     saved = json.loads((run / "checkpoints" / "1" / "config" / "metadata").read_text())
-    assert saved["ngf"] == 8
+    assert saved["model"]["ngf"] == 8
 
     cmd[cmd.index(str(run))] = str(tmp_path / "run2")
     res = subprocess.run(cmd + ["--data", str(tmp_path / "missing")], env=env, capture_output=True, text=True)
@@ -228,7 +231,7 @@ def test_cli_quick_start_and_bad_input(tmp_path):
 
 
 def test_streaming_from_host_memory(tmp_path):
-    state = trainer.train_and_evaluate(tiny_config(tmp_path, data_on_device="no", num_steps=1), tmp_path / "s")
+    state = trainer.train_and_evaluate(tiny_config(tmp_path, on_device="no", num_steps=1), tmp_path / "s")
     assert int(state.step) == 1 and (tmp_path / "s" / "checkpoints" / "1").exists()
 
 
@@ -296,10 +299,10 @@ def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "", PYTHONPATH=str(ROOT))
     work = tmp_path / "c"
     cmd = [sys.executable, "-u", "-c", SIGINT_SCRIPT, "--workdir", str(work), "--config", "cpu_quick"]
-    cmd += [f"--config.{k}={v}" for k, v in {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4}.items()]
-    cmd += ["--config.num_steps=100000", "--config.log_every=1", "--config.checkpoint_every=100000"]
-    cmd += ["--config.num_samples=4", "--config.recalib_samples=8", "--config.recalib_batch=4"]
-    cmd += ["--config.sample_every=100000", f"--config.cache_dir={tmp_path / 'cache'}"]
+    cmd += [helpers.flag(k, v) for k, v in {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4}.items()]
+    cmd += ["--config.train.num_steps=100000", "--config.log.log_every=1", "--config.log.checkpoint_every=100000"]
+    cmd += ["--config.log.num_samples=4", "--config.log.recalib_samples=8", "--config.log.recalib_batch=4"]
+    cmd += ["--config.log.sample_every=100000", f"--config.data.cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # wait until training runs
         if line.startswith("step 2/"):

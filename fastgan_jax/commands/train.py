@@ -1,12 +1,12 @@
 """Train FastGAN.
 
-    fastgan-train --workdir RUN [--data DIR] [--config NAME|FILE] [--config.FIELD=VALUE ...]
+    fastgan-train --workdir RUN [--data DIR] [--config NAME|FILE] [--config.GROUP.FIELD=VALUE ...]
     python train.py ...  (the same, from a checkout)
 
 Without --data the embedded Noto smileys are used. Running again on the same
 --workdir resumes from its latest checkpoint. --config takes a bundled config
 by name (cpu_quick, default, few_shot_1024) or a path to a config file;
-every field below can be overridden with --config.FIELD=VALUE.
+every field below can be overridden with --config.GROUP.FIELD=VALUE.
 """
 
 import re
@@ -30,7 +30,7 @@ MISSING_WORKDIR = "--workdir is required: the run's folder for checkpoints, samp
 # module loads no config (ml_collections loads a default with a deprecated importlib call).
 config_flags.DEFINE_config_file("config", None, "Training config: a bundled name or a config file.")
 flags.FLAGS["config"].default_as_str = "'default'"  # what main() adds, shown by --help
-flags.DEFINE_string("data", None, "Image folder (searched recursively) or tfds:NAME[:SPLIT]; overrides config.data.")
+flags.DEFINE_string("data", None, "Image folder (searched recursively) or tfds:NAME[:SPLIT]: config.data.source.")
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, samples, TensorBoard events (required).")
 flags.DEFINE_string("coordinator_address", None, "Several processes (hosts): process 0's HOST:PORT.")
 flags.DEFINE_integer("num_processes", None, "Several processes: how many take part.", lower_bound=1)
@@ -40,7 +40,7 @@ flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0
 def _resolve_config(argv: list[str]) -> tuple[list[str], str]:
     """argv with `--config=FILE` first (the last --config given, or default), and that --config as given.
 
-    ml_collections needs --config before any --config.FIELD; a user may type them in any order.
+    ml_collections needs --config before any --config.GROUP.FIELD; a user may type them in any order.
 
     Raises:
       ValueError: an unknown config name or a missing config file.
@@ -63,9 +63,9 @@ def _show(value) -> str:
     return "''" if value == "" else str(value)
 
 
-def config_help(config, docs: dict[str, str], width: int = 36) -> str:
-    """One line per config field, `--config.FIELD=VALUE  documentation`, in the order of `docs`."""
-    lines = []
+def config_help(config, docs: dict[str, str], width: int = 40) -> str:
+    """One line per config field, `--config.GROUP.FIELD=VALUE  documentation`, in the order of `docs`."""
+    lines, config = [], configs.flatten(config)
     for field in [*(f for f in docs if f in config), *sorted(set(config) - set(docs))]:
         flag = f"  --config.{field}={_show(config[field])}"
         gap = "\n" + " " * (width + 2) if len(flag) > width else " " * (width + 2 - len(flag))
@@ -79,13 +79,13 @@ def usage(config_value: str = "default") -> str:
     module_flags = flags.FLAGS.module_help(sys.modules[__name__])
     return (
         f"{__doc__}\nflags:\n{module_flags}\n\n"
-        f"config fields (values of --config {config_value}; override with --config.FIELD=VALUE):\n"
+        f"config fields (values of --config {config_value}; override with --config.GROUP.FIELD=VALUE):\n"
         f"{config_help(config, configs.field_docs())}\n"
     )
 
 
 def _override_fields(argv: list[str]) -> list[str]:
-    """FIELD of each --config.FIELD[=VALUE] in argv."""
+    """GROUP.FIELD of each --config.GROUP.FIELD[=VALUE] in argv."""
     prefixes = tuple(f"{f}." for f in CONFIG_FLAGS)
     return [arg.split("=", 1)[0].split(".", 1)[1] for arg in argv[1:] if arg.startswith(prefixes)]
 
@@ -127,7 +127,7 @@ def _train(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     config = f.config
     if f.data:
-        config.data = f.data
+        config.data.source = f.data
     hosts.initialize(f.coordinator_address, f.num_processes, f.process_id)  # before anything touches a device
     try:
         validate(config, num_devices=jax.device_count(), workdir=f.workdir)  # before anything is loaded or compiled

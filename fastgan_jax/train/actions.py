@@ -34,7 +34,7 @@ def save_checkpoint(exp, state: TrainState, logger, with_fid: bool) -> TrainStat
     cfg, step = exp.cfg, int(state.step)
     key = jax.random.fold_in(exp.keys["recal"], step)
     stats = recalibrate(
-        exp.G, state.ema_params, state.g_stats, key, num_samples=cfg["recalib_samples"], batch=cfg["recalib_batch"]
+        exp.G, state.ema_params, state.g_stats, key, num_samples=cfg.log.recalib_samples, batch=cfg.log.recalib_batch
     )
     state = state.replace(ema_stats=stats)
     if not bool(_all_finite_jit(state)):  # the step never applies a non-finite update; this is the last guard
@@ -42,10 +42,10 @@ def save_checkpoint(exp, state: TrainState, logger, with_fid: bool) -> TrainStat
     scores = None
     if with_fid:
         ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
-        feats = generated_features(exp.G, ema, cfg["fid_samples"], jax.random.fold_in(exp.keys["sample"], step))
+        feats = generated_features(exp.G, ema, cfg.log.fid_samples, jax.random.fold_in(exp.keys["sample"], step))
         scores = {"fid": fid(feats, exp.real_feats)}
         logger.write(step, scores)
-        hosts.say(f"step {step}: FID {scores['fid']:.2f} ({cfg['fid_samples']} samples)", flush=True)
+        hosts.say(f"step {step}: FID {scores['fid']:.2f} ({cfg.log.fid_samples} samples)", flush=True)
     with disk_full_is_one_line(exp.workdir / "checkpoints", exp.mngr):
         checkpoints.save(exp.mngr, step, state, cfg, exp.meta, scores)  # every process: Orbax writes collectively
         logger.flush()
@@ -55,7 +55,7 @@ def save_checkpoint(exp, state: TrainState, logger, with_fid: bool) -> TrainStat
 def write_samples(exp, state: TrainState, logger, step: int) -> None:
     """The EMA generator's grid of fixed latents and D's reconstructions, as PNGs and in TensorBoard."""
     ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
-    z = jax.random.normal(exp.keys["sample"], (exp.cfg["num_samples"], exp.G.nz))
+    z = jax.random.normal(exp.keys["sample"], (exp.cfg.log.num_samples, exp.G.nz))
     img = visual.grid(generate_batches(exp.G, ema, z, exp.keys["sample"], batch=64))
     rec = reconstruction_grid(exp.D, state, np.stack([exp.source[i] for i in range(min(8, len(exp.source)))]))
     if not hosts.is_primary():

@@ -40,21 +40,21 @@ from fastgan_jax import configs
 # other field defines the run, and a mismatch is an error.
 RESUMABLE_FIELDS = frozenset(
     {
-        "lr",
-        "remat",  # memory against compute; the same results
-        "data_workers",  # how many processes decode; the same batches
-        "init_from",
-        "num_steps",
-        "log_every",
-        "sample_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "num_samples",
-        "cache_dir",
-        "tfds_data_dir",
-        "fid_every",
-        "fid_samples",
-        "time_limit_s",
+        "optim.lr",
+        "model.remat",  # memory against compute; the same results
+        "data.workers",  # how many processes decode; the same batches
+        "train.init_from",
+        "train.num_steps",
+        "log.log_every",
+        "log.sample_every",
+        "log.checkpoint_every",
+        "log.keep_checkpoints",
+        "log.num_samples",
+        "data.cache_dir",
+        "data.tfds_data_dir",
+        "log.fid_every",
+        "log.fid_samples",
+        "train.time_limit_s",
     }
 )
 
@@ -87,14 +87,14 @@ def manager(workdir, *, keep: int = 3, keep_best_fid: bool = False, create: bool
     return ocp.CheckpointManager(directory, options=options, item_names=("state", "config", "meta"))
 
 
-def normalize(config: dict) -> dict:
-    """A JSON round trip, so that tuples and lists compare equal."""
-    return json.loads(json.dumps(config))
+def normalize(config) -> dict:
+    """A JSON round trip (of a ConfigDict or a dict), so that tuples and lists compare equal."""
+    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config))
 
 
 def check_compatible(saved: dict, current: dict, workdir) -> None:
-    """Raises ConfigMismatchError when the run-defining fields differ."""
-    saved, current = normalize(saved), normalize(current)
+    """Raises ConfigMismatchError when the run-defining fields (of two nested configs) differ."""
+    saved, current = normalize(configs.flatten(saved)), normalize(configs.flatten(current))
     keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
     diffs = [k for k in keys if saved.get(k) != current.get(k)]
     if diffs:
@@ -110,7 +110,7 @@ def check_compatible(saved: dict, current: dict, workdir) -> None:
 
 
 def _flag(field: str, value) -> str:
-    if field == "data":
+    if field == "data.source":
         return f"--data {value}"
     text = value if isinstance(value, str) else json.dumps(value).replace("[", "(").replace("]", ")")
     return f"--config.{field}={text}"

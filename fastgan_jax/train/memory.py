@@ -124,11 +124,11 @@ def _does_not_fit(choice: RematChoice, full: dict, batch_size: int, multiple: in
     per_image = full["temp"] / batch_size
     fits = math.floor((choice.budget - fixed) / per_image / multiple) * multiple if per_image else 0
     if fits >= multiple:
-        advice = f"--config.batch_size={fits} would fit (estimated from remat=full's figures)"
+        advice = f"--config.optim.batch_size={fits} would fit (estimated from remat=full's figures)"
     else:
-        advice = "no batch would: a smaller --config.im_size, or --config.precision=float16"
+        advice = "no batch would: a smaller --config.model.im_size, or --config.model.precision=float16"
     return (
-        f"--config.remat=auto: the step needs {full['total'] / GiB:.2f} GiB even with remat=full, more than "
+        f"--config.model.remat=auto: the step needs {full['total'] / GiB:.2f} GiB even with remat=full, more than "
         f"the {choice.budget / GiB:.2f} GiB this device allows ({choice.limit / GiB:.2f} GiB less a "
         f"{MARGIN:.0%} margin); {advice}"
     )

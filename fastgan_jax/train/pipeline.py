@@ -104,12 +104,12 @@ def batches(
 
 def load(cfg: dict):
     """The data as a random-access source: decoded in host memory, or read from the files when streamed."""
-    opts = {"aspect": cfg["aspect"], "background": tuple(cfg["background"])}
-    tfds_data_dir = cfg["tfds_data_dir"] or None
-    if cfg["stream_from"] == "files":
-        return data.file_source(cfg["data"], cfg["im_size"], tfds_data_dir=tfds_data_dir, **opts)
+    opts = {"aspect": cfg.data.aspect, "background": tuple(cfg.data.background)}
+    tfds_data_dir = cfg.data.tfds_data_dir or None
+    if cfg.data.stream_from == "files":
+        return data.file_source(cfg.data.source, cfg.model.im_size, tfds_data_dir=tfds_data_dir, **opts)
     images = data.load(
-        cfg["data"], cfg["im_size"], cache_dir=cfg["cache_dir"] or None, tfds_data_dir=tfds_data_dir, **opts
+        cfg.data.source, cfg.model.im_size, cache_dir=cfg.data.cache_dir or None, tfds_data_dir=tfds_data_dir, **opts
     )
     return ArraySource(images)
 
@@ -140,10 +140,10 @@ def device_batches(cfg: dict, source, mesh: Mesh, resident: bool, start: int):
             yield device_data
     host = batches(
         source,
-        batch_size=cfg["batch_size"],
-        seed=cfg["seed"],
+        batch_size=cfg.optim.batch_size,
+        seed=cfg.train.seed,
         start_step=start,
-        num_steps=cfg["num_steps"],
+        num_steps=cfg.train.num_steps,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         workers=workers(cfg),
@@ -158,9 +158,9 @@ def device_batches(cfg: dict, source, mesh: Mesh, resident: bool, start: int):
 
 def workers(cfg: dict) -> int:
     """Grain processes decoding batches: none from memory, `data_workers` (-1: one per core up to 8) from files."""
-    if cfg["stream_from"] != "files":
+    if cfg.data.stream_from != "files":
         return 0  # indexing an array in memory needs no helpers
-    n = cfg["data_workers"]
+    n = cfg.data.workers
     return min(8, os.cpu_count() or 1) if n < 0 else n
 
 
@@ -168,6 +168,6 @@ def describe(cfg: dict, resident: bool) -> str:
     """Where the steps' data comes from, for the start line."""
     if resident:
         return "data on device"
-    if cfg["stream_from"] == "files":
+    if cfg.data.stream_from == "files":
         return f"decoding batches from the files ({workers(cfg)} Grain workers)"
     return "streaming from host memory"

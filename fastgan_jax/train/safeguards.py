@@ -71,10 +71,10 @@ def roll_back(exp, state: TrainState, rollbacks: int) -> TrainState:
             kept = f"the last finite checkpoint is step {last} in {exp.workdir / 'checkpoints'}; resume it"
         else:
             kept = "no checkpoint was written; start again"
-        lower = " or --config.precision=float32" if exp.cfg["precision"] != "float32" else ""
+        lower = " or --config.model.precision=float32" if exp.cfg.model.precision != "float32" else ""
         raise NonFiniteError(
             f"losses stayed non-finite at step {int(state.step)} after {rollbacks} rollbacks, down to lr scale "
-            f"{float(state.lr_scale):g}; {kept} with a lower --config.lr (a resumed run accepts a new lr){lower}"
+            f"{float(state.lr_scale):g}; {kept} with a lower --config.optim.lr (a resumed run accepts a new lr){lower}"
         )
     restored = initial_state(exp.cfg, exp.G, exp.D, exp.tx, exp.keys["init"], exp.mngr, last is not None)
     restored = restored.replace(lr_scale=state.lr_scale * 0.5, nonfinite=jnp.zeros((), jnp.int32))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
@@ -46,7 +47,7 @@ from fastgan_jax.train.workdir import data_fingerprint, initial_state, open_work
 class Experiment:
     """What the loop and its periodic actions need, built once by `setup`."""
 
-    cfg: dict  # the run's config: the recipe as given, with `data` absolute
+    cfg: ml_collections.FrozenConfigDict  # the run's config: the recipe as given, `data.source` absolute
     meta: dict  # what the run resolved at its start (`workdir`): remat, data_fingerprint; saved beside `cfg`
     workdir: pathlib.Path
     source: Any  # random access to the uint8 [S, S, 3] images: pipeline.ArraySource or data.FileSource
@@ -79,11 +80,11 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
     cfg = exp.cfg
     step_fn = jit_step(exp.train_step, exp.mesh, exp.resident)  # the program remat=auto measured, if it did
-    start, total = int(state.step), cfg["num_steps"]
+    start, total = int(state.step), cfg.train.num_steps
     hosts.say(
-        f"training {cfg['im_size']}px on {len(exp.source)} images from {cfg['data']}, batch {cfg['batch_size']}, "
-        f"{pipeline.describe(cfg, exp.resident)}, {exp.mesh.devices.size} device(s): steps {start} -> {total}, "
-        f"workdir {workdir}"
+        f"training {cfg.model.im_size}px on {len(exp.source)} images from {cfg.data.source}, "
+        f"batch {cfg.optim.batch_size}, {pipeline.describe(cfg, exp.resident)}, {exp.mesh.devices.size} device(s): "
+        f"steps {start} -> {total}, workdir {workdir}"
     )
     batches = pipeline.device_batches(cfg, exp.source, exp.mesh, exp.resident, start)
     logger = writer.Logger(exp.workdir, start, total)
@@ -93,11 +94,11 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
             state, metrics = step_fn(state, _next_batch(exp, batches, state, logger), exp.keys["train"], exp.recon_vars)
             logger.tick()
             done += 1
-            timed_out = bool(cfg["time_limit_s"] and time.perf_counter() - t0 >= cfg["time_limit_s"])
-            last = done == total or hosts.agree(timed_out or bool(signals), at=done % cfg["log_every"] == 0)
-            if done % cfg["log_every"] == 0 or last:
+            timed_out = bool(cfg.train.time_limit_s and time.perf_counter() - t0 >= cfg.train.time_limit_s)
+            last = done == total or hosts.agree(timed_out or bool(signals), at=done % cfg.log.log_every == 0)
+            if done % cfg.log.log_every == 0 or last:
                 with disk_full_is_one_line(logger.jsonl, exp.mngr):
-                    logger.log_metrics(done, metrics, cfg["batch_size"], state)
+                    logger.log_metrics(done, metrics, cfg.optim.batch_size, state)
                 if int(state.nonfinite) >= NONFINITE_PATIENCE or (last and int(state.nonfinite)):
                     state, rollbacks = roll_back(exp, state, rollbacks), rollbacks + 1
                     done = int(state.step)
@@ -105,10 +106,10 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
                     batches.close()
                     batches = pipeline.device_batches(cfg, exp.source, exp.mesh, exp.resident, done)
                     continue
-            with_fid = cfg["fid_every"] > 0 and (done % cfg["fid_every"] == 0 or last)
-            if done % cfg["checkpoint_every"] == 0 or last or with_fid:
+            with_fid = cfg.log.fid_every > 0 and (done % cfg.log.fid_every == 0 or last)
+            if done % cfg.log.checkpoint_every == 0 or last or with_fid:
                 state = save_checkpoint(exp, state, logger, with_fid)
-            if done % cfg["sample_every"] == 0 or last:
+            if done % cfg.log.sample_every == 0 or last:
                 write_samples(exp, state, logger, done)
             if last:
                 break
@@ -116,7 +117,7 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
         write_samples(exp, state, logger, start)  # a run killed between its last checkpoint and samples
     logger.close()
     why = signal.Signals(signals[0]).name if signals else "time limit"
-    writer.summary(exp.workdir, start, done, total, cfg["batch_size"], time.perf_counter() - t0, why)
+    writer.summary(exp.workdir, start, done, total, cfg.optim.batch_size, time.perf_counter() - t0, why)
     if signals:
         message = f"{why}: stopped at step {done} with a checkpoint; run the same command to continue"
         raise Interrupted(message, signals[0])
@@ -155,8 +156,8 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     anything is loaded, compiled or written; on any error it leaves no new
     empty folder behind.
     """
+    validate(config, num_devices=jax.device_count(), workdir=workdir)
     cfg, workdir = resolve_config(config), pathlib.Path(workdir)
-    validate(cfg, num_devices=jax.device_count(), workdir=workdir)
     created = [p for p in (workdir, workdir / "checkpoints") if not p.exists()]
     mngr, saved = open_workdir(cfg, workdir)
     try:
@@ -172,19 +173,19 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
 def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Experiment, TrainState]:
     """`setup` once the workdir is open: the data, the networks, the start state and the bound step."""
     source = pipeline.load(cfg)
-    if len(source) < cfg["batch_size"]:
+    if len(source) < cfg.optim.batch_size:
         warnings.warn(
-            f"{len(source)} image(s), fewer than --config.batch_size={cfg['batch_size']}: every batch repeats "
+            f"{len(source)} image(s), fewer than --config.optim.batch_size={cfg.optim.batch_size}: every batch repeats "
             "images (a smaller batch, or more images, gives a cleaner gradient)",
             stacklevel=3,
         )
-    tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
-    root = jax.random.key(cfg["seed"])
+    tx = make_optimizer(lr=cfg.optim.lr, b1=cfg.optim.beta1, b2=cfg.optim.beta2)
+    root = jax.random.key(cfg.train.seed)
     keys = {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "train", "sample", "recal"))}
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
-    resident = pipeline.resident(source, cfg["data_on_device"])
-    recon_vars = jax.device_put(recon_params(cfg["recon"]), replicated)
+    resident = pipeline.resident(source, cfg.data.on_device)
+    recon_vars = jax.device_put(recon_params(cfg.loss.recon), replicated)
     G, D = _models(cfg, "none")  # the variables do not depend on remat; sampling keeps no activations
 
     def bound_step(remat):
@@ -195,10 +196,10 @@ def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Exper
             D=step_D,
             tx_g=tx,
             tx_d=tx,
-            policy=cfg["policy"],
-            recon=cfg["recon"],
-            ema_decay=cfg["ema_decay"],
-            batch_size=cfg["batch_size"] if resident else None,
+            policy=cfg.loss.policy,
+            recon=cfg.loss.recon,
+            ema_decay=cfg.optim.ema_decay,
+            batch_size=cfg.optim.batch_size if resident else None,
             batch_sharding=NamedSharding(mesh, P("data")),
             d_extra_loss=d_extra_loss,
             g_extra_loss=g_extra_loss,
@@ -213,12 +214,16 @@ def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Exper
         return jit_step(candidates[remat], mesh, resident).lower(*inputs).compile()
 
     remat = memory.resolve(
-        cfg["remat"], saved.meta["remat"] if saved else None, compile_step, batch_size=cfg["batch_size"]
+        cfg.model.remat, saved.meta["remat"] if saved else None, compile_step, batch_size=cfg.optim.batch_size
     )
     real_feats = None
-    if cfg["fid_every"] > 0:
-        opts = {"aspect": cfg["aspect"], "background": tuple(cfg["background"]), "cache_dir": cfg["cache_dir"] or None}
-        real_feats = real_features(cfg["data"], cfg["im_size"], **opts)
+    if cfg.log.fid_every > 0:
+        opts = {
+            "aspect": cfg.data.aspect,
+            "background": tuple(cfg.data.background),
+            "cache_dir": cfg.data.cache_dir or None,
+        }
+        real_feats = real_features(cfg.data.source, cfg.model.im_size, **opts)
     exp = Experiment(
         cfg=cfg,
         meta={"remat": remat, "data_fingerprint": data_fingerprint(cfg, saved)},
@@ -239,7 +244,7 @@ def _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss) -> tuple[Exper
 
 
 def _models(cfg, remat) -> tuple[Generator, Discriminator]:
-    return make_models(**{k: cfg[k] for k in ("im_size", "ngf", "ndf", "nz", "dec_width", "precision")}, remat=remat)
+    return make_models(**{**cfg.model, "remat": remat})
 
 
 def jit_step(step: Callable, mesh: Mesh, resident: bool) -> Callable:
@@ -261,7 +266,7 @@ def jit_step(step: Callable, mesh: Mesh, resident: bool) -> Callable:
 def _step_shapes(state, source, cfg, mesh, resident, key, recon_vars) -> tuple:
     """The shapes, dtypes and placements of what the loop gives the step: lowering with these compiles the
     program that the loop's calls then use."""
-    images = source.images.shape if resident else (cfg["batch_size"], cfg["im_size"], cfg["im_size"], 3)
+    images = source.images.shape if resident else (cfg.optim.batch_size, cfg.model.im_size, cfg.model.im_size, 3)
     return (
         _shapes(state, NamedSharding(mesh, P())),
         jax.ShapeDtypeStruct(images, np.uint8, sharding=pipeline.data_sharding(mesh, resident)),

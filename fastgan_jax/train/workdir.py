@@ -13,9 +13,9 @@ import functools
 import pathlib
 
 import jax
+import ml_collections
 
 from fastgan_jax import data
-from fastgan_jax.configs import default as default_config
 from fastgan_jax.train import checkpoints, hosts, runs
 from fastgan_jax.train.state import TrainState, create_train_state, legacy_defaults
 from fastgan_jax.train.validate import ConfigError
@@ -25,19 +25,20 @@ from fastgan_jax.train.validate import ConfigError
 class Saved:
     """What the checkpoints of a run hold besides the state: its config and its metadata."""
 
-    config: dict
+    config: dict  # nested, as saved (JSON)
     meta: dict  # {"remat": the setting the step runs with, "data_fingerprint": str or None}
 
 
-def resolve_config(config) -> dict:
-    """The config as a dict, with a folder `data` made absolute (so a resumed run compares paths, not spellings)."""
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    if not str(cfg["data"]).startswith("tfds:"):
-        cfg["data"] = str(pathlib.Path(cfg["data"]).expanduser().resolve())
-    return cfg
+def resolve_config(config) -> ml_collections.FrozenConfigDict:
+    """The run's config, read-only, with a folder `data.source` made absolute (so a resumed run compares paths,
+    not spellings)."""
+    cfg = ml_collections.ConfigDict(config.to_dict() if hasattr(config, "to_dict") else config)
+    if not cfg.data.source.startswith("tfds:"):
+        cfg.data.source = str(pathlib.Path(cfg.data.source).expanduser().resolve())
+    return ml_collections.FrozenConfigDict(cfg)
 
 
-def open_workdir(cfg: dict, workdir: pathlib.Path):
+def open_workdir(cfg, workdir: pathlib.Path):
     """The checkpoint manager and what the run saved (None for a new run); refuses a run of another config.
 
     Raises:
@@ -49,37 +50,37 @@ def open_workdir(cfg: dict, workdir: pathlib.Path):
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--workdir {workdir}: cannot be created ({e.strerror})") from None
-    mngr = checkpoints.manager(workdir, keep=cfg["keep_checkpoints"], keep_best_fid=cfg["fid_every"] > 0)
+    mngr = checkpoints.manager(workdir, keep=cfg.log.keep_checkpoints, keep_best_fid=cfg.log.fid_every > 0)
     config = checkpoints.saved_config(mngr)
     if config is None:
         return mngr, None
-    # A field added after the run was saved has its default value in that run.
-    saved = Saved(resolve_config({**default_config.get_config().to_dict(), **config}), checkpoints.saved_meta(mngr))
-    if saved.config["data"] != cfg["data"] and _same_images(saved, cfg):
-        hosts.say(f"the run's images moved from {saved.config['data']} to {cfg['data']} (the same files): resuming")
-        saved.config["data"] = cfg["data"]
+    saved = Saved(config, checkpoints.saved_meta(mngr))
+    source = saved.config["data"]["source"]
+    if source != cfg.data.source and _same_images(saved, cfg):
+        hosts.say(f"the run's images moved from {source} to {cfg.data.source} (the same files): resuming")
+        saved.config["data"]["source"] = cfg.data.source
     checkpoints.check_compatible(saved.config, cfg, workdir)
-    if saved.config["lr"] != cfg["lr"]:
-        hosts.say(f"resuming with lr {cfg['lr']} (was {saved.config['lr']}); the optimizer state is kept")
+    if saved.config["optim"]["lr"] != cfg.optim.lr:
+        hosts.say(f"resuming with lr {cfg.optim.lr} (was {saved.config['optim']['lr']}); the optimizer state is kept")
     return mngr, saved
 
 
-def data_fingerprint(cfg: dict, saved: Saved | None) -> str | None:
+def data_fingerprint(cfg, saved: Saved | None) -> str | None:
     """The run's image folder's `data.fingerprint` (kept from the saved run when its folder is the same)."""
-    if str(cfg["data"]).startswith("tfds:"):
+    if cfg.data.source.startswith("tfds:"):
         return None  # a TFDS name is the data's identity
-    if saved is not None and saved.config["data"] == cfg["data"] and saved.meta["data_fingerprint"]:
+    if saved is not None and saved.config["data"]["source"] == cfg.data.source and saved.meta["data_fingerprint"]:
         return saved.meta["data_fingerprint"]
     try:
-        return data.fingerprint(cfg["data"], contents=cfg["stream_from"] != "files")
+        return data.fingerprint(cfg.data.source, contents=cfg.data.stream_from != "files")
     except data.DataError:
         return None  # loading the data says what is wrong, in its own words
 
 
-def _same_images(saved: Saved, cfg: dict) -> bool:
+def _same_images(saved: Saved, cfg) -> bool:
     """Whether `cfg`'s image folder holds the images that the saved run's (now elsewhere) held."""
     recorded = saved.meta["data_fingerprint"]
-    if not recorded or str(cfg["data"]).startswith("tfds:") or not pathlib.Path(cfg["data"]).is_dir():
+    if not recorded or cfg.data.source.startswith("tfds:") or not pathlib.Path(cfg.data.source).is_dir():
         return False
     return data_fingerprint(cfg, None) == recorded
 
@@ -95,9 +96,9 @@ def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
         _set_aside(mngr, damaged, int(state.step))
         return state
     state = init(key)
-    if cfg["init_from"]:
-        state = runs.warm_start(state, cfg["init_from"])
-        hosts.say(f"starting from the G, D and EMA weights of {cfg['init_from']} (fresh optimizer state)")
+    if cfg.train.init_from:
+        state = runs.warm_start(state, cfg.train.init_from)
+        hosts.say(f"starting from the G, D and EMA weights of {cfg.train.init_from} (fresh optimizer state)")
     return state
 
 
