@@ -1,0 +1,91 @@
+"""The on-disk cache of decoded image folders (`data.load_folder`): one `.npz` per key.
+
+The key is made of the files' paths, sizes and modification times and the
+preprocessing settings. A cache is written to a temporary file in the same
+folder and renamed into place; one that cannot be written is a warning, one
+that cannot be read back (truncated, CRC or shape mismatch) a warning, and it
+is deleted and rebuilt.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import warnings
+
+import numpy as np
+
+VERSION = 3  # 2: .npz with the decode failures; symbolic links followed; 3: colour-key transparency
+
+
+def reason(e: BaseException, path) -> str:
+    """Why `path` failed, in one short line without the path itself."""
+    if isinstance(e, OSError) and e.strerror:
+        msg = e.strerror
+    else:
+        msg = str(e).replace(f" {os.fspath(path)!r}", "") or type(e).__name__
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= 100 else msg[:97] + "..."
+
+
+def key(files, im_size, aspect, background) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([im_size, aspect, list(background), VERSION]).encode())
+    for f in files:
+        try:
+            st = f.stat()
+            h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:  # gone since the search: it fails to decode, and the next run gets another key
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()[:24]
+
+
+def read(cache: pathlib.Path, im_size: int):
+    """(images, decode failures, number upscaled) from `cache`; None when absent or damaged (then deleted)."""
+    if not cache.exists():
+        return None
+    try:
+        # The zip's CRC-32 covers every byte of the images; truncation loses the central directory.
+        with open(cache, "rb") as f:
+            z = np.load(f)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz file")
+            meta = json.loads(str(z["meta"]))
+            images = z["images"]
+        expected = (meta["n"], im_size, im_size, 3)
+        if images.dtype != np.uint8 or images.shape != expected:
+            raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {expected}")
+        failed = [(pathlib.Path(p), str(why)) for p, why in meta["failed"]]
+        return images, failed, int(meta["upscaled"])
+    except MemoryError:
+        raise
+    except Exception as e:  # a damaged file fails in many ways: BadZipFile, KeyError, ValueError, OSError, ...
+        warnings.warn(
+            f"decode cache {cache} is unreadable ({type(e).__name__}: {reason(e, cache)}); deleted, decoding again",
+            stacklevel=3,
+        )
+        try:
+            cache.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return None
+
+
+def write(cache: pathlib.Path, images, failed, upscaled: int):
+    """Writes `cache` atomically (same-folder temp file, fsync, rename); a failure is a warning."""
+    meta = {"n": len(images), "failed": [[str(p), why] for p, why in failed], "upscaled": upscaled}
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            np.savez(f, images=images, meta=np.array(json.dumps(meta)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, cache)
+    except OSError as e:
+        warnings.warn(f"cannot write the decode cache {cache} ({reason(e, tmp)}); continuing without it", stacklevel=3)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
