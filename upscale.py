@@ -11,4 +11,4 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from fastgan_jax.commands import launch  # noqa: E402  (imports nothing heavy; the command loads inside its Ctrl-C guard)
 
 if __name__ == "__main__":
-    launch.upscale()
+    launch.run("upscale")

@@ -1,4 +1,4 @@
-"""Decoded images per second of the streaming pipeline (`--config.stream_from=files`), beside what training eats.
+"""Decoded images per second of the streaming pipeline (`--config.data.stream_from=files`), beside what training eats.
 
     python benchmarks/data_speed.py --im-size 256 1024 --workers 1 2 0   # 0: every CPU core
 

@@ -75,10 +75,10 @@ quality() {
   python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import pathlib, restore_heldout as r; \
 train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('runs/quality_images'))" || return 1
   python3 train.py --data runs/quality_images --workdir runs/quality --config configs/default.py \
-    --config.precision=bfloat16 --config.num_steps=1000000 --config.time_limit_s="$QUALITY_SECONDS" \
-    --config.fid_every="$FID_EVERY" --config.fid_samples="$FID_SAMPLES" --config.sample_every="$FID_EVERY" \
-    --config.checkpoint_every="$FID_EVERY" --config.log_every=100 --config.cache_dir=/tmp/fastgan_cache \
-    $QUALITY_ARGS 2>&1 | grep -v cuda_timer | tail -40 | tee "$RESULTS/quality.txt"
+    --config.model.precision=bfloat16 --config.train.num_steps=1000000 --config.train.time_limit_s="$QUALITY_SECONDS" \
+    --config.log.fid_every="$FID_EVERY" --config.log.fid_samples="$FID_SAMPLES" \
+    --config.log.sample_every="$FID_EVERY" --config.log.checkpoint_every="$FID_EVERY" --config.log.log_every=100 \
+    --config.data.cache_dir=/tmp/fastgan_cache $QUALITY_ARGS 2>&1 | grep -v cuda_timer | tail -40 | tee "$RESULTS/quality.txt"
   [ -f runs/quality/metrics.jsonl ] || return 1
   cp runs/quality/metrics.jsonl "$RESULTS/quality_metrics.jsonl"
   python3 benchmarks/plot_metrics.py runs/quality/metrics.jsonl "$RESULTS/quality_losses.png"

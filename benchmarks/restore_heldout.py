@@ -67,14 +67,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp
+from fastgan_jax.configs import cpu_quick
 
 from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
-from fastgan_jax.configs import cpu_quick
 from fastgan_jax.metrics import similarity
 from fastgan_jax.metrics.lpips import lpips_distance
 from fastgan_jax.sr import baseline, degrade, ilo, pulse, realistic
-from fastgan_jax.train import loop, runs
+from fastgan_jax.train import runs, trainer
 
 SIZE = 64
 SYNTHETIC = ("x4", "x8", "blur_x4", "inpaint", "colourise", "denoise")
@@ -101,8 +101,9 @@ def linked(files, folder) -> pathlib.Path:
 
 def train_prior(train_folder, workdir, steps):
     cfg = cpu_quick.get_config()
-    cfg.update(data=str(train_folder), num_steps=steps, ema_decay=0.995, sample_every=1000, checkpoint_every=1000)
-    loop.train_and_evaluate(cfg, workdir)
+    cfg.data.source, cfg.train.num_steps, cfg.optim.ema_decay = str(train_folder), steps, 0.995
+    cfg.log.update(sample_every=1000, checkpoint_every=1000)
+    trainer.train_and_evaluate(cfg, workdir)
     return runs.load_run(workdir)
 
 

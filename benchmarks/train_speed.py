@@ -39,6 +39,7 @@ the GFLOP figure is the CPU compile's.
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -56,7 +57,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from fastgan_jax.commands import compile_cache
 from fastgan_jax.interop import weights
@@ -65,7 +67,8 @@ from fastgan_jax.nn.losses import RECONS
 from fastgan_jax.train import memory as tm
 from fastgan_jax.train import state
 from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
-from fastgan_jax.train.step import make_mesh, make_train_step, recon_params
+from fastgan_jax.train.step import make_mesh, recon_params, train_step
+from fastgan_jax.train.trainer import jit_step
 
 # Dense peak FLOP/s by device kind: (float32 incl. TF32 tensor cores, bfloat16 and float16).
 PEAK_FLOPS = {
@@ -128,9 +131,11 @@ def _abstract(tree):
 
 
 def _step(G, D, tx, recon, batch, mesh):
-    return make_train_step(
-        G, D, tx_g=tx, tx_d=tx, policy="color,translation", recon=recon, ema_decay=0.999, mesh=mesh, batch_size=batch
-    )
+    """The jitted step as training's (`trainer.jit_step`), drawing its batch from the resident images."""
+    settings = {"policy": "color,translation", "recon": recon, "ema_decay": 0.999, "batch_size": batch}
+    sharded = NamedSharding(mesh, P("data"))
+    step = functools.partial(train_step, G=G, D=D, tx_g=tx, tx_d=tx, batch_sharding=sharded, **settings)
+    return jit_step(step, mesh, resident=True)
 
 
 def _abstract_inputs(G, D, tx, im_size):

@@ -10,17 +10,13 @@ modification times and the preprocessing settings, so a restart does not
 decode again. Files that cannot be read are skipped with one warning that
 says why, on every run, cached or not.
 
-The cache is best effort: one `.npz` per key (the images, and the skipped
-files with their reasons), written to a temporary file in the same folder and
-renamed into place. A cache that cannot be written is a warning; one that
-cannot be read back (truncated, CRC or shape mismatch) is a warning, deleted
-and rebuilt.
+The cache is best effort (`decode_cache`): one `.npz` per key, the images
+and the skipped files with their reasons.
 """
 
 import concurrent.futures
 import contextlib
 import hashlib
-import json
 import os
 import pathlib
 import warnings
@@ -28,11 +24,11 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from fastgan_jax import cachefile
+from fastgan_jax import decode_cache
+from fastgan_jax.decode_cache import reason as _reason
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ASPECTS = ("center_crop", "stretch")
-_CACHE_VERSION = 3  # 2: .npz with the decode failures; symbolic links followed; 3: colour-key transparency
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parent / "assets" / "noto-smileys-512"
 
 
@@ -231,58 +227,12 @@ def _fit_square(img: Image.Image, im_size: int, aspect: str):
     return np.asarray(img, np.uint8), upscaled
 
 
-def _reason(e: BaseException, path) -> str:
-    """Why `path` failed, in one short line without the path itself."""
-    if isinstance(e, OSError) and e.strerror:
-        msg = e.strerror
-    else:
-        msg = str(e).replace(f" {os.fspath(path)!r}", "") or type(e).__name__
-    msg = " ".join(msg.split())
-    return msg if len(msg) <= 100 else msg[:97] + "..."
-
-
 def _decode(path, im_size, aspect, background):
     """((uint8 image, upscaled), None), or (None, why the file cannot be read)."""
     try:
         return _fit_square(read_image(path, background), im_size, aspect), None
     except UnreadableImageError as e:
         return None, e.reason
-
-
-def _cache_key(files, im_size, aspect, background) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([im_size, aspect, list(background), _CACHE_VERSION]).encode())
-    for f in files:
-        try:
-            st = f.stat()
-            h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:  # gone since the search: it fails to decode, and the next run gets another key
-            h.update(f"{f}\0missing\n".encode())
-    return h.hexdigest()[:24]
-
-
-def _read_cache(cache: pathlib.Path, im_size: int):
-    """(images, decode failures, number upscaled) from `cache`; None when absent or damaged (then deleted)."""
-
-    def load(f):  # the zip's CRC-32 covers every byte of the images; truncation loses the central directory
-        z = np.load(f)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("not an .npz file")
-        meta = json.loads(str(z["meta"]))
-        images = z["images"]
-        expected = (meta["n"], im_size, im_size, 3)
-        if images.dtype != np.uint8 or images.shape != expected:
-            raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {expected}")
-        failed = [(pathlib.Path(p), str(why)) for p, why in meta["failed"]]
-        return images, failed, int(meta["upscaled"])
-
-    return cachefile.read(cache, load, "decode cache", redo="decoding again")
-
-
-def _write_cache(cache: pathlib.Path, images, failed, upscaled: int):
-    """Writes `cache` atomically (`cachefile.write`); a failure is a warning."""
-    meta = {"n": len(images), "failed": [[str(p), why] for p, why in failed], "upscaled": upscaled}
-    cachefile.write(cache, lambda f: np.savez(f, images=images, meta=np.array(json.dumps(meta))), "decode cache")
 
 
 def _decode_all(folder, files, im_size, aspect, background, num_threads):
@@ -335,14 +285,15 @@ def load_folder(
     background = tuple(int(c) for c in background)
     cache = cached = None
     if cache_dir is not False:
-        cache = pathlib.Path(cache_dir or default_cache_dir()) / f"{_cache_key(files, im_size, aspect, background)}.npz"
-        cached = _read_cache(cache, im_size)
+        name = f"{decode_cache.key(files, im_size, aspect, background)}.npz"
+        cache = pathlib.Path(cache_dir or default_cache_dir()) / name
+        cached = decode_cache.read(cache, im_size)
     if cached is not None:
         images, failed, upscaled = cached
     else:
         images, failed, upscaled = _decode_all(folder, files, im_size, aspect, background, num_threads)
         if cache is not None:
-            _write_cache(cache, images, failed, upscaled)
+            decode_cache.write(cache, images, failed, upscaled)
     # Broken links and unlistable folders are not in the cache key, so they come from this run's search.
     skipped = sorted([(p.relative_to(folder), why) for p, why in unreachable] + failed)
     if skipped:

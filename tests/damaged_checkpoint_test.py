@@ -12,7 +12,7 @@ import pytest
 import fastgan_jax as fj
 from fastgan_jax.commands import sample
 from fastgan_jax.commands import upscale as upscale_cli
-from fastgan_jax.train import checkpoints, loop
+from fastgan_jax.train import checkpoints, trainer
 
 
 def truncate_largest(step_dir):
@@ -36,7 +36,7 @@ DAMAGES = [truncate_largest, delete_data, truncate_without_manifest]
 def run(tmp_path_factory):
     """The suite's tiny run to step 4, checkpoints at 2 and 4."""
     tmp = tmp_path_factory.mktemp("damaged")
-    state = loop.train_and_evaluate(helpers.tiny_config(tmp / "cache", num_steps=4), tmp / "run")
+    state = trainer.train_and_evaluate(helpers.tiny_config(tmp / "cache", num_steps=4), tmp / "run")
     return tmp / "run", helpers.leaves(state)
 
 
@@ -73,7 +73,7 @@ def test_resume_sets_the_damaged_checkpoint_aside_and_continues_exactly(run, tmp
     work = tmp_path / "run"
     shutil.copytree(run[0], work)
     truncate_largest(work / "checkpoints" / "4")
-    state = loop.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", num_steps=4), work)
+    state = trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", num_steps=4), work)
     out = capsys.readouterr().out
     assert "checkpoint 4 is damaged (" in out and f"moved to {work / 'damaged_checkpoints' / '4'}" in out, out
     assert (work / "damaged_checkpoints" / "4" / "state").is_dir()  # kept for inspection
@@ -100,6 +100,6 @@ def test_no_readable_checkpoint_is_one_error_and_nothing_is_moved(run, tmp_path)
     for step in (2, 4):
         delete_data(work / "checkpoints" / str(step))
     with pytest.raises(checkpoints.DamagedCheckpointError, match=r"no checkpoint reads back \(4: .*; 2: .*\)"):
-        loop.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", num_steps=6), work)
+        trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", num_steps=6), work)
     assert not (work / "damaged_checkpoints").exists()
     assert pathlib.Path(work / "checkpoints" / "4").is_dir()

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fastgan_jax.commands import evaluate, evaluate_sr
-from fastgan_jax.train import loop
+from fastgan_jax.train import trainer
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def run(tmp_path_factory):
         Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp / "data" / f"img{i}.png")
     cfg = helpers.tiny_config(
         tmp / "cache",
-        data=str(tmp / "data"),
+        source=str(tmp / "data"),
         num_steps=4,
         checkpoint_every=1,
         keep_checkpoints=1,
@@ -28,14 +28,14 @@ def run(tmp_path_factory):
         fid_samples=8,
         sample_every=4,
         log_every=2,
-        data_on_device="no",  # streamed: the program of training_test's streaming test, compiled once
+        on_device="no",  # streamed: the program of training_test's streaming test, compiled once
     )
     return tmp, cfg
 
 
 def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
     tmp, cfg = run
-    loop.train_and_evaluate(cfg, tmp / "run")
+    trainer.train_and_evaluate(cfg, tmp / "run")
     out = capsys.readouterr().out
     fids = {int(s): float(v) for s, v in re.findall(r"step (\d+): FID ([\d.]+)", out)}
     assert sorted(fids) == [2, 4]

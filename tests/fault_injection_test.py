@@ -31,7 +31,7 @@ def _start(workdir, cache):
     # (often compiled already), and restarts load them instead of compiling.
     env = helpers.subprocess_env(jax.config.jax_compilation_cache_dir or cache / "jax", fast_compile=False)
     cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--config", "cpu_quick"]
-    cmd += [f"--config.{k}={v}" for k, v in TINY.items()] + [f"--config.cache_dir={cache / 'data'}"]
+    cmd += [helpers.flag(k, v) for k, v in TINY.items()] + [f"--config.data.cache_dir={cache / 'data'}"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

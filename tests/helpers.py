@@ -9,26 +9,29 @@ from fastgan_jax.configs import cpu_quick
 
 
 def tiny_config(cache_dir, **overrides):
-    """cpu_quick shrunk to a network that compiles and steps in seconds (l1 reconstruction)."""
+    """cpu_quick shrunk to a network that compiles and steps in seconds (l1 reconstruction); `overrides` by field
+    name, in whichever group it is (`num_steps=4` sets train.num_steps)."""
     c = cpu_quick.get_config()
-    c.update(
-        ngf=8,
-        ndf=8,
-        nz=16,
-        dec_width=4,
-        batch_size=4,
-        num_steps=2,
-        log_every=1,
-        sample_every=2,
-        checkpoint_every=2,
-        num_samples=4,
-        recalib_samples=8,
-        recalib_batch=4,
-        cache_dir=str(cache_dir),
-        recon="l1",
-    )
-    c.update(overrides)
+    c.model.update(ngf=8, ndf=8, nz=16, dec_width=4)
+    c.optim.batch_size = 4
+    c.loss.recon = "l1"
+    c.train.num_steps = 2
+    c.log.update(log_every=1, sample_every=2, checkpoint_every=2, num_samples=4, recalib_samples=8, recalib_batch=4)
+    c.data.cache_dir = str(cache_dir)
+    for field, value in overrides.items():
+        c[group(field)][field] = value
     return c
+
+
+def group(field: str) -> str:
+    """The config group that holds `field` (field names are unique across groups)."""
+    (name,) = [g for g, fields in cpu_quick.get_config().items() if field in fields]
+    return name
+
+
+def flag(field: str, value) -> str:
+    """The command line's override of `field`: `--config.GROUP.FIELD=VALUE`."""
+    return f"--config.{group(field)}.{field}={value}"
 
 
 # Without LLVM's optimisations XLA's CPU compiles in about half the time, and runs loops of elementwise code
@@ -109,37 +112,49 @@ class Evil:
 
 def tiny_step(*, precision="float32", **step_kwargs):
     """(state, jitted step) of 64 px networks of width 8 (no augmentation, l1 unless given)."""
+    import functools
+
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
     from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
-    from fastgan_jax.train.step import make_mesh, make_train_step
+    from fastgan_jax.train.step import make_mesh, train_step
+    from fastgan_jax.train.trainer import jit_step
 
     G, D = make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4, precision=precision)
     tx, mesh = make_optimizer(), make_mesh()
-    # Placed as the step's outputs are (as loop.setup places it): a state straight from init would make
+    # Placed as the step's outputs are (as trainer.setup places it): a state straight from init would make
     # the first call a program of its own.
     state = create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
     state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
     kwargs = {"policy": "", "recon": "l1", "ema_decay": 0.999, **step_kwargs}
-    return state, make_train_step(G, D, tx_g=tx, tx_d=tx, mesh=mesh, **kwargs)
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    step = functools.partial(train_step, G=G, D=D, tx_g=tx, tx_d=tx, batch_sharding=sharded, **kwargs)
+    return state, jit_step(step, mesh, resident=kwargs.get("batch_size") is not None)
 
 
 def tiny_setup(workdir, **extra_losses):
-    """`loop.setup(tiny_config(...), workdir)`: (experiment, start state) of the suite's usual tiny run, whose
+    """`trainer.setup(tiny_config(...), workdir)`: (experiment, start state) of the suite's usual tiny run, whose
     step program most in-process tests share (compiled once per suite); with EXTRA_LOSSES, the program of
     README's research block."""
-    from fastgan_jax.train import loop
+    from fastgan_jax.train import trainer
 
     workdir = pathlib.Path(workdir)
-    exp, state = loop.setup(tiny_config(workdir.parent / "cache"), workdir, **extra_losses)
+    exp, state = trainer.setup(tiny_config(workdir.parent / "cache"), workdir, **extra_losses)
     exp.mngr.close()
     return exp, state
 
 
 def first_step(exp, state):
-    """The run's first step as `loop.train_loop` takes it: (state, metrics)."""
-    return exp.step_fn(state, next(exp.batches), exp.keys["train"], exp.recon_vars)
+    """The run's first step as `trainer.train_and_evaluate` takes it: (state, metrics)."""
+    from fastgan_jax.train import pipeline
+    from fastgan_jax.train.trainer import jit_step
+
+    batches = pipeline.device_batches(exp.cfg, exp.source, exp.mesh, exp.resident, int(state.step))
+    try:
+        return jit_step(exp.train_step, exp.mesh, exp.resident)(state, next(batches), exp.keys["train"], exp.recon_vars)
+    finally:
+        batches.close()
 
 
 # README.md's research block's extra terms, verbatim: a run with them is one program, however many tests take it.

@@ -1,14 +1,9 @@
 """The package's layout: imports point down the layers only, no import circles, README's Layout section is the
-tree, and the modules of the old flat layout still import as the modules they moved to."""
+tree, and the package's front door names only what exists."""
 
 import ast
-import importlib
 import pathlib
 import re
-import runpy
-import sys
-
-import pytest
 
 import fastgan_jax
 
@@ -25,6 +20,8 @@ def module_name(path: pathlib.Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+# The recipes: the checkout's configs/, installed as fastgan_jax.configs (pyproject.toml's package-dir).
+MODULES |= {f"fastgan_jax.{module_name(p)}": p for p in sorted((ROOT / "configs").glob("*.py"))}
 
 
 def group(module: str) -> str:
@@ -78,7 +75,8 @@ def test_no_import_circles():
 
 def test_the_layer_test_sees_imports():
     # A check that finds nothing would pass on anything: these edges exist.
-    assert "fastgan_jax.train.step" in GRAPH["fastgan_jax.train.loop"]
+    assert "fastgan_jax.train.step" in GRAPH["fastgan_jax.train.trainer"]
+    assert "fastgan_jax.data" in GRAPH["fastgan_jax.configs.default"]
     assert "fastgan_jax.nn.losses" in GRAPH["fastgan_jax.train.validate"]
     assert "fastgan_jax.nn.models" in GRAPH["fastgan_jax.metrics.inception"]
 
@@ -110,25 +108,9 @@ def test_readme_layout_matches_the_tree():
     assert readme_layout() == tree
 
 
-@pytest.mark.parametrize("old", sorted(fastgan_jax.MOVED))
-def test_old_flat_module_names_are_the_moved_modules(old):
-    new = importlib.import_module(f"fastgan_jax.{fastgan_jax.MOVED[old]}")
-    assert importlib.import_module(f"fastgan_jax.{old}") is new
-    assert getattr(fastgan_jax, old) is new
-    assert new.__spec__.name == new.__name__  # the moved module keeps its own spec
-
-
-def test_old_names_work_in_from_imports_and_python_m(monkeypatch, capsys):
-    from fastgan_jax.models import init_generator  # README of 0.1
-    from fastgan_jax.training import make_train_step, train_step
-
-    assert init_generator.__module__ == "fastgan_jax.nn.models"
-    assert (train_step.__module__, make_train_step.__module__) == ("fastgan_jax.train.step",) * 2
-    monkeypatch.setattr(sys, "argv", ["x", "--help"])
-    monkeypatch.delitem(sys.modules, "fastgan_jax.weights", raising=False)  # as in a fresh `python -m`
-    with pytest.raises(SystemExit) as e:
-        runpy.run_module("fastgan_jax.weights", run_name="__main__")  # python -m fastgan_jax.weights --help
-    assert e.value.code == 0 and "--export DIR" in capsys.readouterr().out
+def test_public_names_import():
+    for name in fastgan_jax.__all__:
+        assert getattr(fastgan_jax, name).__name__ == name, name
 
 
 def test_tests_read_nothing_outside_the_project():

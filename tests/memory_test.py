@@ -7,7 +7,8 @@ import jax
 import pytest
 from helpers import first_step, tiny_config
 
-from fastgan_jax.train import checkpoints, loop, memory
+from fastgan_jax.train import checkpoints, memory, trainer
+from fastgan_jax.train.validate import ConfigError
 
 GiB = 2**30
 
@@ -56,13 +57,13 @@ def test_nothing_fits_says_which_batch_would():
     with pytest.raises(memory.StepDoesNotFitError) as e:
         memory.choose_remat(table.__getitem__, 3 * GiB, batch_size=8, multiple=2)
     assert str(e.value) == (
-        "--config.remat=auto: the step needs 4.50 GiB even with remat=full, more than the 2.70 GiB this device "
-        "allows (3.00 GiB less a 10% margin); --config.batch_size=4 would fit (estimated from remat=full's "
+        "--config.model.remat=auto: the step needs 4.50 GiB even with remat=full, more than the 2.70 GiB this device "
+        "allows (3.00 GiB less a 10% margin); --config.optim.batch_size=4 would fit (estimated from remat=full's "
         "figures)"
     )  # (2.7 - 0.5) / 0.5 = 4.4 images: 4, a multiple of the 2 devices
-    assert isinstance(e.value, loop.ConfigError)  # the commands print it as one line, exit 2
+    assert isinstance(e.value, ConfigError)  # the commands print it as one line, exit 2
     table["full"] = figures(0.5 + 8 * 3.0)  # 3 GiB an image: not even one fits
-    with pytest.raises(memory.StepDoesNotFitError, match="no batch would: a smaller --config.im_size"):
+    with pytest.raises(memory.StepDoesNotFitError, match="no batch would: a smaller --config.model.im_size"):
         memory.choose_remat(table.__getitem__, 3 * GiB, batch_size=8)
 
 
@@ -72,22 +73,24 @@ def test_training_resolves_auto_once_logs_it_and_the_run_keeps_it(tmp_path, monk
     jax.monitoring.register_event_duration_secs_listener(listener)
     monkeypatch.setattr(memory, "device_limit", lambda devices: GiB)  # as a GPU with 1 GiB for JAX would say
     try:
-        exp, state = loop.setup(tiny_config(tmp_path / "cache", remat="auto"), tmp_path / "run")
+        exp, state = trainer.setup(tiny_config(tmp_path / "cache", remat="auto"), tmp_path / "run")
         line = capsys.readouterr().out.strip().splitlines()[-1]
-        assert exp.cfg["remat"] == "none" and exp.G.remat == "none", exp.cfg["remat"]
+        assert exp.meta["remat"] == "none" and exp.train_step.keywords["G"].remat == "none", exp.meta  # the step's G
         assert line.startswith("remat=auto: none (none needs 0.") and "the device allows 1.00 GiB" in line, line
         compiles.clear()
         state, metrics = first_step(exp, state)  # the step that setup compiled to measure: not compiled again
         assert not [e for e in compiles if e == "/jax/core/compile/backend_compile_duration"], compiles
-        checkpoints.save(exp.mngr, 1, state, exp.cfg)  # as loop.save_checkpoint saves the run's config
-        assert checkpoints.saved_config(exp.mngr)["remat"] == "none"  # the resolved setting, not "auto"
+        checkpoints.save(exp.mngr, 1, state, exp.cfg, exp.meta)  # as actions.save_checkpoint saves the run
+        # The resolved setting is the run's metadata, beside the recipe as given.
+        assert checkpoints.saved_meta(exp.mngr)["remat"] == "none"
+        assert checkpoints.saved_config(exp.mngr)["model"]["remat"] == "auto"
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
         exp.mngr.close()
 
     # A resume with auto keeps the run's setting and compiles nothing to choose it.
     monkeypatch.setattr(memory, "device_limit", lambda devices: pytest.fail("a resume measures nothing"))
-    exp, _ = loop.setup(tiny_config(tmp_path / "cache", remat="auto"), tmp_path / "run")
+    exp, _ = trainer.setup(tiny_config(tmp_path / "cache", remat="auto"), tmp_path / "run")
     exp.mngr.close()
-    assert exp.cfg["remat"] == "none"
+    assert exp.meta["remat"] == "none"
     assert "remat=auto: none, as the run was started" in capsys.readouterr().out

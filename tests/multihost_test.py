@@ -23,10 +23,10 @@ import jax
 import numpy as np
 import pytest
 
-from fastgan_jax.train import loop, runs
+from fastgan_jax.train import runs, trainer
 
 TRAIN = str(pathlib.Path(sys.executable).parent / "fastgan-train")  # the installed command
-TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "data_on_device": "yes"}
+TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "on_device": "yes"}
 TINY |= {"log_every": 1, "checkpoint_every": 1, "sample_every": 100, "num_samples": 4}
 TINY |= {"recalib_samples": 8, "recalib_batch": 4}
 # What gloo prints to stdout as it connects, piece by piece (its threads' lines interleave, std::endl included).
@@ -48,8 +48,8 @@ def _train(workdir, tmp_path, devices, steps, *, process=None, **overrides):
     """
     env = helpers.subprocess_env(tmp_path / "jax_cache", devices=devices)
     cmd = [TRAIN, "--workdir", str(workdir), "--config", "cpu_quick"]
-    cmd += [f"--config.{k}={v}" for k, v in (TINY | overrides).items()]
-    cmd += [f"--config.num_steps={steps}", f"--config.cache_dir={tmp_path / 'data'}"]
+    cmd += [helpers.flag(k, v) for k, v in (TINY | overrides).items()]
+    cmd += [f"--config.train.num_steps={steps}", f"--config.data.cache_dir={tmp_path / 'data'}"]
     name = f"{workdir.name}_{steps}"
     if process is not None:
         port, index = process
@@ -98,7 +98,7 @@ def test_one_four_devices_and_two_processes_train_alike_and_resume(tmp_path):
     # keeps process 0's programs only, and on the CPU a key differs between processes. Two cores stay busy
     # throughout this way.)
     started = [*_two_processes(two, tmp_path, 3, checkpoint_every=100), _train(four, tmp_path, 4, 3)]
-    loop.train_and_evaluate(helpers.tiny_config(tmp_path / "data", **TINY, num_steps=3), one)
+    trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "data", **TINY, num_steps=3), one)
     printed, other, _ = _wait(*started)
     assert "4 device(s)" in printed and "steps 1 -> 3" in printed and printed.count("step 3/3") == 1, printed
     assert GLOO_PIECES.sub("", other) == "", other  # process 1 prints nothing of its own

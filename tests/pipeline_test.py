@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from fastgan_jax import data
-from fastgan_jax.train import loop, pipeline
+from fastgan_jax.train import checkpoints, pipeline, trainer
 
 
 def _folder(tmp_path, n=6, size=24):
@@ -78,33 +78,36 @@ def test_a_failing_worker_ends_the_iteration_with_its_error(tmp_path):
 
 def test_fewer_images_than_the_batch_is_a_warning(tmp_path):
     cfg = helpers.tiny_config(tmp_path / "cache", data=str(_folder(tmp_path, n=2, size=64)))
-    with pytest.warns(UserWarning, match=r"2 image\(s\), fewer than --config.batch_size=4: every batch repeats"):
-        exp, _ = loop.setup(cfg, tmp_path / "w")
+    with pytest.warns(UserWarning, match=r"2 image\(s\), fewer than --config.optim.batch_size=4: every batch repeats"):
+        exp, _ = trainer.setup(cfg, tmp_path / "w")
     exp.mngr.close()
 
 
-def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done(tmp_path):
-    exp, state = loop.setup(helpers.tiny_config(tmp_path / "cache", data_on_device="no", num_steps=10), tmp_path / "w")
-    streamed = exp.batches
+def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done(tmp_path, monkeypatch):
+    streamed = pipeline.device_batches
 
-    def batches():  # two good batches, then the worker meets a file damaged since the start
-        yield next(streamed)
-        yield next(streamed)
+    def batches(*args):  # two good batches, then the worker meets a file damaged since the start
+        good = streamed(*args)
+        yield next(good)
+        yield next(good)
+        good.close()
         raise data.DataError("imgs/3.png: image file is truncated; remove or replace the file and run the same command")
 
-    exp.batches = batches()
+    monkeypatch.setattr(pipeline, "device_batches", batches)
+    cfg = helpers.tiny_config(tmp_path / "cache", on_device="no", num_steps=10)
     with pytest.raises(data.DataError, match=r"imgs/3.png: .*; stopped at step 2, checkpoint 2 saved"):
-        loop.train_loop(exp, state)
-    streamed.close()
-    assert exp.mngr.all_steps() == [2]
+        trainer.train_and_evaluate(cfg, tmp_path / "w")
+    mngr = checkpoints.manager(tmp_path / "w", create=False)
+    assert mngr.all_steps() == [2]
+    mngr.close()
 
 
 def test_streamed_from_files_resumed_run_equals_an_uninterrupted_one(tmp_path):
     folder = _folder(tmp_path, n=6, size=64)
-    cfg = {"data": str(folder), "stream_from": "files", "data_workers": 1, "sample_every": 100}
+    cfg = {"source": str(folder), "stream_from": "files", "workers": 1, "sample_every": 100}
 
     def run(workdir, steps):
-        return loop.train_and_evaluate(helpers.tiny_config(tmp_path, num_steps=steps, **cfg), workdir)
+        return trainer.train_and_evaluate(helpers.tiny_config(tmp_path, num_steps=steps, **cfg), workdir)
 
     run(tmp_path / "a", 2)
     a = run(tmp_path / "a", 4)

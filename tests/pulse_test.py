@@ -19,7 +19,7 @@ from fastgan_jax.commands import upscale as upscale_cli
 from fastgan_jax.nn.models import init_generator, noise_shapes
 from fastgan_jax.sr import degrade, ilo, pulse
 from fastgan_jax.sr import files as sr_files
-from fastgan_jax.train import loop
+from fastgan_jax.train import trainer
 from fastgan_jax.train.state import make_models
 from fastgan_jax.train.step import recalibrate
 
@@ -250,7 +250,7 @@ def test_fit_resize_area_downscales_to_the_largest_size_that_divides():
 def test_upscale_cli_end_to_end(tmp_path):
     run = tmp_path / "run"
     cfg = helpers.tiny_config(tmp_path / "cache", num_steps=1)
-    loop.train_and_evaluate(cfg, run)
+    trainer.train_and_evaluate(cfg, run)
     (tmp_path / "in").mkdir()
     Image.new("RGB", (16, 16), (200, 180, 20)).save(tmp_path / "in" / "face.png")
     Image.new("RGB", (10, 16), (200, 180, 20)).save(tmp_path / "in" / "wide.png")

@@ -12,7 +12,7 @@ import shutil
 
 import helpers
 
-from fastgan_jax.train import loop
+from fastgan_jax.train import trainer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
@@ -49,7 +49,7 @@ def test_readme_has_python_blocks():
 def test_readme_python_blocks_run_each_alone(tmp_path, monkeypatch):
     # A namespace per block catches a block that needs another's names (a NameError pasted alone); one
     # interpreter for all keeps the suite's compiled programs (an interpreter per block cost 25 s more).
-    loop.train_and_evaluate(helpers.tiny_config(tmp_path / "cache"), tmp_path / "runs" / "quick")
+    trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "cache"), tmp_path / "runs" / "quick")
     shutil.copy(pathlib.Path(__file__).parent / "data" / "tiny_all_3.pth", tmp_path / "all_50000.pth")
     monkeypatch.chdir(tmp_path)
     for i, block in enumerate(small(python_blocks())):

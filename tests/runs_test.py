@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import fastgan_jax as fj
-from fastgan_jax.train import checkpoints, loop, runs, state
+from fastgan_jax import data
+from fastgan_jax.train import checkpoints, runs, state, trainer
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -26,13 +27,13 @@ def tiny_config(tmp_path, **overrides):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
-    loop.train_and_evaluate(tiny_config(tmp), tmp / "run")
+    trainer.train_and_evaluate(tiny_config(tmp), tmp / "run")
     return tmp / "run"
 
 
 def test_load_run_gives_modules_variables_and_config(run_dir):
     run = fj.load_run(run_dir)
-    assert run.step == 2 and run.config["ngf"] == 8 and run.generator.nz == 16
+    assert run.step == 2 and run.config["model"]["ngf"] == 8 and run.generator.nz == 16
     assert run.generator.dtype == jnp.float32 and run.discriminator.im_size == 64
     assert run.g_variables["params"] is run.state.ema_params  # EMA by default
     raw = fj.load_run(run_dir, step=2, ema=False)
@@ -54,7 +55,7 @@ def test_load_run_gives_modules_variables_and_config(run_dir):
 def test_fine_tuning_from_a_run_starts_from_its_weights_with_fresh_optimizer(run_dir, tmp_path):
     source = fj.load_run(run_dir).state
     cfg = tiny_config(tmp_path, init_from=str(run_dir), num_steps=1)
-    exp, start = loop.setup(cfg, tmp_path / "tuned")  # the state the loop starts from (no step compiled)
+    exp, start = trainer.setup(cfg, tmp_path / "tuned")  # the state the loop starts from (no step compiled)
     exp.mngr.close()
     assert int(start.step) == 0
     for name in ("g_params", "g_stats", "d_params", "d_stats", "ema_params", "ema_stats"):
@@ -88,31 +89,31 @@ def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
 
 def test_resume_follows_a_moved_image_folder_by_its_images(tmp_path, capsys):
     images, work = tmp_path / "images", tmp_path / "w"
-    shutil.copytree(fj.data.DEFAULT_DATA, images)  # the smileys: the suite's tiny program
-    loop.train_and_evaluate(tiny_config(tmp_path, data=str(images)), work)
+    shutil.copytree(data.DEFAULT_DATA, images)  # the smileys: the suite's tiny program
+    trainer.train_and_evaluate(tiny_config(tmp_path, source=str(images)), work)
     moved = tmp_path / "elsewhere" / "images"
     moved.parent.mkdir()
     images.rename(moved)
-    exp, resumed = loop.setup(tiny_config(tmp_path, data=str(moved), num_steps=3), work)
+    exp, resumed = trainer.setup(tiny_config(tmp_path, source=str(moved), num_steps=3), work)
     exp.mngr.close()
     assert int(resumed.step) == 2
     assert f"the run's images moved from {images} to {moved} (the same files): resuming" in capsys.readouterr().out
     first = sorted(moved.glob("*.png"))[0]
     first.write_bytes(sorted(moved.glob("*.png"))[1].read_bytes())  # other images: another run's data
     listing = sorted(str(p) for p in work.rglob("*"))
-    with pytest.raises(checkpoints.ConfigMismatchError, match=f"data: '{images}' -> '{moved}'") as e:
-        loop.setup(tiny_config(tmp_path, data=str(moved), num_steps=3), work)
+    with pytest.raises(checkpoints.ConfigMismatchError, match=f"data.source: '{images}' -> '{moved}'") as e:
+        trainer.setup(tiny_config(tmp_path, source=str(moved), num_steps=3), work)
     assert "\n" not in str(e.value)
     assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
 
 
 def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir, tmp_path, capsys):
     work = tmp_path / "w"
-    data_dir = fj.data.DEFAULT_DATA
-    loop.train_and_evaluate(tiny_config(tmp_path, data=str(data_dir)), work)
+    data_dir = data.DEFAULT_DATA
+    trainer.train_and_evaluate(tiny_config(tmp_path, source=str(data_dir)), work)
     relative = os.path.relpath(data_dir, pathlib.Path.cwd())
     # The resumed run's start (a step at another lr is a program of its own, and adds nothing here).
-    exp, resumed = loop.setup(tiny_config(tmp_path, data=relative, lr=1e-4, num_steps=3), work)
+    exp, resumed = trainer.setup(tiny_config(tmp_path, source=relative, lr=1e-4, num_steps=3), work)
     exp.mngr.close()
     assert int(resumed.step) == 2
     assert "resuming with lr 0.0001 (was 0.0002)" in capsys.readouterr().out
@@ -121,7 +122,7 @@ def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir
     np.testing.assert_allclose(update["w"], -1e-4, rtol=1e-4)  # Adam's first step is -lr * sign(gradient)
     listing = sorted(str(p) for p in work.rglob("*"))
     with pytest.raises(checkpoints.ConfigMismatchError, match="beta1"):
-        loop.train_and_evaluate(tiny_config(tmp_path, beta1=0.0, num_steps=4), work)
+        trainer.train_and_evaluate(tiny_config(tmp_path, beta1=0.0, num_steps=4), work)
     assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
 
 
@@ -162,12 +163,12 @@ def test_cli_init_from_that_does_not_fit_is_one_line(tmp_path):
         str(tmp_path / "w"),
         "--config",
         "cpu_quick",
-        f"--config.init_from={DATA / 'tiny_all_3.pth'}",
-        f"--config.cache_dir={tmp_path / 'cache'}",
+        f"--config.train.init_from={DATA / 'tiny_all_3.pth'}",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --config.init_from ")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --config.train.init_from ")
     assert "does not fit this run's networks" in result.stderr
 
 
@@ -176,7 +177,8 @@ def test_a_checkpoint_from_before_the_nonfinite_fields_still_loads(run_dir, tmp_
     state = fj.load_run(run_dir).state
     legacy = {f: getattr(state, f) for f in ("step", "g_params", "g_stats", "d_params", "d_stats", "g_opt")}
     legacy |= {"d_opt": state.d_opt, "ema_params": state.ema_params, "ema_stats": state.ema_stats}
-    checkpoints.save(checkpoints.manager(old), 2, legacy, fj.load_run(run_dir).config)
+    meta = {"remat": "none", "data_fingerprint": None}
+    checkpoints.save(checkpoints.manager(old), 2, legacy, fj.load_run(run_dir).config, meta)
     run = fj.load_run(old)
     assert float(run.state.lr_scale) == 1.0 and int(run.state.nonfinite) == 0
     jax.tree.map(np.testing.assert_array_equal, run.g_variables["params"], state.ema_params)

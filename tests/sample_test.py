@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fastgan_jax.commands import sample
-from fastgan_jax.train import loop
+from fastgan_jax.train import trainer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NZ = 16  # helpers.tiny_config
@@ -22,7 +22,7 @@ N = 4  # every call generates one batch of N (one compiled program, shared with 
 def run(tmp_path_factory):
     """A tiny run with checkpoints at steps 1 and 2."""
     tmp = tmp_path_factory.mktemp("sample")
-    loop.train_and_evaluate(helpers.tiny_config(tmp / "cache", checkpoint_every=1), tmp / "run")
+    trainer.train_and_evaluate(helpers.tiny_config(tmp / "cache", checkpoint_every=1), tmp / "run")
     return tmp / "run"
 
 

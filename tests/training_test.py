@@ -1,4 +1,5 @@
 import errno
+import functools
 import json
 import os
 import pathlib
@@ -12,14 +13,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+from ml_collections import ConfigDict
 from PIL import Image
 
 from fastgan_jax.commands import sample
 from fastgan_jax.nn.models import noise_shapes
-from fastgan_jax.train import checkpoints, loop, runs
+from fastgan_jax.train import checkpoints, runs, safeguards, trainer
 from fastgan_jax.train.loss_scale import all_finite
 from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
-from fastgan_jax.train.step import make_mesh, make_train_step, recalibrate, recon_params
+from fastgan_jax.train.step import make_mesh, recalibrate, recon_params, train_step
+from fastgan_jax.train.trainer import jit_step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -39,17 +43,11 @@ def test_train_step_updates_everything():
     tx = make_optimizer()
     state = create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
     before = jax.tree.map(np.asarray, state)
-    step = make_train_step(
-        G,
-        D,
-        tx_g=tx,
-        tx_d=tx,
-        policy="color,translation",
-        recon="lpips",
-        ema_decay=0.999,
-        mesh=make_mesh(),
-        batch_size=4,
-    )
+    mesh = make_mesh()
+    settings = {"policy": "color,translation", "recon": "lpips", "ema_decay": 0.999, "batch_size": 4}
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    step = functools.partial(train_step, G=G, D=D, tx_g=tx, tx_d=tx, batch_sharding=sharded, **settings)
+    step = jit_step(step, mesh, resident=True)
     data = jax.random.randint(jax.random.key(1), (10, 64, 64, 3), 0, 256).astype(jnp.uint8)
     state, metrics = step(state, data, jax.random.key(2), recon_params("lpips"))
     assert int(state.step) == 1
@@ -89,9 +87,9 @@ def test_recalibrated_stats_make_eval_mode_match_a_large_batch():
 
 def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    loop.train_and_evaluate(tiny_config(tmp_path), a)
-    resumed = loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
-    straight = loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
+    trainer.train_and_evaluate(tiny_config(tmp_path), a)
+    resumed = trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    straight = trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
     assert int(resumed.step) == int(straight.step) == 4
     assert leaves_equal(resumed, straight)
     assert sorted(p.name for p in (a / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
@@ -123,11 +121,11 @@ def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
 
     listing = sorted(str(p) for p in a.rglob("*"))
     with pytest.raises(checkpoints.ConfigMismatchError, match="ngf: 8 -> 16") as e:
-        loop.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16, ndf=16, nz=32, batch_size=8), a)
+        trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=6, ngf=16, ndf=16, nz=32, batch_size=8), a)
     message = str(e.value)  # every differing field, and how the run was made
     assert all(f in message for f in ("ndf: 8 -> 16", "nz: 16 -> 32", "batch_size: 4 -> 8")), message
-    assert "the run was made with --config cpu_quick " in message and " --config.ngf=8 " in message, message
-    assert "--config.num_steps" not in message and "\n" not in message  # schedule fields may change
+    assert "the run was made with --config cpu_quick " in message and " --config.model.ngf=8 " in message, message
+    assert "--config.train.num_steps" not in message and "\n" not in message  # schedule fields may change
     assert sorted(str(p) for p in a.rglob("*")) == listing  # nothing written
 
 
@@ -161,7 +159,7 @@ def nan_from(first_step, *, only_at_full_lr):
 
 def test_nan_rolls_back_to_the_last_checkpoint_at_half_lr_and_recovers(tmp_path, capsys):
     cfg = tiny_config(tmp_path, num_steps=16, log_every=4, checkpoint_every=4, sample_every=16)
-    state = loop.train_and_evaluate(cfg, tmp_path / "r", d_extra_loss=nan_from(6, only_at_full_lr=True))
+    state = trainer.train_and_evaluate(cfg, tmp_path / "r", d_extra_loss=nan_from(6, only_at_full_lr=True))
     out = capsys.readouterr().out
     assert (
         "step 16: 10 consecutive non-finite steps; rolled back to step 12 with the learning rate scaled by 0.5" in out
@@ -176,8 +174,8 @@ def test_nan_rolls_back_to_the_last_checkpoint_at_half_lr_and_recovers(tmp_path,
 
 def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, num_steps=3, log_every=1, checkpoint_every=1, sample_every=3)
-    with pytest.raises(loop.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
-        loop.train_and_evaluate(cfg, tmp_path / "n", d_extra_loss=nan_from(2, only_at_full_lr=False))
+    with pytest.raises(safeguards.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
+        trainer.train_and_evaluate(cfg, tmp_path / "n", d_extra_loss=nan_from(2, only_at_full_lr=False))
     assert "the last finite checkpoint is step 2" in str(e.value) and "\n" not in str(e.value)
     assert "precision" not in str(e.value)  # a float32 run is not told to use float32
     for step in (1, 2):
@@ -186,13 +184,15 @@ def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path
 
 def test_nan_stop_line_without_a_checkpoint_and_at_float16():
     exp = types.SimpleNamespace(
-        mngr=types.SimpleNamespace(latest_step=lambda: None), workdir="w", cfg={"precision": "float16"}
+        mngr=types.SimpleNamespace(latest_step=lambda: None),
+        workdir="w",
+        cfg=ConfigDict({"model": {"precision": "float16"}}),
     )
     state = types.SimpleNamespace(step=3, lr_scale=0.125)
-    with pytest.raises(loop.NonFiniteError) as e:
-        loop.roll_back(exp, state, loop.MAX_ROLLBACKS)
-    assert "no checkpoint was written; start again with a lower --config.lr" in str(e.value)
-    assert str(e.value).endswith("or --config.precision=float32")
+    with pytest.raises(safeguards.NonFiniteError) as e:
+        safeguards.roll_back(exp, state, safeguards.MAX_ROLLBACKS)
+    assert "no checkpoint was written; start again with a lower --config.optim.lr" in str(e.value)
+    assert str(e.value).endswith("or --config.model.precision=float32")
 
 
 def test_cli_quick_start_and_bad_input(tmp_path):
@@ -205,23 +205,23 @@ def test_cli_quick_start_and_bad_input(tmp_path):
         str(run),
         "--config",
         str(ROOT / "configs/cpu_quick.py"),
-        "--config.num_steps=1",
-        "--config.ngf=8",
-        "--config.ndf=8",
-        "--config.nz=16",
-        "--config.dec_width=4",
-        "--config.batch_size=4",
-        "--config.num_samples=4",
-        "--config.recalib_samples=8",
-        "--config.recalib_batch=4",
-        f"--config.cache_dir={tmp_path / 'cache'}",
+        "--config.train.num_steps=1",
+        "--config.model.ngf=8",
+        "--config.model.ndf=8",
+        "--config.model.nz=16",
+        "--config.model.dec_width=4",
+        "--config.optim.batch_size=4",
+        "--config.log.num_samples=4",
+        "--config.log.recalib_samples=8",
+        "--config.log.recalib_batch=4",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "done: steps 0 -> 1" in res.stdout
     assert (run / "samples" / "samples_0000001.png").exists() and (run / "checkpoints" / "1").exists()
     saved = json.loads((run / "checkpoints" / "1" / "config" / "metadata").read_text())
-    assert saved["ngf"] == 8
+    assert saved["model"]["ngf"] == 8
 
     cmd[cmd.index(str(run))] = str(tmp_path / "run2")
     res = subprocess.run(cmd + ["--data", str(tmp_path / "missing")], env=env, capture_output=True, text=True)
@@ -231,7 +231,7 @@ def test_cli_quick_start_and_bad_input(tmp_path):
 
 
 def test_streaming_from_host_memory(tmp_path):
-    state = loop.train_and_evaluate(tiny_config(tmp_path, data_on_device="no", num_steps=1), tmp_path / "s")
+    state = trainer.train_and_evaluate(tiny_config(tmp_path, on_device="no", num_steps=1), tmp_path / "s")
     assert int(state.step) == 1 and (tmp_path / "s" / "checkpoints" / "1").exists()
 
 
@@ -249,29 +249,29 @@ def test_slerp_stays_on_the_sphere_and_hits_the_ends():
 
 def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
     cfg = tiny_config(tmp_path, num_steps=50, time_limit_s=1e-9)  # stops after its first step
-    state = loop.train_and_evaluate(cfg, tmp_path / "t")
+    state = trainer.train_and_evaluate(cfg, tmp_path / "t")
     assert int(state.step) == 1 and (tmp_path / "t" / "checkpoints" / "1").exists()
     assert "time limit; run again to continue to 50" in capsys.readouterr().out
-    state = loop.train_and_evaluate(tiny_config(tmp_path, num_steps=2), tmp_path / "t")
+    state = trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=2), tmp_path / "t")
     assert int(state.step) == 2
 
 
 def test_resumed_logs_equal_an_uninterrupted_runs_and_final_samples_come_back(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    loop.train_and_evaluate(tiny_config(tmp_path), a)
+    trainer.train_and_evaluate(tiny_config(tmp_path), a)
     with open(a / "metrics.jsonl", "a") as f:  # what a segment killed after its checkpoint at 2 had logged
         f.write(json.dumps({"step": 3, "g": 1.0}) + "\n" + '{"step": 4, "g"')
-    loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
-    loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
+    trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=4), b)
     steps = [[json.loads(line)["step"] for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (a, b)]
     assert steps[0] == steps[1] == [1, 2, 3, 4]
     (a / "samples" / "samples_0000004.png").unlink()  # killed between the final checkpoint and its samples
-    loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
+    trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=4), a)
     assert (a / "samples" / "samples_0000004.png").exists()
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    loop.train_and_evaluate(tiny_config(tmp_path), tmp_path / "d")
+    trainer.train_and_evaluate(tiny_config(tmp_path), tmp_path / "d")
     save = checkpoints.save
 
     def full(mngr, step, *args, **kwargs):
@@ -279,8 +279,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoints, "save", full)
-    with pytest.raises(loop.DiskFullError) as e:
-        loop.train_and_evaluate(tiny_config(tmp_path, num_steps=4), tmp_path / "d")
+    with pytest.raises(safeguards.DiskFullError) as e:
+        trainer.train_and_evaluate(tiny_config(tmp_path, num_steps=4), tmp_path / "d")
     message = str(e.value)
     assert "\n" not in message and message.startswith(f"{tmp_path / 'd' / 'checkpoints'}: no space left on device")
     assert "checkpoint 2 is intact" in message
@@ -299,10 +299,10 @@ def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "", PYTHONPATH=str(ROOT))
     work = tmp_path / "c"
     cmd = [sys.executable, "-u", "-c", SIGINT_SCRIPT, "--workdir", str(work), "--config", "cpu_quick"]
-    cmd += [f"--config.{k}={v}" for k, v in {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4}.items()]
-    cmd += ["--config.num_steps=100000", "--config.log_every=1", "--config.checkpoint_every=100000"]
-    cmd += ["--config.num_samples=4", "--config.recalib_samples=8", "--config.recalib_batch=4"]
-    cmd += ["--config.sample_every=100000", f"--config.cache_dir={tmp_path / 'cache'}"]
+    cmd += [helpers.flag(k, v) for k, v in {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4}.items()]
+    cmd += ["--config.train.num_steps=100000", "--config.log.log_every=1", "--config.log.checkpoint_every=100000"]
+    cmd += ["--config.log.num_samples=4", "--config.log.recalib_samples=8", "--config.log.recalib_batch=4"]
+    cmd += ["--config.log.sample_every=100000", f"--config.data.cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # wait until training runs
         if line.startswith("step 2/"):

@@ -8,10 +8,11 @@ import time
 
 import helpers
 import pytest
+from fastgan_jax.configs import cpu_quick, default, few_shot_1024
 
+from fastgan_jax import configs
 from fastgan_jax.commands import evaluate
 from fastgan_jax.commands import train as train_cli
-from fastgan_jax.configs import cpu_quick, default, few_shot_1024
 from fastgan_jax.train import state
 from fastgan_jax.train.validate import RULES, ConfigError, validate
 
@@ -20,85 +21,96 @@ MISSING = object()  # an override that deletes the field
 # (overrides of cpu_quick, num_devices, the start of the error). Each passed unnoticed before
 # validation (or failed only after compiling, as a traceback).
 BAD = [
-    ({"im_size": 300}, 1, "--config.im_size=300: choose from 64, 128, 256, 512, 1024"),
-    ({"im_size": "64"}, 1, "--config.im_size='64': choose from 64, 128, 256, 512, 1024, not a str"),
-    ({"precision": "fp8"}, 1, "--config.precision=fp8: choose from bfloat16, float16, float32"),
-    ({"policy": "foo"}, 1, "--config.policy=foo: comma-separated ops from color, cutout, translation"),
-    ({"policy": None}, 1, "--config.policy=None: must be a comma-separated string, not None"),
-    ({"recon": "bogus"}, 1, "--config.recon=bogus: choose from lpips, l1, mse"),
+    ({"model.im_size": 300}, 1, "--config.model.im_size=300: choose from 64, 128, 256, 512, 1024"),
+    ({"model.im_size": "64"}, 1, "--config.model.im_size='64': choose from 64, 128, 256, 512, 1024, not a str"),
+    ({"model.precision": "fp8"}, 1, "--config.model.precision=fp8: choose from bfloat16, float16, float32"),
+    ({"loss.policy": "foo"}, 1, "--config.loss.policy=foo: comma-separated ops from color, cutout, translation"),
+    ({"loss.policy": None}, 1, "--config.loss.policy=None: must be a comma-separated string, not None"),
+    ({"loss.recon": "bogus"}, 1, "--config.loss.recon=bogus: choose from lpips, l1, mse"),
     ({"foo": 1}, 1, "--config.foo: no such config field; see fastgan-train --help"),
-    ({"remat": True}, 1, "--config.remat=True: choose from none, blocks, full, auto"),
-    ({"stream_from": "disk"}, 1, "--config.stream_from=disk: choose from memory, files"),
-    ({"stream_from": "files", "data_on_device": "yes"}, 1, "--config.stream_from=files: streams batches from"),
-    ({"data_workers": -2}, 1, "--config.data_workers=-2: must be an int >= -1"),
-    ({"nz": MISSING}, 1, "--config.nz: missing"),
-    ({"batch_size": -3}, 1, "--config.batch_size=-3: must be an int >= 1 and a multiple of the 1 device(s)"),
-    ({"batch_size": 0}, 1, "--config.batch_size=0: must be an int >= 1"),
-    ({"batch_size": 3}, 2, "--config.batch_size=3: must be an int >= 1 and a multiple of the 2 device(s)"),
+    ({"model.remat": True}, 1, "--config.model.remat=True: choose from none, blocks, full, auto"),
+    ({"data.stream_from": "disk"}, 1, "--config.data.stream_from=disk: choose from memory, files"),
     (
-        {"batch_size": 8.0},
+        {"data.stream_from": "files", "data.on_device": "yes"},
         1,
-        "--config.batch_size=8.0: must be an int >= 1 and a multiple of the 1 device(s), not a float",
+        "--config.data.stream_from=files: streams batches from",
+    ),
+    ({"data.workers": -2}, 1, "--config.data.workers=-2: must be an int >= -1"),
+    ({"model.nz": MISSING}, 1, "--config.model.nz: missing"),
+    (
+        {"optim.batch_size": -3},
+        1,
+        "--config.optim.batch_size=-3: must be an int >= 1 and a multiple of the 1 device(s)",
+    ),
+    ({"optim.batch_size": 0}, 1, "--config.optim.batch_size=0: must be an int >= 1"),
+    ({"optim.batch_size": 3}, 2, "--config.optim.batch_size=3: must be an int >= 1 and a multiple of the 2 device(s)"),
+    (
+        {"optim.batch_size": 8.0},
+        1,
+        "--config.optim.batch_size=8.0: must be an int >= 1 and a multiple of the 1 device(s), not a float",
     ),
     (
-        {"batch_size": "8"},
+        {"optim.batch_size": "8"},
         1,
-        "--config.batch_size='8': must be an int >= 1 and a multiple of the 1 device(s), not a str",
+        "--config.optim.batch_size='8': must be an int >= 1 and a multiple of the 1 device(s), not a str",
     ),
     (
-        {"batch_size": True},
+        {"optim.batch_size": True},
         1,
-        "--config.batch_size=True: must be an int >= 1 and a multiple of the 1 device(s), not a bool",
+        "--config.optim.batch_size=True: must be an int >= 1 and a multiple of the 1 device(s), not a bool",
     ),
-    ({"checkpoint_every": 0}, 1, "--config.checkpoint_every=0: must be an int >= 1"),
-    ({"log_every": 0}, 1, "--config.log_every=0: must be an int >= 1"),
-    ({"sample_every": -1}, 1, "--config.sample_every=-1: must be an int >= 1"),
-    ({"keep_checkpoints": 0}, 1, "--config.keep_checkpoints=0: must be an int >= 1"),
-    ({"num_samples": 0}, 1, "--config.num_samples=0: must be an int >= 1"),
-    ({"recalib_samples": 0}, 1, "--config.recalib_samples=0: must be an int >= 1"),
-    ({"recalib_batch": 0}, 1, "--config.recalib_batch=0: must be an int >= 1"),
-    ({"fid_every": -1}, 1, "--config.fid_every=-1: must be an int >= 0"),
-    ({"fid_samples": 1}, 1, "--config.fid_samples=1: must be an int >= 2"),
-    ({"num_steps": -5}, 1, "--config.num_steps=-5: must be an int >= 1"),
-    ({"num_steps": 1e3}, 1, "--config.num_steps=1000.0: must be an int >= 1, not a float"),
-    ({"lr": -1}, 1, "--config.lr=-1: must be a number >= 0 and finite"),
-    ({"lr": float("nan")}, 1, "--config.lr=nan: must be a number >= 0 and finite"),
-    ({"lr": float("inf")}, 1, "--config.lr=inf: must be a number >= 0 and finite"),
-    ({"lr": "2e-4"}, 1, "--config.lr='2e-4': must be a number >= 0 and finite, not a str"),
-    ({"beta1": 1.0}, 1, "--config.beta1=1.0: must be a number in [0, 1)"),
-    ({"beta2": -0.1}, 1, "--config.beta2=-0.1: must be a number in [0, 1)"),
-    ({"ema_decay": 1}, 1, "--config.ema_decay=1: must be a number in [0, 1)"),
-    ({"time_limit_s": -1.0}, 1, "--config.time_limit_s=-1.0: must be a number >= 0"),
-    ({"seed": -1}, 1, "--config.seed=-1: must be an int in [0, 4294967296)"),
-    ({"seed": 2**32}, 1, "--config.seed=4294967296: must be an int in [0, 4294967296)"),
-    ({"seed": 1.5}, 1, "--config.seed=1.5: must be an int in [0, 4294967296), not a float"),
-    ({"ngf": 0}, 1, "--config.ngf=0: must be an int >= 1"),
-    ({"ngf": 3, "im_size": 256}, 1, "--config.ngf=3: at im_size 256 must be a multiple of 2"),
-    ({"ngf": 4, "im_size": 1024}, 1, "--config.ngf=4: at im_size 1024 must be a multiple of 8"),
-    ({"ndf": 2, "im_size": 256}, 1, "--config.ndf=2: at im_size 256 must be a multiple of 4"),
-    ({"ndf": 4, "im_size": 1024}, 1, "--config.ndf=4: at im_size 1024 must be a multiple of 8"),
-    ({"nz": 0}, 1, "--config.nz=0: must be an int >= 1"),
-    ({"dec_width": -8}, 1, "--config.dec_width=-8: must be an int >= 1"),
-    ({"background": (1, 2)}, 1, "--config.background=(1, 2): must be 3 ints 0-255"),
-    ({"background": (0, 0, 256)}, 1, "--config.background=(0, 0, 256): must be 3 ints 0-255"),
-    ({"background": "white"}, 1, "--config.background='white': must be 3 ints 0-255"),
-    ({"data_on_device": "maybe"}, 1, "--config.data_on_device=maybe: choose from auto, yes, no"),
-    ({"aspect": "squash"}, 1, "--config.aspect=squash: choose from center_crop, stretch"),
-    ({"data": ""}, 1, "--config.data='': must be an image folder or tfds:NAME[:SPLIT]"),
-    ({"data": "tfds:"}, 1, "--config.data=tfds:: expected tfds:NAME or tfds:NAME:SPLIT"),
-    ({"cache_dir": None}, 1, "--config.cache_dir=None: must be a string, not None"),
-    ({"tfds_data_dir": 3}, 1, "--config.tfds_data_dir=3: must be a string, not an int"),
-    ({"init_from": "/nonexistent/run"}, 1, "--config.init_from=/nonexistent/run: no such file or folder"),
+    ({"log.checkpoint_every": 0}, 1, "--config.log.checkpoint_every=0: must be an int >= 1"),
+    ({"log.log_every": 0}, 1, "--config.log.log_every=0: must be an int >= 1"),
+    ({"log.sample_every": -1}, 1, "--config.log.sample_every=-1: must be an int >= 1"),
+    ({"log.keep_checkpoints": 0}, 1, "--config.log.keep_checkpoints=0: must be an int >= 1"),
+    ({"log.num_samples": 0}, 1, "--config.log.num_samples=0: must be an int >= 1"),
+    ({"log.recalib_samples": 0}, 1, "--config.log.recalib_samples=0: must be an int >= 1"),
+    ({"log.recalib_batch": 0}, 1, "--config.log.recalib_batch=0: must be an int >= 1"),
+    ({"log.fid_every": -1}, 1, "--config.log.fid_every=-1: must be an int >= 0"),
+    ({"log.fid_samples": 1}, 1, "--config.log.fid_samples=1: must be an int >= 2"),
+    ({"train.num_steps": -5}, 1, "--config.train.num_steps=-5: must be an int >= 1"),
+    ({"train.num_steps": 1e3}, 1, "--config.train.num_steps=1000.0: must be an int >= 1, not a float"),
+    ({"optim.lr": -1}, 1, "--config.optim.lr=-1: must be a number >= 0 and finite"),
+    ({"optim.lr": float("nan")}, 1, "--config.optim.lr=nan: must be a number >= 0 and finite"),
+    ({"optim.lr": float("inf")}, 1, "--config.optim.lr=inf: must be a number >= 0 and finite"),
+    ({"optim.lr": "2e-4"}, 1, "--config.optim.lr='2e-4': must be a number >= 0 and finite, not a str"),
+    ({"optim.beta1": 1.0}, 1, "--config.optim.beta1=1.0: must be a number in [0, 1)"),
+    ({"optim.beta2": -0.1}, 1, "--config.optim.beta2=-0.1: must be a number in [0, 1)"),
+    ({"optim.ema_decay": 1}, 1, "--config.optim.ema_decay=1: must be a number in [0, 1)"),
+    ({"train.time_limit_s": -1.0}, 1, "--config.train.time_limit_s=-1.0: must be a number >= 0"),
+    ({"train.seed": -1}, 1, "--config.train.seed=-1: must be an int in [0, 4294967296)"),
+    ({"train.seed": 2**32}, 1, "--config.train.seed=4294967296: must be an int in [0, 4294967296)"),
+    ({"train.seed": 1.5}, 1, "--config.train.seed=1.5: must be an int in [0, 4294967296), not a float"),
+    ({"model.ngf": 0}, 1, "--config.model.ngf=0: must be an int >= 1"),
+    ({"model.ngf": 3, "model.im_size": 256}, 1, "--config.model.ngf=3: at im_size 256 must be a multiple of 2"),
+    ({"model.ngf": 4, "model.im_size": 1024}, 1, "--config.model.ngf=4: at im_size 1024 must be a multiple of 8"),
+    ({"model.ndf": 2, "model.im_size": 256}, 1, "--config.model.ndf=2: at im_size 256 must be a multiple of 4"),
+    ({"model.ndf": 4, "model.im_size": 1024}, 1, "--config.model.ndf=4: at im_size 1024 must be a multiple of 8"),
+    ({"model.nz": 0}, 1, "--config.model.nz=0: must be an int >= 1"),
+    ({"model.dec_width": -8}, 1, "--config.model.dec_width=-8: must be an int >= 1"),
+    ({"data.background": (1, 2)}, 1, "--config.data.background=(1, 2): must be 3 ints 0-255"),
+    ({"data.background": (0, 0, 256)}, 1, "--config.data.background=(0, 0, 256): must be 3 ints 0-255"),
+    ({"data.background": "white"}, 1, "--config.data.background='white': must be 3 ints 0-255"),
+    ({"data.on_device": "maybe"}, 1, "--config.data.on_device=maybe: choose from auto, yes, no"),
+    ({"data.aspect": "squash"}, 1, "--config.data.aspect=squash: choose from center_crop, stretch"),
+    ({"data.source": ""}, 1, "--config.data.source='': must be an image folder or tfds:NAME[:SPLIT]"),
+    ({"data.source": "tfds:"}, 1, "--config.data.source=tfds:: expected tfds:NAME or tfds:NAME:SPLIT"),
+    ({"data.cache_dir": None}, 1, "--config.data.cache_dir=None: must be a string, not None"),
+    ({"data.tfds_data_dir": 3}, 1, "--config.data.tfds_data_dir=3: must be a string, not an int"),
+    ({"train.init_from": "/nonexistent/run"}, 1, "--config.train.init_from=/nonexistent/run: no such file or folder"),
 ]
 
 
 def _config(overrides):
     cfg = cpu_quick.get_config().to_dict()
-    for field, value in overrides.items():
-        if value is MISSING:
-            del cfg[field]
+    for name, value in overrides.items():
+        group, field = name.split(".") if "." in name else (name, None)
+        if field is None:
+            cfg[group] = value  # a top-level name that is no group
+        elif value is MISSING:
+            del cfg[group][field]
         else:
-            cfg[field] = value
+            cfg[group][field] = value
     return cfg
 
 
@@ -119,25 +131,30 @@ def test_bundled_configs_validate():
 def test_accepted_spellings(tmp_path):
     (tmp_path / "old_run").mkdir()
     for overrides in (
-        {"lr": 1, "beta1": 0, "time_limit_s": 5, "ema_decay": 0.0},  # ints where floats are expected
-        {"lr": 0.0, "time_limit_s": float("inf")},  # lr 0 freezes the weights; no time limit
-        {"policy": "", "background": [0, 0, 0], "data_on_device": "no"},
-        {"policy": " cutout , color", "init_from": str(tmp_path / "old_run"), "fid_every": 0},
-        {"data": "tfds:cats:train", "im_size": 1024, "ngf": 8, "ndf": 8},
-        {"im_size": 128, "ngf": 3, "ndf": 2, "dec_width": 1, "seed": 2**32 - 1},
+        {
+            "optim.lr": 1,
+            "optim.beta1": 0,
+            "train.time_limit_s": 5,
+            "optim.ema_decay": 0.0,
+        },  # ints where floats are expected
+        {"optim.lr": 0.0, "train.time_limit_s": float("inf")},  # lr 0 freezes the weights; no time limit
+        {"loss.policy": "", "data.background": [0, 0, 0], "data.on_device": "no"},
+        {"loss.policy": " cutout , color", "train.init_from": str(tmp_path / "old_run"), "log.fid_every": 0},
+        {"data.source": "tfds:cats:train", "model.im_size": 1024, "model.ngf": 8, "model.ndf": 8},
+        {"model.im_size": 128, "model.ngf": 3, "model.ndf": 2, "model.dec_width": 1, "train.seed": 2**32 - 1},
     ):
         validate(_config(overrides), num_devices=1)
 
 
 def test_precisions_are_read_from_state(monkeypatch):
     monkeypatch.setitem(state.PRECISIONS, "float8", None)
-    validate(_config({"precision": "float8"}), num_devices=1)
+    validate(_config({"model.precision": "float8"}), num_devices=1)
     with pytest.raises(ConfigError, match="choose from bfloat16, float16, float32, float8$"):
-        validate(_config({"precision": "fp8"}), num_devices=1)
+        validate(_config({"model.precision": "fp8"}), num_devices=1)
 
 
 def test_every_default_field_has_a_rule():
-    fields = set(default.get_config())
+    fields = set(configs.flatten(default.get_config()))
     assert fields - set(RULES) == set(), "give each new field of default.py a rule in fastgan_jax/train/validate.py"
     assert set(RULES) - fields == set(), "a rule for a field that default.py no longer has"
 
@@ -182,15 +199,15 @@ def _train_py(*args, **kwargs):
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["--config.batch_size=1.5"], "error: flag --config.batch_size=1.5: invalid literal for int()"),
-        (["--config.batch_size"], "error: Missing value for flag --config.batch_size"),
+        (["--config.optim.batch_size=1.5"], "error: flag --config.optim.batch_size=1.5: invalid literal for int()"),
+        (["--config.optim.batch_size"], "error: Missing value for flag --config.optim.batch_size"),
         (["--bogus=1"], "error: Unknown command line flag 'bogus'"),
         (["--config", "nope"], "error: --config nope: no such bundled config"),
     ],
 )
 def test_absl_parse_errors_are_one_line_with_exit_2(tmp_path, args, error):
     # --config after its overrides is fine too (ml_collections alone wants it first).
-    proc = _train_py("--config.nz=8", "--workdir", str(tmp_path / "run"), "--config", "cpu_quick", *args)
+    proc = _train_py("--config.model.nz=8", "--workdir", str(tmp_path / "run"), "--config", "cpu_quick", *args)
     _, err = proc.communicate(timeout=120)
     err = helpers.own_stderr(err)
     assert proc.returncode == 2 and err.startswith(error) and err.count("\n") == 1, err
@@ -232,9 +249,9 @@ def test_evaluate_arguments(tmp_path, capsys, args, error):
 def test_cli_bad_flag_exits_2_before_writing(tmp_path):
     work = tmp_path / "W"
     cmd = [sys.executable, "-m", "fastgan_jax.commands.train", "--workdir", str(work), "--config", "cpu_quick"]
-    res = subprocess.run([*cmd, "--config.batch_size=-3"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([*cmd, "--config.optim.batch_size=-3"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr[-3000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: --config.batch_size=-3: must be an int >= 1")
+    assert len(errors) == 1 and errors[0].startswith("error: --config.optim.batch_size=-3: must be an int >= 1")
     assert "Traceback" not in res.stderr
     assert not work.exists()

@@ -36,13 +36,13 @@ def evaluate(workdir, *, data_source=None, n=5000, step=None, seed=0, cache_dir=
     """
     run = runs.load_run(workdir, step)  # a clear error when there is no run
     G, variables, cfg, step = run.generator, run.g_variables, run.config, run.step
-    source = data_source or cfg["data"]
+    source = data_source or cfg["data"]["source"]
     t0 = time.perf_counter()
     real = inception.real_features(
         source,
-        cfg["im_size"],
-        aspect=cfg["aspect"],
-        background=tuple(cfg["background"]),
+        cfg["model"]["im_size"],
+        aspect=cfg["data"]["aspect"],
+        background=tuple(cfg["data"]["background"]),
         cache_dir=cache_dir,
         progress="real images" if progress else None,
     )

@@ -58,7 +58,7 @@ def _scores(restored, hr, op, observed, lpips, eps):
 
 def _load_hr(source, size, cfg) -> np.ndarray:
     try:
-        return data.load(source, size, aspect=cfg["aspect"], background=tuple(cfg["background"]))
+        return data.load(source, size, aspect=cfg["data"]["aspect"], background=tuple(cfg["data"]["background"]))
     except data.DataError as e:  # data.load names the training flag
         raise data.DataError(str(e).replace("--data", "--hr", 1)) from None
 

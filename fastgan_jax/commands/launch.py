@@ -42,7 +42,8 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
-def _run(module: str) -> None:
+def run(module: str) -> None:
+    """Runs the command `fastgan_jax.commands.MODULE` (its `main()`): loaded inside the Ctrl-C guard."""
     warnings.formatwarning = _warning_line  # a warning is a line for the user, not a source location
     previous = signal.signal(signal.SIGINT, _exit_now)
     try:
@@ -62,24 +63,24 @@ def _run(module: str) -> None:
 
 def train() -> None:
     """fastgan-train (fastgan_jax/commands/train.py)."""
-    _run("train")
+    run("train")
 
 
 def sample() -> None:
     """fastgan-sample (fastgan_jax/commands/sample.py)."""
-    _run("sample")
+    run("sample")
 
 
 def upscale() -> None:
     """fastgan-upscale (fastgan_jax/commands/upscale.py)."""
-    _run("upscale")
+    run("upscale")
 
 
 def evaluate() -> None:
     """fastgan-evaluate (fastgan_jax/commands/evaluate.py)."""
-    _run("evaluate")
+    run("evaluate")
 
 
 def evaluate_sr() -> None:
     """fastgan-evaluate-sr (fastgan_jax/commands/evaluate_sr.py)."""
-    _run("evaluate_sr")
+    run("evaluate_sr")

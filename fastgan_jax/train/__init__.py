@@ -1,4 +1,6 @@
-"""Training: the compiled step (`step`, pure math) and the experiment around it (`loop`: setup, logging,
-checkpoints, rollbacks, signals); the train state (`state`), float16 loss scaling (`loss_scale`), streamed
-batches (`pipeline`), several processes (`hosts`), Orbax checkpoints (`checkpoints`), config rules
-(`validate`) and saved runs as objects (`runs`)."""
+"""Training: the compiled step (`step`, pure math) and the experiment around it (`trainer`: setup and the loop),
+with its parts by concern: the run's folder, resume and metadata (`workdir`), logging (`writer`), checkpoints
+and samples (`actions`), rollbacks, signals and a full disk (`safeguards`), the input pipeline (`pipeline`);
+the train state (`state`), float16 loss scaling (`loss_scale`), several processes (`hosts`), Orbax
+checkpoints (`checkpoints`), memory and remat=auto (`memory`), config rules (`validate`) and saved runs as
+objects (`runs`)."""

@@ -1,8 +1,9 @@
-"""Orbax checkpoints of a run: the whole train state plus its config.
+"""Orbax checkpoints of a run: the whole train state plus its config and metadata.
 
 The only module that imports orbax. Layout: `WORKDIR/checkpoints/<step>/`
-with the items `state` (StandardSave of the TrainState pytree) and `config`
-(JSON), and `manifest.json`: the size and SHA-256 of every file Orbax wrote,
+with the items `state` (StandardSave of the TrainState pytree), `config`
+(JSON: the recipe as given) and `meta` (JSON: what the run resolved, see
+`train.workdir`), and `manifest.json`: the size and SHA-256 of every file Orbax wrote,
 so that a damaged checkpoint (a truncated, missing or altered file) is found
 before TensorStore reads it. The last `keep` checkpoints are preserved.
 
@@ -39,31 +40,26 @@ from fastgan_jax import configs
 # other field defines the run, and a mismatch is an error.
 RESUMABLE_FIELDS = frozenset(
     {
-        "lr",
-        "remat",  # memory against compute; the same results
-        "data_workers",  # how many processes decode; the same batches
-        "init_from",
-        "num_steps",
-        "log_every",
-        "sample_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "num_samples",
-        "cache_dir",
-        "tfds_data_dir",
-        "fid_every",
-        "fid_samples",
-        "time_limit_s",
+        "optim.lr",
+        "model.remat",  # memory against compute; the same results
+        "data.workers",  # how many processes decode; the same batches
+        "train.init_from",
+        "train.num_steps",
+        "log.log_every",
+        "log.sample_every",
+        "log.checkpoint_every",
+        "log.keep_checkpoints",
+        "log.num_samples",
+        "data.cache_dir",
+        "data.tfds_data_dir",
+        "log.fid_every",
+        "log.fid_samples",
+        "train.time_limit_s",
     }
 )
 
 
 MANIFEST = "manifest.json"
-
-
-# Saved with a run's config, not a config field: `data.fingerprint` of its image folder, so that a resumed run
-# whose folder moved is recognised by its images. It may change where the folder did not move (images added).
-DATA_FINGERPRINT = "data_fingerprint"
 
 
 class ConfigMismatchError(ValueError):
@@ -88,22 +84,22 @@ def manager(workdir, *, keep: int = 3, keep_best_fid: bool = False, create: bool
         create=create,
         enable_async_checkpointing=False,
     )
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "config"))
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "config", "meta"))
 
 
-def normalize(config: dict) -> dict:
-    """A JSON round trip, so that tuples and lists compare equal."""
-    return json.loads(json.dumps(config))
+def normalize(config) -> dict:
+    """A JSON round trip (of a ConfigDict or a dict), so that tuples and lists compare equal."""
+    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config))
 
 
 def check_compatible(saved: dict, current: dict, workdir) -> None:
-    """Raises ConfigMismatchError when the run-defining fields differ."""
-    saved, current = normalize(saved), normalize(current)
-    keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS - {DATA_FINGERPRINT})
+    """Raises ConfigMismatchError when the run-defining fields (of two nested configs) differ."""
+    saved, current = normalize(configs.flatten(saved)), normalize(configs.flatten(current))
+    keys = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
     diffs = [k for k in keys if saved.get(k) != current.get(k)]
     if diffs:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
-        recipe = {k: v for k, v in saved.items() if k not in RESUMABLE_FIELDS and k != DATA_FINGERPRINT}
+        recipe = {k: v for k, v in saved.items() if k not in RESUMABLE_FIELDS}
         name, overrides = configs.closest(recipe)
         flags = " ".join(_flag(k, v) for k, v in sorted(overrides.items()))
         raise ConfigMismatchError(
@@ -114,7 +110,7 @@ def check_compatible(saved: dict, current: dict, workdir) -> None:
 
 
 def _flag(field: str, value) -> str:
-    if field == "data":
+    if field == "data.source":
         return f"--data {value}"
     text = value if isinstance(value, str) else json.dumps(value).replace("[", "(").replace("]", ")")
     return f"--config.{field}={text}"
@@ -126,26 +122,35 @@ def saved_config(mngr: ocp.CheckpointManager):
     Raises:
       DamagedCheckpointError: there are checkpoints, and no config reads back.
     """
+    return _saved_json(mngr, "config")
+
+
+def saved_meta(mngr: ocp.CheckpointManager):
+    """The run's metadata (what it resolved at its start), as `saved_config` reads the config."""
+    return _saved_json(mngr, "meta")
+
+
+def _saved_json(mngr, item):
     steps = sorted(mngr.all_steps(), reverse=True)
     for step in steps:
         try:
             with _quiet_failures():
-                return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-        except Exception:  # a damaged config: the next older one is the same run's
+                return mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
+        except Exception:  # a damaged item: the next older one is the same run's
             continue
     if steps:
-        raise DamagedCheckpointError(f"{mngr.directory}: no checkpoint's config reads back (steps {steps})")
+        raise DamagedCheckpointError(f"{mngr.directory}: no checkpoint's {item} reads back (steps {steps})")
     return None
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, metrics: dict | None = None) -> None:
-    """Saves the state and config at `step`; `metrics` (e.g. {'fid': ...}) rank best checkpoints."""
-    mngr.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(normalize(config))),
-        metrics=metrics,
-        force=True,
+def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, meta: dict, metrics: dict | None = None):
+    """Saves the state, config and metadata at `step`; `metrics` (e.g. {'fid': ...}) rank best checkpoints."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(normalize(config)),
+        meta=ocp.args.JsonSave(normalize(meta)),
     )
+    mngr.save(step, args=args, metrics=metrics, force=True)
     mngr.wait_until_finished()
     if jax.process_index() == 0:  # after Orbax's commit: every process's files are there
         write_manifest(mngr, step)

@@ -30,14 +30,21 @@ so scaling and unscaling change exponents only and are exact; min_scale=1
 because gradients that overflow without any scale are a fault of the model or
 the learning rate, not of the scale (the train step's guard handles those).
 
-Use (one `DynamicScale` per network, kept in the train state):
+Use (one `DynamicScale` per network, kept in the train state; `train.step` is the one user):
 
-    (loss, aux), grads, finite = scaled_value_and_grad(loss_fn, ds, has_aux=True)(params)
+    grads = unscale(jax.grad(lambda p: scale(loss_fn(p), ds))(params), ds)
+    finite = all_finite(grads)
     new = select(finite, optimizer_step(params, grads), params)  # skip the step on overflow
     ds = adjust(ds, finite)
+
+Why not `flax.training.dynamic_scale.DynamicScale`: its `value_and_grad`
+unscales the gradients at the differentiated function's arguments. G's loss
+is differentiated with respect to the generated images and reaches G's
+parameters through the VJP of the one G forward that D's update also used,
+so the scaled gradient must stay scaled through that float16 backward; and
+its per-leaf chain of `&`s is what `all_finite` avoids (see there).
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -46,26 +53,6 @@ import jax.numpy as jnp
 
 # The project's precision names -> the modules' compute dtype; parameters, optimizer and EMA stay float32.
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def compute_dtype(precision: str) -> jnp.dtype:
-    """The compute dtype of a precision name ('float32', 'bfloat16', 'float16').
-
-    Raises:
-      ValueError: for another name.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    return PRECISIONS[precision]
-
-
-def needs_loss_scale(precision: str) -> bool:
-    """True when training at `precision` needs a dynamic loss scale: float16 only (bfloat16 has float32's range).
-
-    Raises:
-      ValueError: for an unknown precision name.
-    """
-    return compute_dtype(precision) == jnp.float16
 
 
 @flax.struct.dataclass
@@ -196,32 +183,3 @@ def adjust(ds: DynamicScale, finite: jax.Array) -> DynamicScale:
 def select(finite: jax.Array, new_tree: Any, old_tree: Any) -> Any:
     """`new_tree` where `finite`, else `old_tree`, leaf by leaf (both the same structure): a skipped update."""
     return jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_tree, old_tree)
-
-
-def scaled_value_and_grad(fn: Callable, ds: DynamicScale, *, has_aux: bool = False) -> Callable:
-    """`jax.value_and_grad(fn)` with the loss scaled before the backward pass and the gradients unscaled after.
-
-    Args:
-      fn: the loss function, differentiated with respect to its first argument;
-        returns a scalar loss, or `(loss, aux)` with `has_aux`.
-      ds: the loss scale.
-      has_aux: as in `jax.value_and_grad`.
-
-    Returns:
-      A function of `fn`'s arguments that returns `(value, grads, finite)`:
-      `value` as `fn` returned it (the unscaled loss, or `(loss, aux)`),
-      `grads` the loss's gradients as `unscale` gives them, and `finite` the
-      boolean scalar `all_finite(grads)` for `adjust` and `select`.
-    """
-
-    def scaled_fn(*args):
-        out = fn(*args)
-        loss = out[0] if has_aux else out
-        return scale(loss, ds), out
-
-    def value_and_grad(*args):
-        (_, value), grads = jax.value_and_grad(scaled_fn, has_aux=True)(*args)
-        grads = unscale(grads, ds)
-        return value, grads, all_finite(grads)
-
-    return value_and_grad

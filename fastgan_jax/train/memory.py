@@ -26,6 +26,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fastgan_jax.nn.models import REMATS
+from fastgan_jax.train import hosts
 from fastgan_jax.train.validate import ConfigError
 
 AUTO = "auto"  # the config value that asks for `choose_remat`
@@ -123,11 +124,33 @@ def _does_not_fit(choice: RematChoice, full: dict, batch_size: int, multiple: in
     per_image = full["temp"] / batch_size
     fits = math.floor((choice.budget - fixed) / per_image / multiple) * multiple if per_image else 0
     if fits >= multiple:
-        advice = f"--config.batch_size={fits} would fit (estimated from remat=full's figures)"
+        advice = f"--config.optim.batch_size={fits} would fit (estimated from remat=full's figures)"
     else:
-        advice = "no batch would: a smaller --config.im_size, or --config.precision=float16"
+        advice = "no batch would: a smaller --config.model.im_size, or --config.model.precision=float16"
     return (
-        f"--config.remat=auto: the step needs {full['total'] / GiB:.2f} GiB even with remat=full, more than "
+        f"--config.model.remat=auto: the step needs {full['total'] / GiB:.2f} GiB even with remat=full, more than "
         f"the {choice.budget / GiB:.2f} GiB this device allows ({choice.limit / GiB:.2f} GiB less a "
         f"{MARGIN:.0%} margin); {advice}"
     )
+
+
+def resolve(remat: str, saved: str | None, compile_step: Callable, *, batch_size: int) -> str:
+    """The remat a run's step uses: `remat`, or for `auto` the resumed run's own choice (`saved`), else
+    `choose_remat`'s on this run's devices, `compile_step(remat)` compiling a candidate. The choice is logged.
+
+    Raises:
+      StepDoesNotFitError: even `full` does not fit.
+    """
+    if remat != AUTO:
+        return remat
+    if saved is not None:
+        hosts.say(f"remat=auto: {saved}, as the run was started")
+        return saved
+    choice = choose_remat(
+        lambda remat: step_bytes(compile_step(remat)),
+        device_limit(jax.local_devices()),
+        batch_size=batch_size,
+        multiple=jax.device_count(),
+    )
+    hosts.say(choice.describe())
+    return choice.remat

@@ -1,4 +1,9 @@
-"""Batches from the host, through a Grain pipeline, for data that does not live on the device.
+"""The input pipeline: the data as a source, where it lives, and what each step takes.
+
+`load` reads the data as a random-access source; `device_batches` gives
+each step its data: the whole set resident on the device (the step draws its
+batch) when it fits, else batches from the host, through a Grain pipeline
+(`batches`), copied to the devices while the previous step runs.
 
 Three sources: `ArraySource`, the decoded set in host memory (what
 `data.load` returns), and `data.FileSource` (from `data.file_source`) and
@@ -18,9 +23,16 @@ worker processes decode the batches ahead of the training loop; an error in
 a worker ends the iteration with that error in the training process.
 """
 
+import os
+
 import grain
+import jax
 import numpy as np
 from absl import flags
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fastgan_jax import data
 
 
 class ArraySource:
@@ -88,3 +100,74 @@ def batches(
         dataset = grain.experimental.WithOptionsIterDataset(dataset, no_shm)
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
     return iter(dataset)
+
+
+def load(cfg: dict):
+    """The data as a random-access source: decoded in host memory, or read from the files when streamed."""
+    opts = {"aspect": cfg.data.aspect, "background": tuple(cfg.data.background)}
+    tfds_data_dir = cfg.data.tfds_data_dir or None
+    if cfg.data.stream_from == "files":
+        return data.file_source(cfg.data.source, cfg.model.im_size, tfds_data_dir=tfds_data_dir, **opts)
+    images = data.load(
+        cfg.data.source, cfg.model.im_size, cache_dir=cfg.data.cache_dir or None, tfds_data_dir=tfds_data_dir, **opts
+    )
+    return ArraySource(images)
+
+
+def resident(source, mode) -> bool:
+    """Whether the data set lives on the device: `data_on_device` yes, or auto and it takes <= 1/4 of the memory."""
+    if not isinstance(source, ArraySource) or mode in ("no", False):
+        return False
+    if mode in ("yes", True):
+        return True
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    return limit is None or source.images.nbytes <= 0.25 * limit
+
+
+def data_sharding(mesh: Mesh, resident: bool) -> NamedSharding:
+    """Where the step's data lives: the whole set replicated, or each batch split over the mesh's `data` axis."""
+    return NamedSharding(mesh, P() if resident else P("data"))
+
+
+def device_batches(cfg: dict, source, mesh: Mesh, resident: bool, start: int):
+    """What each step from `start` on takes: the whole set on the device, or the streamed batches of those steps.
+
+    Close the iterator (`close`) to end Grain's worker processes.
+    """
+    if resident:
+        device_data = jax.device_put(source.images, data_sharding(mesh, True))
+        while True:
+            yield device_data
+    host = batches(
+        source,
+        batch_size=cfg.optim.batch_size,
+        seed=cfg.train.seed,
+        start_step=start,
+        num_steps=cfg.train.num_steps,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        workers=workers(cfg),
+    )
+    try:  # the copy to the device overlaps the running step
+        for batch in host:
+            yield jax.make_array_from_process_local_data(data_sharding(mesh, False), batch)
+    finally:  # `close()` ends Grain's worker processes and frees their shared memory
+        if hasattr(host, "close"):
+            host.close()
+
+
+def workers(cfg: dict) -> int:
+    """Grain processes decoding batches: none from memory, `data_workers` (-1: one per core up to 8) from files."""
+    if cfg.data.stream_from != "files":
+        return 0  # indexing an array in memory needs no helpers
+    n = cfg.data.workers
+    return min(8, os.cpu_count() or 1) if n < 0 else n
+
+
+def describe(cfg: dict, resident: bool) -> str:
+    """Where the steps' data comes from, for the start line."""
+    if resident:
+        return "data on device"
+    if cfg.data.stream_from == "files":
+        return f"decoding batches from the files ({workers(cfg)} Grain workers)"
+    return "streaming from host memory"

@@ -32,7 +32,7 @@ class Run:
 
     Attributes:
       workdir: the run's folder.
-      config: the run's config (a dict, as saved with the checkpoint).
+      config: the run's config (a nested dict, as saved with the checkpoint: `config["model"]["nz"]`).
       step: the checkpoint's step.
       generator: the `Generator` module, with the run's precision.
       discriminator: the `Discriminator` module.
@@ -54,15 +54,8 @@ class Run:
 
 
 def _models(cfg):
-    return make_models(
-        im_size=cfg["im_size"],
-        ngf=cfg["ngf"],
-        ndf=cfg["ndf"],
-        nz=cfg["nz"],
-        dec_width=cfg["dec_width"],
-        precision=cfg.get("precision", "float32"),
-        remat="none",  # memory against compute in training; sampling keeps no activations
-    )
+    # remat: memory against compute in training; sampling keeps no activations
+    return make_models(**{**cfg["model"], "remat": "none"})
 
 
 def _open(workdir):
@@ -101,7 +94,7 @@ def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
     if step is not None and step not in mngr.all_steps():
         raise RunNotFoundError(f"{workdir}: no checkpoint at step {step} (there are {sorted(mngr.all_steps())})")
     G, D = _models(cfg)
-    tx = make_optimizer(lr=cfg["lr"], b1=cfg["beta1"], b2=cfg["beta2"])
+    tx = make_optimizer(lr=cfg["optim"]["lr"], b1=cfg["optim"]["beta1"], b2=cfg["optim"]["beta2"])
     abstract = jax.eval_shape(functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx), jax.random.key(0))
     state = _restore(mngr, abstract, step, workdir)
     g_vars = (state.ema_params, state.ema_stats) if ema else (state.g_params, state.g_stats)
@@ -147,7 +140,7 @@ def _pretrained(source):
         names = ("g_params", "g_stats", "d_params", "d_stats", "ema_params", "ema_stats")
         return {n: getattr(s, n) for n in names}
     if not path.is_file():
-        raise WarmStartError(f"--config.init_from {source}: no such run folder or checkpoint file")
+        raise WarmStartError(f"--config.train.init_from {source}: no such run folder or checkpoint file")
     _, g = convert.generator_from_official(path, ema=False)
     _, ema = convert.generator_from_official(path, ema=True)
     _, d = convert.discriminator_from_official(path)
@@ -170,11 +163,11 @@ def _check_fits(name, pretrained, fresh, source):
             where = jax.tree_util.keystr(path)
             found = "missing" if other is None else f"shape {list(np.shape(other))}"
             raise WarmStartError(
-                f"--config.init_from {source}: its {name} does not fit this run's networks ({where}: "
+                f"--config.train.init_from {source}: its {name} does not fit this run's networks ({where}: "
                 f"{found}, expected {list(np.shape(leaf))}); set im_size, ngf, ndf, nz and dec_width as it was trained"
             )
     if len(got) != len(want):
-        raise WarmStartError(f"--config.init_from {source}: its {name} has other layers than this run's networks")
+        raise WarmStartError(f"--config.train.init_from {source}: its {name} has other layers than this run's networks")
 
 
 def warm_start(state: TrainState, source) -> TrainState:

@@ -1,10 +1,9 @@
 """The train state and what builds it: models, optimizer, a fresh state.
 
-Below `step.py`, `loop.py` and `runs.py` (runs and
-checkpoints as objects), which both build on it.
+Below `step.py`, `trainer.py` and `runs.py` (runs and checkpoints as
+objects), which build on it.
 """
 
-import functools
 from typing import Any
 
 import flax
@@ -63,7 +62,6 @@ def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32", rem
     return G, D
 
 
-@functools.lru_cache(maxsize=16)  # the same object for the same settings: `make_train_step` reuses its program
 def make_optimizer(*, lr=2e-4, b1=0.5, b2=0.999):
     """Adam as the official (lr 2e-4, betas (0.5, 0.999), eps 1e-8)."""
     return optax.adam(lr, b1=b1, b2=b2, eps=1e-8)

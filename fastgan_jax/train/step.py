@@ -9,10 +9,9 @@ the official code, so its BatchNorm statistics and spectral-norm vectors are
 updated three times.
 
 Here: `train_step` (the step), `d_update` and `g_update` (its two halves),
-`StepInputs` (what an extra loss term sees), `make_train_step` (the jitted,
-sharded step) and `recalibrate` (the EMA generator's BatchNorm statistics).
-The experiment around the step (setup, logging, checkpoints, rollbacks,
-signals) is `fastgan_jax.train.loop`.
+`StepInputs` (what an extra loss term sees) and `recalibrate` (the EMA
+generator's BatchNorm statistics). `fastgan_jax.train.trainer` jits the step
+and runs the experiment around it.
 """
 
 import functools
@@ -25,12 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics.lpips import lpips_distance, lpips_variables
 from fastgan_jax.nn import losses
-from fastgan_jax.nn.diffaug import diff_augment, parse_policy
+from fastgan_jax.nn.diffaug import diff_augment
 from fastgan_jax.nn.models import Discriminator, Generator
 from fastgan_jax.train import loss_scale
 from fastgan_jax.train.loss_scale import all_finite
@@ -223,7 +221,7 @@ def train_step(
     """One FastGAN step: D update, then G update, then the EMA.
 
     Args:
-      state: the train state (donated by `make_train_step`).
+      state: the train state (donated when jitted, `trainer.jit_step`).
       images_u8: a uint8 batch [B, H, W, 3], or with `batch_size` the whole
         data set [N, H, W, 3] resident on the device, from which the step
         draws its batch.
@@ -316,49 +314,6 @@ def train_step(
 def make_mesh(devices=None) -> Mesh:
     """A 1-D mesh with a `data` axis over the devices of every process (of this one, when it runs alone)."""
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
-
-
-def make_train_step(G: Generator, D: Discriminator, *, mesh: Mesh, batch_size: int | None = None, **step_kwargs):
-    """The jitted `step(state, data, key, recon_params)`: state replicated and donated, batch sharded over `data`.
-
-    Args:
-      G, D: the networks.
-      mesh: the devices; the batch is split over its `data` axis.
-      batch_size: when given, the step takes the whole (replicated) data set
-        and draws its batch inside the compiled program.
-      **step_kwargs: `train_step`'s keywords: tx_g, tx_d, policy, recon,
-        ema_decay, and optionally d_extra_loss, g_extra_loss.
-
-    Place the state as the step returns it, `jax.device_put(state,
-    NamedSharding(mesh, P()))` (as `setup` does): JAX lowers a state straight
-    from `create_train_state` to a program of its own, so the first and the
-    later steps would compile twice.
-    """
-    parse_policy(step_kwargs["policy"])
-    n = mesh.devices.size
-    if batch_size is not None and batch_size % n:
-        raise ValueError(f"batch_size {batch_size} must be a multiple of the {n} devices")
-    args = (G, D, mesh, batch_size, tuple(sorted(step_kwargs.items())))
-    try:
-        hash(args)
-    except TypeError:  # an unhashable argument: a step of its own
-        return _jitted_step(*args)
-    return _cached_step(*args)  # the same step for the same arguments: a second run in one process reuses it
-
-
-def _jitted_step(G, D, mesh, batch_size, step_kwargs: tuple):
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    step_kwargs = dict(step_kwargs)
-    step = functools.partial(train_step, G=G, D=D, batch_size=batch_size, batch_sharding=sharded, **step_kwargs)
-    return jax.jit(
-        step,
-        in_shardings=(replicated, replicated if batch_size is not None else sharded, replicated, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
-
-
-_cached_step = functools.lru_cache(maxsize=8)(_jitted_step)
 
 
 @functools.partial(jax.jit, static_argnames=("G", "num_samples", "batch"))

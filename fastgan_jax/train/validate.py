@@ -3,7 +3,7 @@
     validate(config, num_devices=jax.device_count(), workdir="runs/x")
 
 raises `ConfigError` with one line that names the flag as it is typed, its
-value and what is allowed: `--config.batch_size=-3: must be an int >= 1 ...`.
+value and what is allowed: `--config.optim.batch_size=-3: must be an int >= 1 ...`.
 Every field of `configs/default.py` has a rule in `RULES` (a test checks it, so a new
 field cannot skip the check); a field that is not in `default.py` is an error.
 """
@@ -15,6 +15,7 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fastgan_jax import configs
 from fastgan_jax.configs import default
 from fastgan_jax.data import ASPECTS
 from fastgan_jax.nn import diffaug, losses
@@ -115,7 +116,7 @@ STREAM_FROM = ("memory", "files")
 def _stream_from(v, cfg, num_devices):
     if v not in STREAM_FROM:
         return f"choose from {', '.join(STREAM_FROM)}"
-    if v == "files" and cfg.get("data_on_device") in ("yes", True):
+    if v == "files" and cfg["data.on_device"] in ("yes", True):
         return "streams batches from the files, which data_on_device=yes contradicts"
     return None
 
@@ -126,12 +127,12 @@ def _channels(mult: dict, largest: Callable[[int], int], net: str) -> Rule:
     def rule(v, cfg, num_devices):
         if not _is_int(v) or v < 1:
             return "must be an int >= 1" + _type_note(v, _is_int(v))
-        top = largest(cfg["im_size"])
+        top = largest(cfg["model.im_size"])
         smallest = min(m for r, m in mult.items() if r <= top)
         multiple = max(1, round(1 / smallest))
         if v % multiple:
             return (
-                f"at im_size {cfg['im_size']} must be a multiple of {multiple} "
+                f"at im_size {cfg['model.im_size']} must be a multiple of {multiple} "
                 f"(the {net}'s channels at {top} px are {smallest} * width)"
             )
         return None
@@ -165,48 +166,48 @@ def _init_from(v, cfg, num_devices):
 
 # One rule per field of default.py, in its order: im_size comes before the widths that depend on it.
 RULES: dict[str, Rule] = {
-    "data": _data,
-    "im_size": _im_size,
-    "aspect": _choice(lambda: ASPECTS),
-    "background": _background,
-    "data_on_device": _data_on_device,
-    "stream_from": _stream_from,
-    "data_workers": _int(-1),
-    "cache_dir": _string,
-    "tfds_data_dir": _string,
-    "ngf": _channels(G_MULT, lambda im_size: im_size, "generator"),
+    "data.source": _data,
+    "model.im_size": _im_size,
+    "data.aspect": _choice(lambda: ASPECTS),
+    "data.background": _background,
+    "data.on_device": _data_on_device,
+    "data.stream_from": _stream_from,
+    "data.workers": _int(-1),
+    "data.cache_dir": _string,
+    "data.tfds_data_dir": _string,
+    "model.ngf": _channels(G_MULT, lambda im_size: im_size, "generator"),
     # D's stem below 512 px has the channels of twice its resolution (models.Discriminator).
-    "ndf": _channels(D_MULT, lambda im_size: 1024 if im_size == 1024 else min(2 * im_size, 512), "discriminator"),
-    "nz": _int(1),
-    "dec_width": _int(1),  # the decoders use G_MULT up to 128 px, where every factor is >= 1
-    "precision": _choice(lambda: sorted(state.PRECISIONS)),
-    "remat": _choice(lambda: (*REMATS, "auto")),  # auto: train.memory
-    "batch_size": _batch_size,
-    "lr": _real(0, finite=True),  # 0 is allowed: it freezes the weights (a fine-tuning check uses it)
-    "beta1": _real(0, 1),
-    "beta2": _real(0, 1),
-    "ema_decay": _real(0, 1),
-    "policy": _policy,
-    "recon": _choice(lambda: losses.RECONS),
-    "num_steps": _int(1),
-    "seed": _int(0, SEED_LIMIT),
-    "init_from": _init_from,
-    "time_limit_s": _real(0),  # inf: no limit, as 0 is
-    "log_every": _int(1),
-    "sample_every": _int(1),
-    "checkpoint_every": _int(1),
-    "keep_checkpoints": _int(1),
-    "num_samples": _int(1),
-    "recalib_samples": _int(1),
-    "recalib_batch": _int(1),
-    "fid_every": _int(0),
-    "fid_samples": _int(2),  # FID needs a covariance
+    "model.ndf": _channels(D_MULT, lambda im_size: 1024 if im_size == 1024 else min(2 * im_size, 512), "discriminator"),
+    "model.nz": _int(1),
+    "model.dec_width": _int(1),  # the decoders use G_MULT up to 128 px, where every factor is >= 1
+    "model.precision": _choice(lambda: sorted(state.PRECISIONS)),
+    "model.remat": _choice(lambda: (*REMATS, "auto")),  # auto: train.memory
+    "optim.batch_size": _batch_size,
+    "optim.lr": _real(0, finite=True),  # 0 is allowed: it freezes the weights (a fine-tuning check uses it)
+    "optim.beta1": _real(0, 1),
+    "optim.beta2": _real(0, 1),
+    "optim.ema_decay": _real(0, 1),
+    "loss.policy": _policy,
+    "loss.recon": _choice(lambda: losses.RECONS),
+    "train.num_steps": _int(1),
+    "train.seed": _int(0, SEED_LIMIT),
+    "train.init_from": _init_from,
+    "train.time_limit_s": _real(0),  # inf: no limit, as 0 is
+    "log.log_every": _int(1),
+    "log.sample_every": _int(1),
+    "log.checkpoint_every": _int(1),
+    "log.keep_checkpoints": _int(1),
+    "log.num_samples": _int(1),
+    "log.recalib_samples": _int(1),
+    "log.recalib_batch": _int(1),
+    "log.fid_every": _int(0),
+    "log.fid_samples": _int(2),  # FID needs a covariance
 }
 
 
-# Fields whose values are strings are shown as typed (`--config.recon=bogus`); others as Python
-# literals, so that a string where a number belongs reads `--config.lr='2e-4'`.
-_STRING_FIELDS = {field for field, value in default.get_config().items() if isinstance(value, str)}
+# Fields whose values are strings are shown as typed (`--config.loss.recon=bogus`); others as Python
+# literals, so that a string where a number belongs reads `--config.optim.lr='2e-4'`.
+_STRING_FIELDS = {field for field, value in configs.flatten(default.get_config()).items() if isinstance(value, str)}
 
 
 def _show(field, v) -> str:
@@ -216,9 +217,9 @@ def _show(field, v) -> str:
 
 
 def check_fields(names) -> None:
-    """Raises `ConfigError` for the first name (`FIELD` or `FIELD.SUB`) that is not a config field."""
+    """Raises `ConfigError` for the first name (`GROUP.FIELD` or `GROUP.FIELD.SUB`) that is not a config field."""
     for name in names:
-        if name.split(".")[0] not in RULES:
+        if ".".join(name.split(".")[:2]) not in RULES:
             raise ConfigError(f"--config.{name}: no such config field; see fastgan-train --help")
 
 
@@ -246,19 +247,19 @@ def validate(config, *, num_devices: int, workdir=None) -> None:
     """Checks every field of a training config, and the workdir when given.
 
     Args:
-      config: a `ConfigDict` or a dict with the fields of `configs/default.py`.
+      config: a `ConfigDict` or a nested dict with the groups and fields of `configs/default.py`.
       num_devices: devices the batch is split over (`jax.device_count()`, all processes' devices).
       workdir: the run folder; None skips its check.
 
     Raises:
       ConfigError: one line, `--config.FIELD=VALUE: what is allowed`, for the
-        first bad, unknown or missing field, or a workdir that cannot be used.
+        first bad, unknown or missing field (`GROUP.FIELD`), or a workdir that cannot be used.
     """
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    cfg = configs.flatten(config)
     check_fields(cfg)
     for field, rule in RULES.items():
         if field not in cfg:
-            raise ConfigError(f"--config.{field}: missing; every field of fastgan_jax/configs/default.py is needed")
+            raise ConfigError(f"--config.{field}: missing; every field of configs/default.py is needed")
         complaint = rule(cfg[field], cfg, num_devices)
         if complaint:
             raise ConfigError(f"--config.{field}={_show(field, cfg[field])}: {complaint}")

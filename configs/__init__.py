@@ -1,9 +1,10 @@
-"""The bundled training configs: one file per recipe, each with `get_config()`.
+"""The training recipes: one file per recipe, each with `get_config()`.
 
 `default.py` is the official setting; the others import it and override
-fields. The top-level `configs/*.py` of a checkout re-export these, so that
+fields. These files are the top-level `configs/` of a checkout, installed as
+the package `fastgan_jax.configs` (pyproject.toml's package-dir), so that
 `python train.py --config configs/cpu_quick.py` and
-`fastgan-train --config cpu_quick` run the same recipe.
+`fastgan-train --config cpu_quick` run the same recipe from any folder.
 """
 
 import importlib.util
@@ -14,8 +15,8 @@ import re
 import ml_collections
 
 DIR = pathlib.Path(__file__).resolve().parent
-# `    c.FIELD = VALUE  # documentation` in default.py.
-_FIELD_LINE = re.compile(r"^\s*c\.(\w+)\s*=.*?\s#\s*(.+)$")
+# `    c.GROUP.FIELD = VALUE  # documentation` in default.py.
+_FIELD_LINE = re.compile(r"^\s*c\.(\w+\.\w+)\s*=.*?\s#\s*(.+)$")
 
 
 def names() -> list[str]:
@@ -24,24 +25,37 @@ def names() -> list[str]:
 
 
 def field_docs() -> dict[str, str]:
-    """{field: one-line documentation} from the trailing comments of default.py's assignments."""
+    """{'GROUP.FIELD': one-line documentation} from the trailing comments of default.py's assignments."""
     lines = (DIR / "default.py").read_text().splitlines()
     return {m[1]: m[2].strip() for m in map(_FIELD_LINE.match, lines) if m}
+
+
+def flatten(config) -> dict:
+    """A config (a ConfigDict or a nested dict) as {'GROUP.FIELD': value}, in its order."""
+    config = config.to_dict() if hasattr(config, "to_dict") else config
+    flat = {}
+    for group, fields in config.items():
+        if isinstance(fields, dict):
+            flat |= {f"{group}.{field}": value for field, value in fields.items()}
+        else:  # not a group: validate names it as an unknown field
+            flat[group] = fields
+    return flat
 
 
 def closest(config: dict) -> tuple[str, dict]:
     """The bundled config that `config` differs least from, and the fields where it differs from it.
 
     Args:
-      config: a config as a dict (e.g. a saved run's).
+      config: a `flatten`ed config (e.g. a saved run's).
 
     Returns:
-      (name, {field: config's value}): `--config NAME` plus `--config.FIELD=VALUE` for each field rebuild it.
+      (name, {'GROUP.FIELD': config's value}): `--config NAME` plus `--config.GROUP.FIELD=VALUE` for each
+      field rebuild it.
     """
     config = json.loads(json.dumps(config))
     best = None
     for name in names():
-        bundled = json.loads(json.dumps(load(name).to_dict()))
+        bundled = json.loads(json.dumps(flatten(load(name))))
         diff = {k: v for k, v in config.items() if bundled.get(k) != v}
         if best is None or len(diff) < len(best[1]):
             best = (name, diff)
