@@ -103,3 +103,30 @@ def test_a_smaller_ball_fits_less():
 def test_settings_out_of_range_are_one_line(bad):
     with pytest.raises(ValueError, match=r"^tuning: steps >= 1, lr > 0 and radius > 0, got"):
         tune.Tuning(**bad)
+
+
+def test_the_search_tunes_each_best_candidate_in_the_same_call_and_renders_it_again():
+    G, v = generator()
+    y = target()
+    search = pulse.Search(restarts=2, steps=20)
+    plain = pulse.restore(G, v, y, OP, key=jax.random.key(0), search=search)
+    tuned = pulse.restore(G, v, y, OP, key=jax.random.key(0), search=search, tuning=TUNING)
+    rows = jnp.arange(2)
+    assert bool(tuned.tuned["improved"].all()) and (tuned.stage[rows, tuned.best_index] == 1).all()
+    assert bool((tuned.lr_mse.min(axis=1) < 0.9 * plain.lr_mse.min(axis=1)).all()), (tuned.lr_mse, plain.lr_mse)
+    np.testing.assert_array_equal(tuned.lr_mse[rows, 1 - tuned.best_index], plain.lr_mse[rows, 1 - tuned.best_index])
+    np.testing.assert_allclose(pulse.render(G, v, tuned), tuned.images, atol=2e-5)
+    np.testing.assert_allclose(degrade.observed_mse(OP, tuned.best, y), tuned.lr_mse.min(axis=1), rtol=1e-4)
+
+
+def test_a_known_blur_width_is_recovered_by_the_joint_search():
+    G, v = generator()
+    p = pivots(7)
+    hr, _ = G.apply(v, p["latents"], train=False, noise=p["noise"])
+    down = degrade.Downsample(2)
+    y = down(degrade.GaussianBlur(1.5, radius=9)(hr.astype(jnp.float32)))
+    op = degrade.chain(degrade.UnknownBlur(jnp.float32(0.8)), down)
+    res = pulse.restore(G, v, y, op, key=jax.random.key(0), search=pulse.Search(restarts=4, steps=100))
+    (width,) = res.estimates  # [B, R]
+    best = width[jnp.arange(2), res.best_index]
+    assert bool((jnp.abs(best - 1.5) < 0.3).all()), (best, res.lr_mse)

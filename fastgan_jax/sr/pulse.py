@@ -38,7 +38,7 @@ import optax
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.nn.models import Generator, noise_shapes
-from fastgan_jax.sr import degrade, ilo
+from fastgan_jax.sr import degrade, ilo, tune
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 
 NOISE_MODES = ("trainable", "fixed", "zero")
@@ -116,6 +116,13 @@ class UpscaleResult:
       features: with `Layers`, the last stage's features {r: [B, R, r, r, C_r]}
         for r = 4 .. the last stage's resolution, which render `images` again
         with `noise` (`render`); None without.
+      estimates: the operator's unknowns as each candidate's best step
+        estimated them (`degrade.unknowns`: an `UnknownBlur`'s width in
+        pixels), a tuple of [B, R]; () when the operator has none.
+      tuned: with `tune.Tuning`, the generator's weight change of each image's
+        best candidate ({"delta": the params tree with a leading [B] axis,
+        "improved": [B] bool}; stage S + 1 where it improved), which renders
+        `images` again (`render`); None without.
     """
 
     images: jax.Array
@@ -129,6 +136,8 @@ class UpscaleResult:
     sphere_error: jax.Array
     stage: jax.Array
     features: dict | None = None
+    estimates: tuple = ()
+    tuned: dict | None = None
 
 
 def pulse_schedule(steps: int, lr: float):
@@ -162,13 +171,13 @@ def _per_candidate(x, b, restarts):
     return x.reshape(b, restarts, *x.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnames=("generator", "search", "layers"))
-def _search(generator, variables, observed, keys, lpips_variables, op, *, search: Search, layers=None):
+@functools.partial(jax.jit, static_argnames=("generator", "search", "layers", "tuning"))
+def _search(generator, variables, observed, keys, lpips_variables, op, *, search: Search, layers=None, tuning=None):
     G, restarts = generator, search.restarts
     b = observed.shape[0]
     n = b * restarts
     target = jnp.repeat(observed, restarts, axis=0)  # [N, h, w, c] in [-1, 1]
-    op = degrade.repeat(op, restarts)  # per-image masks: one per candidate
+    per_image_op, op = op, degrade.repeat(op, restarts)  # per-image masks: one per candidate
     shapes = [s[1:] for s in noise_shapes(G.im_size, 1)]
 
     def init_one(k):
@@ -181,12 +190,16 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
     if search.noise == "zero":
         maps0 = [jnp.zeros_like(m) for m in maps0]
     params = {"z": z0, "noise": maps0} if search.noise == "trainable" else {"z": z0}
+    # The operator's unknowns (a blur's width), estimated per candidate with the image.
+    unknowns = tuple(jnp.broadcast_to(jnp.asarray(u, jnp.float32), (n,)) for u in degrade.unknowns(op))
+    if unknowns:
+        params["op"] = unknowns
 
     def render(params):
         img, _ = G.apply(variables, params["z"], train=False, noise=params.get("noise", maps0))
         return img.astype(jnp.float32)  # [N, H, W, 3] in [-1, 1]
 
-    def objective(img):
+    def objective(img, op=op, target=target):
         mse, l1 = degrade.observed_errors(op, img, target)  # [N] each, on the [0, 1] scale
         loss = 100 * mse + search.l1 * l1
         if search.lpips:  # GAN inversion: the render and the target have the same size
@@ -194,7 +207,11 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
         return loss.sum(), (loss, mse)  # the sum keeps candidates independent
 
     def losses(params):
-        return objective(render(params))
+        return objective(render(params), degrade.with_unknowns(op, params.get("op", ())))
+
+    def project(params):  # latents and noise maps onto their spheres, the unknowns into their ranges
+        out = {k: jax.tree.map(_project, v) for k, v in params.items() if k != "op"}
+        return out | ({"op": degrade.clip_unknowns(op, params["op"])} if "op" in params else {})
 
     tx = optax.adam(pulse_schedule(search.steps, search.lr))
 
@@ -205,18 +222,21 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
         best = ilo.select(better, params, best)
         best_mse = jnp.where(better, mse, best_mse)
         updates, opt = tx.update(grads, opt, params)
-        params = jax.tree.map(_project, optax.apply_updates(params, updates))
-        off = [jnp.abs(jnp.mean(jnp.square(x), axis=tuple(range(1, x.ndim))) - 1) for x in jax.tree.leaves(params)]
+        params = project(optax.apply_updates(params, updates))
+        spheres = jax.tree.leaves({k: v for k, v in params.items() if k != "op"})
+        off = [jnp.abs(jnp.mean(jnp.square(x), axis=tuple(range(1, x.ndim))) - 1) for x in spheres]
         return (params, opt, best, best_mse), (loss, jnp.max(jnp.stack(off), axis=0))
 
     init = (params, tx.init(params), params, jnp.full((n,), jnp.inf))
     (_, _, best, best_mse), (history, sphere) = jax.lax.scan(step, init, None, length=search.steps)
     best_noise = best.get("noise", maps0)
+    estimates = best.get("op", ())
+    op = degrade.with_unknowns(op, estimates)  # the later stages keep each candidate's estimate
     stage, feats = jnp.zeros((n,), jnp.int32), None
     if layers is not None:  # ILO: the intermediate features, stage by stage
         start = G.apply(variables, best["z"], train=False, noise=best_noise, stop_at=layers.resolutions[0])
         feats, best_mse, stage, layer_history = ilo.layer_stages(
-            G, variables, best_noise, start, best_mse, objective, layers
+            G, variables, best_noise, start, best_mse, functools.partial(objective, op=op), layers
         )
         history = jnp.concatenate([history, layer_history])
         img, _ = G.apply(variables, None, train=False, noise=best_noise, features=feats)
@@ -225,6 +245,23 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
     images = _per_candidate(img.astype(jnp.float32), b, restarts)
     lr_mse = best_mse.reshape(b, restarts)
     best_index = jnp.argmin(lr_mse, axis=1)
+    tuned = None
+    if tuning is not None:  # the generator's weights, per image, around its best candidate
+        pick = functools.partial(_pick, index=best_index, b=b, restarts=restarts)
+        pivot = {"noise": [pick(m) for m in best_noise]}
+        pivot |= (
+            {"features": {r: pick(f) for r, f in feats.items()}} if feats is not None else {"latents": pick(best["z"])}
+        )
+        image_op = degrade.with_unknowns(per_image_op, tuple(pick(e) for e in estimates))
+        delta, tuned_mse, improved, tune_history = tune.tune(
+            G, variables, pivot, pick(best_mse), functools.partial(objective, op=image_op, target=observed), tuning
+        )
+        tuned = {"delta": delta, "improved": improved}
+        chosen = jax.nn.one_hot(best_index, restarts, dtype=bool) & improved[:, None]  # [B, R]
+        images = jnp.where(chosen[..., None, None, None], tune.render(G, variables, delta, pivot)[:, None], images)
+        lr_mse = jnp.where(chosen, tuned_mse[:, None], lr_mse)
+        stage = jnp.where(chosen.reshape(-1), (len(layers.resolutions) if layers else 0) + 1, stage)
+        history = jnp.concatenate([history, jnp.repeat(tune_history, restarts, axis=1)])
     return UpscaleResult(
         images=images,
         lr_mse=lr_mse,
@@ -237,7 +274,14 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
         sphere_error=sphere.max(axis=0).reshape(b, restarts),
         stage=stage.reshape(b, restarts),
         features=None if feats is None else {r: _per_candidate(f, b, restarts) for r, f in feats.items()},
+        estimates=tuple(_per_candidate(e, b, restarts) for e in estimates),
+        tuned=tuned,
     )
+
+
+def _pick(x, *, index, b, restarts):
+    """[B, ...]: candidate `index[b]` of each image from [B * R, ...]."""
+    return jnp.take_along_axis(_per_candidate(x, b, restarts), index.reshape((b, 1) + (1,) * (x.ndim - 1)), 1)[:, 0]
 
 
 def _check_lr_images(lr_images, im_size: int) -> tuple[int, int]:
@@ -286,6 +330,7 @@ def restore(
     key: jax.Array,
     search: Search | None = None,
     layers: ilo.Layers | None = None,
+    tuning: tune.Tuning | None = None,
     lpips_variables=None,
     image_offset: int = 0,
 ) -> UpscaleResult:
@@ -305,6 +350,10 @@ def restore(
       layers: `ilo.Layers`: after the latent search, intermediate layer
         optimisation (ILO), stage by stage, in the same compiled call; None:
         the latent search alone (PULSE).
+      tuning: `tune.Tuning`: then each image's best candidate is rendered by
+        the generator with its weights tuned for that image inside a small
+        ball (pivotal tuning), in the same compiled call; None: the
+        generator as it is.
       lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
         (loaded when None and `search.lpips` > 0); passed to the compiled
         search as an argument.
@@ -321,7 +370,7 @@ def restore(
         out of range fail when the `Search` is made).
     """
     args, search = _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset)
-    return _search(generator, *args, search=search, layers=layers)
+    return _search(generator, *args, search=search, layers=layers, tuning=tuning)
 
 
 def upscale(generator: Generator, variables, lr_images, *, downsample: str = "area", **settings) -> UpscaleResult:
@@ -333,7 +382,7 @@ def upscale(generator: Generator, variables, lr_images, *, downsample: str = "ar
         [0, 255]; square, with h = generator.im_size / factor for a whole
         factor (factor 1: GAN inversion, projecting a high-resolution image).
       downsample: 'area' (PIL's BOX) or 'bicubic' (PULSE's).
-      **settings: `restore`'s keywords (key, search, layers, lpips_variables, image_offset).
+      **settings: `restore`'s keywords (key, search, layers, tuning, lpips_variables, image_offset).
 
     Returns:
       An `UpscaleResult` (images in [-1, 1], `lr_mse` on [0, 1]).
@@ -411,6 +460,17 @@ def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
     if result.features is not None:  # ILO: from the optimised features
         feats = {k: f.reshape(b * r, *f.shape[2:]) for k, f in result.features.items()}
         img, _ = generator.apply(variables, None, train=False, noise=noise, features=feats)
-        return _per_candidate(img.astype(jnp.float32), b, r)
-    img, _ = generator.apply(variables, result.latents.reshape(b * r, -1), train=False, noise=noise)
-    return _per_candidate(img.astype(jnp.float32), b, r)
+    else:
+        img, _ = generator.apply(variables, result.latents.reshape(b * r, -1), train=False, noise=noise)
+    images = _per_candidate(img.astype(jnp.float32), b, r)
+    if result.tuned is None:
+        return images
+    pick = functools.partial(_pick, index=result.best_index, b=b, restarts=r)  # the tuned candidates
+    pivot = {"noise": [pick(m) for m in noise]}
+    if result.features is not None:
+        pivot["features"] = {k: pick(f) for k, f in feats.items()}
+    else:
+        pivot["latents"] = pick(result.latents.reshape(b * r, -1))
+    chosen = jax.nn.one_hot(result.best_index, r, dtype=bool) & result.tuned["improved"][:, None]
+    tuned = tune.render(generator, variables, result.tuned["delta"], pivot)
+    return jnp.where(chosen[..., None, None, None], tuned[:, None], images)
