@@ -20,7 +20,8 @@
 # timeout_s 600. Everything lands in $OUT: results.md (the tables for RESULTS.md) and the raw logs.
 #
 # Knobs (environment), for a CPU check of the script itself (tests/benchmarks_test.py): BUDGET (570),
-# RESULTS (.gpu_results), DATA (.gpudata/pokemon-256), QUALITY_SECONDS (300), FID_EVERY (2500),
+# RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
+# QUALITY_SECONDS (300), FID_EVERY (2500),
 # FID_SAMPLES (2000), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra
 # flags: QUALITY_ARGS (train.py), RESTORE_ARGS (restore_heldout.py), SPEED_ARGS (train_speed.py and
 # profile_step.py), PULSE_ARGS (upscale_speed.py). OFFICIAL=0 skips the official PyTorch step.
@@ -33,7 +34,7 @@ DATA=${DATA:-.gpudata/pokemon-256}
 QUALITY_SECONDS=${QUALITY_SECONDS:-300} FID_EVERY=${FID_EVERY:-2500} FID_SAMPLES=${FID_SAMPLES:-2000}
 RESTORE_N=${RESTORE_N:-16} STEPS=${STEPS:-30} PROFILE_STEPS=${PROFILE_STEPS:-5} BIG=${BIG:-1024}
 QUALITY_ARGS=${QUALITY_ARGS:-} RESTORE_ARGS=${RESTORE_ARGS:-} SPEED_ARGS=${SPEED_ARGS:-} PULSE_ARGS=${PULSE_ARGS:-}
-OFFICIAL=${OFFICIAL:-1}
+OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs}
 export FASTGAN_JAX_COMPILE_CACHE=${FASTGAN_JAX_COMPILE_CACHE:-$PWD/.jax_cache}
 mkdir -p "$OUT" "$RESULTS/done"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -71,27 +72,28 @@ touch "$RESULTS"/{train_speed,upscale_speed,official,deviceless}.jsonl
 
 # 1. The quality run: a tenth of DATA held out (restore_heldout.split, for phase 2), the rest trained on.
 quality() {
-  rm -rf runs/quality
+  rm -rf "$RUNS/quality"
   python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import pathlib, restore_heldout as r; \
-train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('runs/quality_images'))" || return 1
-  python3 train.py --data runs/quality_images --workdir runs/quality --config configs/default.py \
+train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('$RUNS/quality_images'))" || return 1
+  python3 train.py --data "$RUNS/quality_images" --workdir "$RUNS/quality" --config configs/default.py \
     --config.model.precision=bfloat16 --config.train.num_steps=1000000 --config.train.time_limit_s="$QUALITY_SECONDS" \
     --config.log.fid_every="$FID_EVERY" --config.log.fid_samples="$FID_SAMPLES" \
     --config.log.sample_every="$FID_EVERY" --config.log.checkpoint_every="$FID_EVERY" --config.log.log_every=100 \
     --config.data.cache_dir=/tmp/fastgan_cache $QUALITY_ARGS 2>&1 | grep -v cuda_timer | tail -40 | tee "$RESULTS/quality.txt"
-  [ -f runs/quality/metrics.jsonl ] || return 1
-  cp runs/quality/metrics.jsonl "$RESULTS/quality_metrics.jsonl"
-  python3 benchmarks/plot_metrics.py runs/quality/metrics.jsonl "$RESULTS/quality_losses.png"
-  python3 benchmarks/plot_metrics.py --fid-table runs/quality/metrics.jsonl >"$RESULTS/quality.md"
+  [ -f "$RUNS/quality/metrics.jsonl" ] || return 1
+  cp "$RUNS/quality/metrics.jsonl" "$RESULTS/quality_metrics.jsonl"
+  python3 benchmarks/plot_metrics.py "$RUNS/quality/metrics.jsonl" "$RESULTS/quality_losses.png"
+  python3 benchmarks/plot_metrics.py --fid-table "$RUNS/quality/metrics.jsonl" >"$RESULTS/quality.md"
   local last
-  last=$(ls runs/quality/samples | grep '^samples_' | tail -1)
-  cp "runs/quality/samples/$last" "$RESULTS/quality_$last"
+  last=$(ls "$RUNS/quality/samples" | grep '^samples_' | tail -1)
+  cp "$RUNS/quality/samples/$last" "$RESULTS/quality_$last"
 }
 phase quality $(( QUALITY_SECONDS + 150 )) quality
 
 # 2. Restoration of the held-out tenth through the quality run's generator.
 restore() {
-  python3 benchmarks/restore_heldout.py --data "$DATA" --prior runs/quality --n "$RESTORE_N" --tasks x4,x8 \
+  python3 benchmarks/restore_heldout.py --data "$DATA" --prior "$RUNS/quality" --workdir "$RUNS/restore256" \
+    --n "$RESTORE_N" --tasks x4,x8 \
     --json "$RESULTS/restore.json" $RESTORE_ARGS 2>&1 | grep -v cuda_timer | tee "$RESULTS/restore.txt"
   { echo "Held-out restoration at 256 px (quality run's prior, first $RESTORE_N held-out images):"; echo
     grep '^|' "$RESULTS/restore.txt"; } >"$RESULTS/restore.md"

@@ -7,7 +7,8 @@
 The prior: `cpu_quick`'s networks at 64 px trained on the CPU (--steps,
 EMA 0.995) on the data's images but a fixed tenth (every tenth file in name
 order), which is held out and used only here. A finished run in --workdir is
-reused (train.py's resume rule). Then, for every task, every held-out image is
+reused (train.py's resume rule); `--prior RUN` restores with another run
+trained on the same split instead (gpu_session.sh's 256 px quality run). Then, for every task, every held-out image is
 degraded by the task's operator (`fastgan_jax/sr/degrade.py`) and restored by
 plain PULSE (the latent search), by ILO (the same search continued in the
 generator's intermediate features, `fastgan_jax/sr/ilo.py`) and by the
@@ -209,8 +210,16 @@ def main():
     p.add_argument("--data", required=True, help="the image folder (a tenth is held out)")
     p.add_argument("--workdir", required=True, help="the prior's run (trained here unless finished)")
     p.add_argument("--steps", type=int, default=4000, help="training steps of the prior")
+    p.add_argument(
+        "--prior",
+        default=None,
+        help="a finished run trained on the same split's training files, restored with instead of the cpu_quick "
+        "prior; its size is the restoration's (--workdir then holds only the held-out links)",
+    )
     p.add_argument("--n", type=int, default=None, help="the first n held-out images (default: all)")
     p.add_argument("--eps", type=float, default=pulse.Search.eps)
+    p.add_argument("--restarts", type=int, default=pulse.Search.restarts, help="the latent search's candidates")
+    p.add_argument("--search-steps", type=int, default=pulse.Search.steps, help="the latent search's Adam steps")
     p.add_argument("--layers", default="8,16,32", help="ILO's stages ('': PULSE alone)")
     p.add_argument("--layer-radius", default=str(ilo.Layers.radii[0]), help="ILO's L1 radius; several: a sweep")
     p.add_argument("--layer-steps", type=int, default=ilo.Layers.steps, help="ILO's Adam steps per stage")
@@ -229,7 +238,12 @@ def main():
         p.error(f"--tasks: unknown {', '.join(unknown)}; see --help")
     workdir = pathlib.Path(args.workdir)
     train_files, held_out = split(args.data)
-    run = train_prior(linked(train_files, workdir / "train_images"), workdir, args.steps)
+    if args.prior:  # e.g. gpu_session.sh's 256 px quality run, trained on `split`'s training files
+        global SIZE
+        run = runs.load_run(args.prior)
+        SIZE = run.generator.im_size
+    else:
+        run = train_prior(linked(train_files, workdir / "train_images"), workdir, args.steps)
     hr_u8 = data.load(str(linked(held_out, workdir / "held_out_images")), SIZE)[: args.n]
     hr = images_lib.to_float(jnp.asarray(hr_u8))
     resolutions = tuple(int(r) for r in args.layers.split(",") if r)
@@ -239,7 +253,7 @@ def main():
     }
     ilos = ilos if resolutions else {}
     lpips = lpips_distance("alex")
-    settings = pulse.Search(eps=args.eps)
+    settings = pulse.Search(restarts=args.restarts, steps=args.search_steps, eps=args.eps)
     report = {
         "n": len(hr),
         "train_images": len(train_files),

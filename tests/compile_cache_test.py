@@ -9,7 +9,7 @@ import pytest
 
 from fastgan_jax.commands import compile_cache
 
-# A command in a fresh process: launch._run turns the cache on, then the command compiles a program and prints
+# A command in a fresh process: launch.run turns the cache on, then the command compiles a program and prints
 # the cache folder and JAX's cache events (jax.monitoring, a public API) for that compile.
 COMMAND = """
 import sys, types
@@ -22,7 +22,7 @@ def main():
     print(jax.config.jax_compilation_cache_dir)
     print(sorted({e.rsplit('/', 1)[-1] for e in events if '/compilation_cache/' in e}))
 sys.modules['fastgan_jax.commands.fake'] = types.SimpleNamespace(main=main)
-launch._run('fake')
+launch.run('fake')
 """
 
 

@@ -39,6 +39,9 @@ def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
     out = capsys.readouterr().out
     fids = {int(s): float(v) for s, v in re.findall(r"step (\d+): FID ([\d.]+)", out)}
     assert sorted(fids) == [2, 4]
+    kids = {int(s) for s in re.findall(r"step (\d+): FID [\d.]+, KID -?[\d.]+ \(8 samples\)", out)}
+    logged = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert kids == {2, 4} == {r["step"] for r in logged if "kid" in r and "fid" in r}
     kept = sorted(int(p.name) for p in (tmp / "run" / "checkpoints").iterdir() if p.name.isdigit())
     assert kept == sorted({4, min(fids, key=fids.get)})  # the latest and the best
 

@@ -148,7 +148,7 @@ def _train(argv):
     except safeguards.Interrupted as e:
         print(e, file=sys.stderr)
         sys.exit(128 + e.signum)
-    # A Ctrl-C that the training loop does not handle itself (while starting up) ends in launch._run, at once.
+    # A Ctrl-C that the training loop does not handle itself (while starting up) ends in launch.run, at once.
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from tensorboardX import SummaryWriter
 
 from fastgan_jax.train import hosts
 
+NOT_LOSSES = ("fid", "kid", "img_per_s", "lr_scale", "nonfinite")  # TensorBoard tags of their own
+
 
 class Logger:
     """Scalars to TensorBoard and `metrics.jsonl`, and a progress bar (or a line per log without a terminal).
@@ -43,7 +45,7 @@ class Logger:
         if not self.active:
             return
         for k, v in values.items():
-            self.writer.add_scalar(k if k in ("fid", "img_per_s", "lr_scale", "nonfinite") else f"loss/{k}", v, step)
+            self.writer.add_scalar(k if k in NOT_LOSSES else f"loss/{k}", v, step)
         with open(self.jsonl, "a") as f:  # the same scalars, for scripts and plots
             f.write(json.dumps({"step": step, **values}) + "\n")
 
