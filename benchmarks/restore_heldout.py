@@ -248,10 +248,10 @@ def main():
     hr = images_lib.to_float(jnp.asarray(hr_u8))
     resolutions = tuple(int(r) for r in args.layers.split(",") if r)
     radii = [float(r) for r in args.layer_radius.split(",")]
-    ilos = {
-        ("ilo" if len(radii) == 1 else f"ilo_r{r:g}"): ilo.Layers(resolutions, (r,), args.layer_steps) for r in radii
+    ilos = {  # none with --layers '': PULSE alone
+        ("ilo" if len(radii) == 1 else f"ilo_r{r:g}"): ilo.Layers(resolutions, (r,), args.layer_steps)
+        for r in (radii if resolutions else [])
     }
-    ilos = ilos if resolutions else {}
     lpips = lpips_distance("alex")
     settings = pulse.Search(restarts=args.restarts, steps=args.search_steps, eps=args.eps)
     report = {
