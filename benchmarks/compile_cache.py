@@ -6,7 +6,7 @@
 Each start is a fresh process with an empty workdir, sharing one empty
 compilation cache (`FASTGAN_JAX_COMPILE_CACHE`, fastgan_jax/commands/compile_cache.py):
 the first start compiles and writes it, the second reads it back. A start is
-timed from the process's launch to its exit: `train.py --config.num_steps=1`
+timed from the process's launch to its exit: `train.py --config.train.num_steps=1`
 (imports, data, initialisation, the compiled step, its checkpoint and sample
 grid), or with `--compile-only` `train_speed.py --compile-only` at the
 config's size (the training step alone, compiled as training compiles it on
@@ -38,23 +38,23 @@ def _command(args, workdir: pathlib.Path) -> list[str]:
             "--compile-only",
             "--compile-cache",
             "--im-size",
-            str(c.im_size),
+            str(c.model.im_size),
             "--precision",
-            c.precision,
+            c.model.precision,
             "--remat",
-            "none" if c.remat == "auto" else c.remat,
+            "none" if c.model.remat == "auto" else c.model.remat,
             "--ngf",
-            str(c.ngf),
+            str(c.model.ngf),
             "--ndf",
-            str(c.ndf),
+            str(c.model.ndf),
             "--nz",
-            str(c.nz),
+            str(c.model.nz),
             "--dec-width",
-            str(c.dec_width),
+            str(c.model.dec_width),
             "--recon",
-            c.recon,
+            c.loss.recon,
             "--batch",
-            str(c.batch_size),
+            str(c.optim.batch_size),
         ]
     return [
         sys.executable,
@@ -63,7 +63,7 @@ def _command(args, workdir: pathlib.Path) -> list[str]:
         args.config,
         "--workdir",
         str(workdir),
-        "--config.num_steps=1",
+        "--config.train.num_steps=1",
     ]
 
 

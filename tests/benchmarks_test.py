@@ -1,8 +1,11 @@
 """The benchmark scripts run (tiny sizes) and print their figures."""
 
 import json
+import os
 import pathlib
+import re
 import runpy
+import subprocess
 import sys
 
 import helpers
@@ -190,3 +193,64 @@ def test_the_readme_gpu_memory_tables_are_the_deviceless_compiles_output(monkeyp
     assert all(remats == {"none", "blocks", "full"} for remats in steps.values()), steps  # every remat
     cards = {card for card, size, _ in steps if (card, 1024, "float32") in steps and size == 256}
     assert len(cards) >= 4 and {"gtx1050ti", "rtx2070super"} <= cards, cards  # 256 and 1024 px, 4+ card classes
+
+
+MODEL = ["--config.model.im_size=64", "--config.model.ngf=8", "--config.model.ndf=8", "--config.model.nz=16"]
+MODEL += ["--config.model.dec_width=4", "--config.model.precision=float32", "--config.model.remat=none"]
+MODEL += ["--config.optim.batch_size=4", "--config.loss.recon=l1", "--config.train.num_steps=4"]
+MODEL += ["--config.log.num_samples=4", "--config.log.recalib_samples=8", "--config.log.recalib_batch=4"]
+
+
+def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
+    """benchmarks/gpu_session.sh with tiny knobs: every phase runs, in order, and writes its figures."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted((BENCH.parent / "fastgan_jax" / "assets" / "noto-smileys-512").glob("*.png"))[:20]:
+        (data / f.name).symlink_to(f)
+    tiny = " ".join(TINY)
+    env = dict(os.environ, OUT=str(tmp_path / "out"), RESULTS=str(tmp_path / "results"), BUDGET="100000")
+    env |= {"RUNS": str(tmp_path / "runs")}
+    env |= {"DATA": str(data), "QUALITY_SECONDS": "600", "FID_EVERY": "2", "FID_SAMPLES": "4", "RESTORE_N": "2"}
+    env |= {"STEPS": "1", "PROFILE_STEPS": "1", "BIG": "64", "OFFICIAL": "0", "JAX_PLATFORMS": "cpu"}
+    env |= {"QUALITY_ARGS": " ".join(MODEL), "SPEED_ARGS": tiny, "FASTGAN_JAX_COMPILE_CACHE": str(tmp_path / "jax")}
+    env |= {"RESTORE_ARGS": "--restarts 2 --search-steps 2 --layer-steps 2"}
+    env |= {"PULSE_ARGS": "--ngf 8 --nz 16 --restarts 2 --steps 2 --lr-size 8 --precision float32 --repeats 1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    session = ["bash", str(BENCH / "gpu_session.sh")]
+    done = subprocess.run(session, cwd=BENCH.parent, env=env, text=True, capture_output=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    phases = re.findall(r"^== (\w+) \(at", done.stdout, re.MULTILINE)
+    assert phases == ["quality", "restore", "big", "profile", "speed256"], done.stdout[-3000:]
+    out = tmp_path / "out"
+    results = (out / "results.md").read_text()
+    assert "| 2 |" in results and "| 4 |" in results  # FID and KID at steps 2 and 4
+    assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
+    assert "kernels per step" in results and "from the compilation cache" in results
+    assert json.loads((out / "deviceless.jsonl").read_text().splitlines()[0])["gpu"]["h200"]["kernels"]["total"] > 0
+    rows = [json.loads(line) for line in (out / "train_speed.jsonl").read_text().splitlines()]
+    assert [r["im_size"] for r in rows] == [64, 64] and all(r["img_per_s"] > 0 for r in rows)  # big, then 256
+    # A second call on the same machine: nothing is done twice.
+    again = subprocess.run(session, cwd=BENCH.parent, env=env, text=True, capture_output=True)
+    assert again.returncode == 0 and not re.findall(r"^== \w+ \(at", again.stdout, re.MULTILINE), again.stdout
+
+
+TINY_CONFIG = """
+from fastgan_jax.configs import cpu_quick
+
+
+def get_config():
+    c = cpu_quick.get_config()
+    c.model.update(ngf=8, ndf=8, nz=16, dec_width=4)
+    c.optim.batch_size = 2
+    return c
+"""
+
+
+def test_compile_cache_times_a_first_and_a_cached_start(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "tiny.py"
+    config.write_text(TINY_CONFIG)
+    args = ["--config", str(config), "--compile-only", "--json", str(tmp_path / "cache.jsonl")]
+    out = run_script("compile_cache.py", args, monkeypatch, capsys)
+    (row,) = (json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines())
+    assert row["cached_programs"] >= 1 and row["first_s"] > 0 and row["second_s"] > 0, row
+    assert re.search(r"first start [\d.]+ s, second start [\d.]+ s \([\d.]+x faster; \d+ programs cached\)", out), out
