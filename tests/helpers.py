@@ -210,3 +210,22 @@ def _tfds_builder():
                 yield i, {"image": np.full((20 + i, 30, 3), 40 * i, np.uint8)}
 
     return FastganTestImages
+
+
+@functools.cache
+def tiny_generator():
+    """A tiny 64 px generator in eval mode with recalibrated statistics and non-zero noise weights:
+    (G, variables), for the restoration tests."""
+    import jax
+
+    from fastgan_jax.nn.models import init_generator
+    from fastgan_jax.train.state import make_models
+    from fastgan_jax.train.step import recalibrate
+
+    G, _ = make_models(im_size=64, ngf=8, ndf=8, nz=16)
+    v = init_generator(G, jax.random.key(0))
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: x + 0.05 if "noise" in jax.tree_util.keystr(p) else x, v["params"]
+    )
+    stats = recalibrate(G, params, v["batch_stats"], jax.random.key(1), num_samples=2048, batch=64)
+    return G, {"params": params, "batch_stats": stats}

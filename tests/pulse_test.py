@@ -16,28 +16,17 @@ from PIL import Image
 import fastgan_jax as fj
 from fastgan_jax import images
 from fastgan_jax.commands import upscale as upscale_cli
-from fastgan_jax.nn.models import init_generator, noise_shapes
+from fastgan_jax.nn.models import noise_shapes
 from fastgan_jax.sr import degrade, ilo, pulse
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.train import trainer
-from fastgan_jax.train.state import make_models
-from fastgan_jax.train.step import recalibrate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 KEY = jax.random.key(3)
 
 
-@functools.cache
-def generator():
-    """A tiny 64 px generator in eval mode with recalibrated statistics and non-zero noise weights."""
-    G, _ = make_models(im_size=64, ngf=8, ndf=8, nz=16)
-    v = init_generator(G, jax.random.key(0))
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: x + 0.05 if "noise" in jax.tree_util.keystr(p) else x, v["params"]
-    )
-    stats = recalibrate(G, params, v["batch_stats"], jax.random.key(1), num_samples=2048, batch=64)
-    return G, {"params": params, "batch_stats": stats}
+generator = helpers.tiny_generator
 
 
 @functools.cache

@@ -2,29 +2,19 @@
 
 import functools
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastgan_jax.nn.models import init_generator, noise_shapes
+from fastgan_jax.nn.models import noise_shapes
 from fastgan_jax.sr import degrade, pulse, tune
-from fastgan_jax.train.state import make_models
-from fastgan_jax.train.step import recalibrate
 
 OP = degrade.Downsample(8)
 
 
-@functools.cache
-def generator():
-    """A tiny 64 px generator in eval mode with recalibrated statistics and non-zero noise weights."""
-    G, _ = make_models(im_size=64, ngf=8, ndf=8, nz=16)
-    v = init_generator(G, jax.random.key(0))
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: x + 0.05 if "noise" in jax.tree_util.keystr(p) else x, v["params"]
-    )
-    stats = recalibrate(G, params, v["batch_stats"], jax.random.key(1), num_samples=512, batch=64)
-    return G, {"params": params, "batch_stats": stats}
+generator = helpers.tiny_generator
 
 
 def pivots(seed, n=2):
@@ -86,8 +76,8 @@ def test_an_image_tunes_alike_alone_or_with_others():
     _, delta, mse, _, _ = run(pivot, target(), TUNING)
     alone = jax.tree.map(lambda x: x[1:], pivot)
     _, delta1, mse1, _, _ = run(alone, target()[1:], TUNING)
-    np.testing.assert_allclose(mse1, mse[1:], rtol=1e-5, atol=1e-9)
     # Float rounding differs with the batch (XLA's convolutions); interacting images would differ at ~1e-2.
+    np.testing.assert_allclose(mse1, mse[1:], rtol=1e-3, atol=1e-9)
     for a, b in zip(jax.tree.leaves(delta1), jax.tree.leaves(delta), strict=True):
         np.testing.assert_allclose(a, b[1:], rtol=1e-3, atol=1e-5)
 
