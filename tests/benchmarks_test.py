@@ -226,7 +226,6 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     assert "| 2 |" in results and "| 4 |" in results  # FID and KID at steps 2 and 4
     assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
     assert "kernels per step" in results and "from the compilation cache" in results
-    assert json.loads((out / "deviceless.jsonl").read_text().splitlines()[0])["gpu"]["h200"]["kernels"]["total"] > 0
     rows = [json.loads(line) for line in (out / "train_speed.jsonl").read_text().splitlines()]
     assert [r["im_size"] for r in rows] == [64, 64] and all(r["img_per_s"] > 0 for r in rows)  # big, then 256
     # A second call on the same machine: nothing is done twice.

@@ -77,7 +77,7 @@ def test_a_failing_worker_ends_the_iteration_with_its_error(tmp_path):
 
 
 def test_fewer_images_than_the_batch_is_a_warning(tmp_path):
-    cfg = helpers.tiny_config(tmp_path / "cache", data=str(_folder(tmp_path, n=2, size=64)))
+    cfg = helpers.tiny_config(tmp_path / "cache", source=str(_folder(tmp_path, n=2, size=64)))
     with pytest.warns(UserWarning, match=r"2 image\(s\), fewer than --config.optim.batch_size=4: every batch repeats"):
         exp, _ = trainer.setup(cfg, tmp_path / "w")
     exp.mngr.close()
