@@ -74,7 +74,7 @@ from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics import similarity
 from fastgan_jax.metrics.lpips import lpips_distance
-from fastgan_jax.sr import baseline, degrade, ilo, pulse, realistic
+from fastgan_jax.sr import baseline, degrade, ilo, pulse, realistic, tune
 from fastgan_jax.train import runs, trainer
 
 SIZE = 64
@@ -147,26 +147,34 @@ def latent_best(G, variables, res, op, y) -> jax.Array:
     return images[jnp.arange(b), jnp.argmin(err, axis=1)]
 
 
-def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8) -> dict:
-    """method -> the best candidate per image, [N, 64, 64, 3], for "pulse" and every ILO setting in `ilos`.
+def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8, *, tuning=None, fidelity=(), k=0) -> dict:
+    """method -> the best candidate per image, [N, 64, 64, 3], for "pulse" and every ILO setting in `ilos`;
+    for each weight w in `fidelity`, "METHOD_fw" too: the `pulse.Fidelity(w, k)` estimate of the same search.
 
     ILO's first stage is PULSE's own search with the same keys, so with `ilos` PULSE's answer is read from
-    the first ILO result (`latent_best`) rather than searched again. Images go `batch` at a time (the same
-    results: candidates never interact).
+    the first ILO result (`latent_best`) rather than searched again (not with the robust loss, whose
+    candidates are ranked by their score). Images go `batch` at a time (the same results: candidates never
+    interact).
     """
     out = {"pulse": [], **{m: [] for m in ilos}}
+    out |= {f"{m}_f{w:g}": [] for m in (ilos or ["pulse"]) for w in fidelity}
     for i in range(0, len(y), batch):
         chunk_op, chunk_y = degrade.take(op, i, i + batch), y[i : i + batch]
-        same = {"key": jax.random.key(0), "search": settings, "image_offset": i}
+        same = {"key": jax.random.key(0), "search": settings, "image_offset": i, "tuning": tuning}
         res = None
         for m, layers in ilos.items():
             res = pulse.restore(G, variables, chunk_y, chunk_op, **same, layers=layers)
             out[m].append(res.best)
+            for w in fidelity:
+                out[f"{m}_f{w:g}"].append(pulse.estimate(res.images, res.score, pulse.Fidelity(w, k)))
         if res is None:
-            out["pulse"].append(pulse.restore(G, variables, chunk_y, chunk_op, **same).best)
-        else:
+            res = pulse.restore(G, variables, chunk_y, chunk_op, **same)
+            out["pulse"].append(res.best)
+            for w in fidelity:
+                out[f"pulse_f{w:g}"].append(pulse.estimate(res.images, res.score, pulse.Fidelity(w, k)))
+        elif settings.loss == "mse" and tuning is None:
             out["pulse"].append(latent_best(G, variables, res, chunk_op, chunk_y))
-    return {m: jnp.concatenate(best) for m, best in out.items()}
+    return {m: jnp.concatenate(best) for m, best in out.items() if best}
 
 
 def scores(op, x, y, hr, lpips, eps, floor) -> dict:
@@ -221,7 +229,9 @@ def main():
     p.add_argument("--restarts", type=int, default=pulse.Search.restarts, help="the latent search's candidates")
     p.add_argument("--search-steps", type=int, default=pulse.Search.steps, help="the latent search's Adam steps")
     p.add_argument("--layers", default="8,16,32", help="ILO's stages ('': PULSE alone)")
-    p.add_argument("--layer-radius", default=str(ilo.Layers.radii[0]), help="ILO's L1 radius; several: a sweep")
+    p.add_argument(
+        "--layer-radius", default=None, help=f"ILO's L1 radius (default {ilo.Layers.radii[0]}); several: a sweep"
+    )
     p.add_argument("--layer-steps", type=int, default=ilo.Layers.steps, help="ILO's Adam steps per stage")
     p.add_argument(
         "--tasks",
@@ -230,6 +240,23 @@ def main():
         f"PIPELINE_x4 or PIPELINE_x8 for a pipeline of fastgan_jax/sr/realistic.py ({', '.join(realistic.PIPELINES)}); "
         "'real': all of those at x4 and x8",
     )
+    p.add_argument(
+        "--mode",
+        default="exact",
+        choices=("exact", "robust"),
+        help="exact: the search as given (PULSE's loss, the assumed operator); robust: pulse.ROBUST's loss and "
+        "floor, the operator made blind (degrade.blind) and ILO's radius pulse.ROBUST_LAYERS's unless "
+        "--layer-radius is given; the methods are then named robust_*",
+    )
+    p.add_argument(
+        "--fidelity",
+        default="",
+        help="comma-separated knob weights in [0, 1] (pulse.Fidelity): rows METHOD_fW, the blend of the best "
+        "candidate and the mean of the --fidelity-k best, from the same search (no extra search)",
+    )
+    p.add_argument("--fidelity-k", type=int, default=0, help="the knob's mean takes the k best candidates (0: all)")
+    p.add_argument("--tune-steps", type=int, default=0, help="tune the generator per image after ILO (0: no)")
+    p.add_argument("--tune-radius", type=float, default=tune.Tuning.radius, help="the tuning's relative radius")
     p.add_argument("--json", default=None, help="write the figures here (after every task)")
     p.add_argument("--figures", default=None, help="write one PNG per task in this folder")
     args = p.parse_args()
@@ -247,26 +274,46 @@ def main():
     hr_u8 = data.load(str(linked(held_out, workdir / "held_out_images")), SIZE)[: args.n]
     hr = images_lib.to_float(jnp.asarray(hr_u8))
     resolutions = tuple(int(r) for r in args.layers.split(",") if r)
-    radii = [float(r) for r in args.layer_radius.split(",")]
+    robust = args.mode == "robust"
+    default_radius = (pulse.ROBUST_LAYERS if robust else ilo.Layers).radii[0]
+    radii = [float(r) for r in (args.layer_radius or str(default_radius)).split(",")]
     ilos = {  # none with --layers '': PULSE alone
         ("ilo" if len(radii) == 1 else f"ilo_r{r:g}"): ilo.Layers(resolutions, (r,), args.layer_steps)
         for r in (radii if resolutions else [])
     }
     lpips = lpips_distance("alex")
     settings = pulse.Search(restarts=args.restarts, steps=args.search_steps, eps=args.eps)
+    if robust:
+        settings = dataclasses.replace(settings, loss=pulse.ROBUST.loss, floor=pulse.ROBUST.floor)
+    tuning = tune.Tuning(steps=args.tune_steps, radius=args.tune_radius) if args.tune_steps else None
+    fidelity = [float(w) for w in args.fidelity.split(",") if w]
     report = {
         "n": len(hr),
         "train_images": len(train_files),
         "steps": args.steps,
         "search": dataclasses.asdict(settings),
         "layers": {name: dataclasses.asdict(layers) for name, layers in ilos.items()},
+        "mode": args.mode,
+        "tuning": tuning and dataclasses.asdict(tuning),
+        "fidelity": {"weights": fidelity, "k": args.fidelity_k},
         "tasks": {},
     }
     print(f"{len(train_files)} training images, {len(hr)} held out; prior: {run.workdir} step {run.step}")
     print(TABLE_HEAD, flush=True)
     for name, (op, y, classical, floor) in tasks(hr_u8, wanted).items():
         t0 = time.perf_counter()
-        methods = {"baseline": classical, **search(run.generator, run.g_variables, op, y, ilos, settings)}
+        found = search(
+            run.generator,
+            run.g_variables,
+            degrade.blind(op) if robust else op,
+            y,
+            ilos,
+            settings,
+            tuning=tuning,
+            fidelity=fidelity,
+            k=args.fidelity_k,
+        )
+        methods = {"baseline": classical, **{(f"robust_{m}" if robust else m): x for m, x in found.items()}}
         report["tasks"][name] = {m: scores(op, x, y, hr, lpips, args.eps, floor) for m, x in methods.items()}
         report["tasks"][name]["truth_obs_mse"] = float(jnp.mean(floor))
         report["tasks"][name]["seconds"] = round(time.perf_counter() - t0)
@@ -274,7 +321,8 @@ def main():
             if isinstance(s, dict):
                 print(table_row(name, m, s, float(jnp.mean(floor))), flush=True)
         if args.figures:
-            rows = [classical, methods["pulse"], *(methods[m] for m in ilos), hr]
+            rows = [x for m, x in methods.items() if m != "baseline" and "_f" not in m]
+            rows = [classical, *rows, hr]
             figure(y, rows, pathlib.Path(args.figures) / f"restore_{name}.png")
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps(report, indent=2))

@@ -231,6 +231,51 @@ def observed_errors(op, x, y) -> tuple[jax.Array, jax.Array]:
     return mse, jnp.sum(jnp.abs(diff) * w, axis=(1, 2, 3)) / count
 
 
+def _halve(a):
+    """[B, H / 2, W / 2, C]: the means of 2x2 blocks."""
+    b, h, w, c = a.shape
+    return a.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def observed_multiscale_l1(op, x, y, levels: int = 3) -> jax.Array:
+    """[B] the mean over `levels` scales of the L1 error on the [0, 1] scale between A(x) and y over the known
+    pixels: at the observation's size, then halved (2x2 means of the known pixels) while it stays even and at
+    least 2 px. The robust search's loss (`pulse.Search(loss='robust')`).
+    """
+    pred = op(x)
+    w = weights(op, pred)
+    errors = []
+    for level in range(levels):
+        b, h, wd, c = pred.shape
+        if level:
+            if h % 2 or wd % 2 or h < 4 or wd < 4:
+                break
+
+            known = _halve(w)
+            pred, y = _halve(pred * w) / jnp.maximum(known, 1e-8), _halve(y * w) / jnp.maximum(known, 1e-8)
+            w = (known > 0).astype(pred.dtype)
+        count = jnp.maximum(jnp.sum(w, axis=(1, 2, 3)) * c, 1)
+        errors.append(jnp.sum(jnp.abs(pred - y) / 2 * w, axis=(1, 2, 3)) / count)
+    return jnp.mean(jnp.stack(errors), axis=0)
+
+
+def blind(op, factor: int | None = None):
+    """`op` with a Gaussian blur of unknown width (`UnknownBlur`) before its first `Downsample`, unless it blurs
+    already: the robust mode's model of a resizer it does not know (PIL's antialiased bicubic at xF is about an
+    area downsampling after a Gaussian of 0.45 F HR pixels). The width starts at F / 4 and stays in
+    [0.3, 3 F / 4] HR pixels (F: the downsampling's factor, or `factor`). Without a downsampling, `op` as it is.
+    """
+    ops = list(_ops(op))
+    if any(isinstance(o, GaussianBlur | Blur | UnknownBlur) for o in ops):
+        return op
+    at = next((i for i, o in enumerate(ops) if isinstance(o, Downsample)), None)
+    if at is None:
+        return op
+    f = factor or ops[at].factor
+    blur = UnknownBlur(jnp.float32(f / 4), lo=0.3, hi=max(0.75 * f, 0.6))
+    return chain(*ops[:at], blur, *ops[at:])
+
+
 def observed_mse(op, x, y) -> jax.Array:
     """[B] mean squared error on the [0, 1] scale between A(x) and y over the known pixels (`observed_errors`)."""
     return observed_errors(op, x, y)[0]

@@ -155,7 +155,7 @@ def comparison(lr, candidates, best_down, lr_mse, success) -> np.ndarray:
 
 
 def write_outputs(
-    out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings, stage=None
+    out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings, stage=None, best_restart=None
 ) -> dict:
     """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json, NAME = `output_name(path)`.
 
@@ -167,13 +167,15 @@ def write_outputs(
       path: the input file.
       lr: uint8 [h, w, 3] the LR image.
       images: [R, H, W, 3] float in [-1, 1], the candidates.
-      best: [H, W, 3] float in [-1, 1], the best candidate.
-      best_down: [h, w, 3] float in [-1, 1], the best candidate downscaled.
+      best: [H, W, 3] float in [-1, 1], the answer (the best candidate, or its blend with the mean of
+        several at a fidelity knob).
+      best_down: [h, w, 3] float in [-1, 1], the answer degraded again.
       lr_mse, success: [R] per candidate (LR MSE on the [0, 1] scale).
       seconds: the search time.
       settings: recorded in the report.
       stage: [R] where each candidate comes from (0: the latent search, k: the
         k-th intermediate-layer stage); None: all 0.
+      best_restart: the best candidate's index (None: the lowest lr_mse).
 
     Returns:
       The report written to NAME.json.
@@ -195,7 +197,7 @@ def write_outputs(
                 zip(lr_mse, success, np.zeros(len(lr_mse)) if stage is None else stage, strict=True)
             )
         ],
-        "best_restart": int(np.argmin(lr_mse)),
+        "best_restart": int(np.argmin(lr_mse) if best_restart is None else best_restart),
         "seconds": round(float(seconds), 3),
         **settings,
     }

@@ -96,12 +96,13 @@ def layer_stages(G, variables, noise, feats, best_mse, objective, layers: Layers
       G, variables: the generator (eval mode) and its variables.
       noise: the noise maps of every candidate (the latent search's best).
       feats: {r: [N, r, r, C]} up to `layers.resolutions[0]`.
-      best_mse: [N] the latent search's best error (what a stage must beat).
-      objective: image [N, H, W, 3] -> (summed loss, ([N] loss, [N] mse)).
+      best_mse: [N] the latent search's best score (what a stage must beat): the MSE, or with the robust
+        loss that loss (`pulse.Search`).
+      objective: image [N, H, W, 3] -> (summed loss, ([N] loss, [N] score)).
       layers: the stages.
 
     Returns:
-      (features up to the last resolution, [N] best mse, [N] stage of the
+      (features up to the last resolution, [N] best score, [N] stage of the
       best (0: the latent search), [S * steps, N] loss history).
     """
     n = best_mse.shape[0]

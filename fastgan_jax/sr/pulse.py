@@ -42,6 +42,7 @@ from fastgan_jax.sr import degrade, ilo, tune
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 
 NOISE_MODES = ("trainable", "fixed", "zero")
+LOSSES = ("mse", "robust")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,22 @@ class Search:
         observation on [-1, 1] (>= 0); only where they are the same kind of
         image (GAN inversion: the generator's size, 3 channels, every pixel
         known).
+      loss: 'mse' (PULSE's: 100 MSE, every step scored by its MSE) or
+        'robust' (for inputs of unknown origin: 10 x the mean of the L1
+        errors at the observation's size and at 1/2 and 1/4 of it, where
+        they are at least 2 px; every step scored by that loss). The coarse
+        levels see the image's layout, not a JPEG's blocks or a sensor's
+        noise, and L1 lets a few wrong pixels stay wrong (Poirier-Ginter and
+        Lalonde, "Robust Unsupervised StyleGAN Image Restoration", CVPR 2023,
+        without their LPIPS term: on 8 or 16 px observations it is costly
+        and says little).
+      floor: the observation's error floor, an MSE on the [0, 1] scale
+        (>= 0): the error that even the true image has against an input
+        made by another pipeline than the assumed operator. Once a
+        candidate's step fits within it, that step is kept and later ones
+        are not taken, however much closer they fit (Morozov's discrepancy
+        principle: closer fits copy the pipeline's artifacts); `success`
+        allows it on top of eps. 0: fit as closely as possible.
 
     Raises:
       ValueError: one line, for a setting out of range.
@@ -75,8 +92,14 @@ class Search:
     noise: str = "trainable"
     l1: float = 0.0
     lpips: float = 0.0
+    loss: str = "mse"
+    floor: float = 0.0
 
     def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.floor < 0:
+            raise ValueError(f"floor must be >= 0, got {self.floor}")
         if self.noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
         if self.restarts < 1 or self.steps < 1:
@@ -87,6 +110,52 @@ class Search:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.l1 < 0 or self.lpips < 0:
             raise ValueError(f"l1 and lpips must be >= 0, got {self.l1} and {self.lpips}")
+
+
+ROBUST = Search(loss="robust", floor=1e-3)
+"""The robust mode's search: one setting for every input of unknown origin (`fastgan-upscale`'s default,
+`--mode robust`), with `ROBUST_LAYERS` and the operator made blind (`degrade.blind`). The floor 1e-3 lies
+among the true images' own errors against real inputs (3e-4 after PIL's bicubic, 2.6e-3 after JPEG 75, 4.1e-3
+after Real-ESRGAN's chain, x4; docs/restoration_real.md, which gives the measurements)."""
+
+ROBUST_LAYERS = ilo.Layers(radii=(0.1,))
+"""The robust mode's ILO: a third of the default radius, so the generator, not the input's artifacts, shapes
+the details."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fidelity:
+    """The fidelity/realism knob: the answer is (1 - weight) x the best candidate + weight x the mean of the
+    `k` best candidates (by their score).
+
+    The best candidate is one sample of the images that fit the observation: sharp, realistic, and off the
+    truth where the observation cannot tell. The mean of several such samples estimates the posterior mean,
+    which trades that realism for PSNR (what is uncertain averages out to a blur).
+
+    Attributes:
+      weight: in [0, 1]; 0: the best candidate (the search's answer), 1: the mean.
+      k: how many of the best candidates the mean takes (>= 1; 0: all of them).
+    """
+
+    weight: float = 0.0
+    k: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.weight <= 1:
+            raise ValueError(f"fidelity: the weight must be in [0, 1], got {self.weight}")
+        if self.k < 0:
+            raise ValueError(f"fidelity: k must be >= 0 (0: all candidates), got {self.k}")
+
+
+def estimate(images: jax.Array, score: jax.Array, fidelity: Fidelity) -> jax.Array:
+    """[B, H, W, 3]: the `Fidelity` blend of candidates `images` [B, R, H, W, 3] ranked by `score` [B, R]
+    (lowest first, ties by restart index); weight 0 gives the best candidate exactly."""
+    k = images.shape[1] if not fidelity.k else min(fidelity.k, images.shape[1])
+    order = jnp.argsort(score, axis=1, stable=True)[:, :k]
+    chosen = jnp.take_along_axis(images, order[:, :, None, None, None], axis=1)  # [B, k, H, W, 3]
+    if fidelity.weight == 0:
+        return chosen[:, 0]
+    return (1 - fidelity.weight) * chosen[:, 0] + fidelity.weight * chosen.mean(axis=1)
 
 
 @flax.struct.dataclass
@@ -100,7 +169,7 @@ class UpscaleResult:
       lr_mse: [B, R] MSE between the downscaled candidate and the LR image,
         both on the [0, 1] scale (PULSE's; what `eps` is compared with).
       success: [B, R] lr_mse <= the search's eps (plus sigma^2 with `degrade.Noise`).
-      best: [B, H, W, 3] the candidate with the lowest lr_mse per image, in [-1, 1].
+      best: [B, H, W, 3] the candidate with the lowest score per image, in [-1, 1].
       best_index: [B] its restart index.
       history: [B, R, steps] the loss at every step (the MSE and L1 terms on
         the [0, 1] scale, plus the LPIPS term if any).
@@ -123,6 +192,12 @@ class UpscaleResult:
         best candidate ({"delta": the params tree with a leading [B] axis,
         "improved": [B] bool}; stage S + 1 where it improved), which renders
         `images` again (`render`); None without.
+      score: [B, R] what chose each candidate's best step and ranks the
+        candidates: lr_mse with `Search(loss='mse')`, the robust loss with
+        'robust'; 0 where the step fitted within the search's floor.
+      estimate: [B, H, W, 3] the answer at the `fidelity` knob
+        (`estimate(images, score, fidelity)`; `best` at weight 0).
+      fidelity: the `Fidelity` that made `estimate`.
     """
 
     images: jax.Array
@@ -138,6 +213,9 @@ class UpscaleResult:
     features: dict | None = None
     estimates: tuple = ()
     tuned: dict | None = None
+    score: jax.Array | None = None
+    estimate: jax.Array | None = None
+    fidelity: Fidelity = flax.struct.field(pytree_node=False, default=Fidelity())
 
 
 def pulse_schedule(steps: int, lr: float):
@@ -171,8 +249,10 @@ def _per_candidate(x, b, restarts):
     return x.reshape(b, restarts, *x.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnames=("generator", "search", "layers", "tuning"))
-def _search(generator, variables, observed, keys, lpips_variables, op, *, search: Search, layers=None, tuning=None):
+@functools.partial(jax.jit, static_argnames=("generator", "search", "layers", "tuning", "fidelity"))
+def _search(
+    generator, variables, observed, keys, lpips_variables, op, *, search: Search, layers=None, tuning=None, fidelity
+):
     G, restarts = generator, search.restarts
     b = observed.shape[0]
     n = b * restarts
@@ -201,10 +281,16 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
 
     def objective(img, op=op, target=target):
         mse, l1 = degrade.observed_errors(op, img, target)  # [N] each, on the [0, 1] scale
-        loss = 100 * mse + search.l1 * l1
+        if search.loss == "robust":
+            loss = 10 * degrade.observed_multiscale_l1(op, img, target) + search.l1 * l1
+        else:
+            loss = 100 * mse + search.l1 * l1
         if search.lpips:  # GAN inversion: the render and the target have the same size
             loss = loss + search.lpips * lpips_lib.LPIPS("vgg").apply(lpips_variables, img, target)
-        return loss.sum(), (loss, mse)  # the sum keeps candidates independent
+        score = loss if search.loss == "robust" else mse  # what picks the best step
+        if search.floor:  # within the floor every fit scores 0: the first one stays (discrepancy principle)
+            score = jnp.where(mse <= search.floor, 0.0, score)
+        return loss.sum(), (loss, score)  # the sum keeps candidates independent
 
     def losses(params):
         return objective(render(params), degrade.with_unknowns(op, params.get("op", ())))
@@ -216,35 +302,37 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
     tx = optax.adam(pulse_schedule(search.steps, search.lr))
 
     def step(carry, _):
-        params, opt, best, best_mse = carry
-        (_, (loss, mse)), grads = jax.value_and_grad(losses, has_aux=True)(params)
-        better = mse < best_mse
+        params, opt, best, best_score = carry
+        (_, (loss, score)), grads = jax.value_and_grad(losses, has_aux=True)(params)
+        better = score < best_score
         best = ilo.select(better, params, best)
-        best_mse = jnp.where(better, mse, best_mse)
+        best_score = jnp.where(better, score, best_score)
         updates, opt = tx.update(grads, opt, params)
         params = project(optax.apply_updates(params, updates))
         spheres = jax.tree.leaves({k: v for k, v in params.items() if k != "op"})
         off = [jnp.abs(jnp.mean(jnp.square(x), axis=tuple(range(1, x.ndim))) - 1) for x in spheres]
-        return (params, opt, best, best_mse), (loss, jnp.max(jnp.stack(off), axis=0))
+        return (params, opt, best, best_score), (loss, jnp.max(jnp.stack(off), axis=0))
 
     init = (params, tx.init(params), params, jnp.full((n,), jnp.inf))
-    (_, _, best, best_mse), (history, sphere) = jax.lax.scan(step, init, None, length=search.steps)
+    (_, _, best, best_score), (history, sphere) = jax.lax.scan(step, init, None, length=search.steps)
     best_noise = best.get("noise", maps0)
     estimates = best.get("op", ())
     op = degrade.with_unknowns(op, estimates)  # the later stages keep each candidate's estimate
     stage, feats = jnp.zeros((n,), jnp.int32), None
     if layers is not None:  # ILO: the intermediate features, stage by stage
         start = G.apply(variables, best["z"], train=False, noise=best_noise, stop_at=layers.resolutions[0])
-        feats, best_mse, stage, layer_history = ilo.layer_stages(
-            G, variables, best_noise, start, best_mse, functools.partial(objective, op=op), layers
+        feats, best_score, stage, layer_history = ilo.layer_stages(
+            G, variables, best_noise, start, best_score, functools.partial(objective, op=op), layers
         )
         history = jnp.concatenate([history, layer_history])
         img, _ = G.apply(variables, None, train=False, noise=best_noise, features=feats)
     else:
         img = render(best)
     images = _per_candidate(img.astype(jnp.float32), b, restarts)
-    lr_mse = best_mse.reshape(b, restarts)
-    best_index = jnp.argmin(lr_mse, axis=1)
+    plain = search.loss == "mse" and not search.floor  # the score is the MSE itself
+    score = best_score.reshape(b, restarts)  # the best steps' scores (`objective`)
+    lr_mse = score if plain else degrade.observed_mse(op, img.astype(jnp.float32), target).reshape(b, restarts)
+    best_index = jnp.argmin(score, axis=1)
     tuned = None
     if tuning is not None:  # the generator's weights, per image, around its best candidate
         pick = functools.partial(_pick, index=best_index, b=b, restarts=restarts)
@@ -253,19 +341,24 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
             {"features": {r: pick(f) for r, f in feats.items()}} if feats is not None else {"latents": pick(best["z"])}
         )
         image_op = degrade.with_unknowns(per_image_op, tuple(pick(e) for e in estimates))
-        delta, tuned_mse, improved, tune_history = tune.tune(
-            G, variables, pivot, pick(best_mse), functools.partial(objective, op=image_op, target=observed), tuning
+        delta, tuned_score, improved, tune_history = tune.tune(
+            G, variables, pivot, pick(best_score), functools.partial(objective, op=image_op, target=observed), tuning
         )
         tuned = {"delta": delta, "improved": improved}
+        tuned_mse = tuned_score
         chosen = jax.nn.one_hot(best_index, restarts, dtype=bool) & improved[:, None]  # [B, R]
-        images = jnp.where(chosen[..., None, None, None], tune.render(G, variables, delta, pivot)[:, None], images)
+        tuned_images = tune.render(G, variables, delta, pivot)
+        images = jnp.where(chosen[..., None, None, None], tuned_images[:, None], images)
+        if not plain:  # the tuning's score is not the MSE
+            tuned_mse = degrade.observed_mse(image_op, tuned_images, observed)
         lr_mse = jnp.where(chosen, tuned_mse[:, None], lr_mse)
+        score = jnp.where(chosen, tuned_score[:, None], score)
         stage = jnp.where(chosen.reshape(-1), (len(layers.resolutions) if layers else 0) + 1, stage)
         history = jnp.concatenate([history, jnp.repeat(tune_history, restarts, axis=1)])
     return UpscaleResult(
         images=images,
         lr_mse=lr_mse,
-        success=lr_mse <= search.eps + degrade.noise_variance(op),
+        success=lr_mse <= search.eps + search.floor + degrade.noise_variance(op),
         best=jnp.take_along_axis(images, best_index[:, None, None, None, None], axis=1)[:, 0],
         best_index=best_index,
         history=history.T.reshape(b, restarts, -1),
@@ -276,6 +369,9 @@ def _search(generator, variables, observed, keys, lpips_variables, op, *, search
         features=None if feats is None else {r: _per_candidate(f, b, restarts) for r, f in feats.items()},
         estimates=tuple(_per_candidate(e, b, restarts) for e in estimates),
         tuned=tuned,
+        score=score,
+        estimate=estimate(images, score, fidelity),
+        fidelity=fidelity,
     )
 
 
@@ -331,6 +427,7 @@ def restore(
     search: Search | None = None,
     layers: ilo.Layers | None = None,
     tuning: tune.Tuning | None = None,
+    fidelity: Fidelity | None = None,
     lpips_variables=None,
     image_offset: int = 0,
 ) -> UpscaleResult:
@@ -354,6 +451,8 @@ def restore(
         the generator with its weights tuned for that image inside a small
         ball (pivotal tuning), in the same compiled call; None: the
         generator as it is.
+      fidelity: the knob between realism and PSNR (`Fidelity`; None:
+        `Fidelity()`, the best candidate): the result's `estimate`.
       lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
         (loaded when None and `search.lpips` > 0); passed to the compiled
         search as an argument.
@@ -370,7 +469,8 @@ def restore(
         out of range fail when the `Search` is made).
     """
     args, search = _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset)
-    return _search(generator, *args, search=search, layers=layers, tuning=tuning)
+    fidelity = Fidelity() if fidelity is None else fidelity
+    return _search(generator, *args, search=search, layers=layers, tuning=tuning, fidelity=fidelity)
 
 
 def upscale(generator: Generator, variables, lr_images, *, downsample: str = "area", **settings) -> UpscaleResult:
@@ -382,7 +482,7 @@ def upscale(generator: Generator, variables, lr_images, *, downsample: str = "ar
         [0, 255]; square, with h = generator.im_size / factor for a whole
         factor (factor 1: GAN inversion, projecting a high-resolution image).
       downsample: 'area' (PIL's BOX) or 'bicubic' (PULSE's).
-      **settings: `restore`'s keywords (key, search, layers, tuning, lpips_variables, image_offset).
+      **settings: `restore`'s keywords (key, search, layers, tuning, fidelity, lpips_variables, image_offset).
 
     Returns:
       An `UpscaleResult` (images in [-1, 1], `lr_mse` on [0, 1]).
@@ -424,7 +524,7 @@ def lower(
     args, search = _prepare(generator, variables, lr_images, op, key, search, None, None, 0)
     if sharding is not None:
         args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), args)
-    return _search.lower(generator, *args, search=search)
+    return _search.lower(generator, *args, search=search, fidelity=Fidelity())
 
 
 def _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset):
@@ -453,7 +553,8 @@ def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
       result: an `UpscaleResult`.
 
     Returns:
-      [B, R, H, W, 3] float32 in [-1, 1]: `result.images`, up to float rounding.
+      [B, R, H, W, 3] float32 in [-1, 1]: `result.images`, up to float rounding
+      (`estimate(them, result.score, result.fidelity)` is `result.estimate` again).
     """
     b, r = result.latents.shape[:2]
     noise = [m.reshape(b * r, *m.shape[2:]) for m in result.noise]

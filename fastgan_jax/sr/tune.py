@@ -90,12 +90,12 @@ def tune(G, variables, pivot, best_mse, objective, tuning: Tuning):
     Args:
       G, variables: the generator (eval mode) and its variables.
       pivot: per image, the search's result (`render`'s pivot), B images.
-      best_mse: [B] the pivot's observation error (what a tuned step must beat).
-      objective: images [B, H, W, 3] -> (summed loss, ([B] loss, [B] mse)), the search's loss.
+      best_mse: [B] the pivot's score (what a tuned step must beat; the observation's MSE with PULSE's loss).
+      objective: images [B, H, W, 3] -> (summed loss, ([B] loss, [B] score)), the search's loss.
       tuning: the settings.
 
     Returns:
-      (delta: the best step's weight change per image (zero where no step beat the pivot), [B] its mse,
+      (delta: the best step's weight change per image (zero where no step beat the pivot), [B] its score,
       [B] bool whether it beat the pivot, [steps, B] loss history).
     """
     params = variables["params"]
