@@ -3,6 +3,7 @@
     fastgan-evaluate-sr --workdir RUN --hr DIR --factor 8 [--n 100 --restarts 8 --steps 100]
     fastgan-evaluate-sr --workdir RUN --hr DIR --factor 4 --blur 1.5 --layers 8,16,32
     fastgan-evaluate-sr --workdir RUN --hr DIR --factor 1 --inpaint 0.5     # inpainting, also --gray, --noise-sigma
+    fastgan-evaluate-sr --workdir RUN --hr DIR --factor 4 --mode robust --fidelity 0.5 --tune-steps 50
     python -m fastgan_jax.commands.evaluate_sr ...  (the same)
 
 Each HR image (the run's preprocessing, at the generator's resolution) is
@@ -19,6 +20,13 @@ the restored set against the HR set. Written as JSON (default
 RUN/eval/sr_x<factor>.json). With `--layers 8,16,32`, a third method: the
 same search continued in the generator's intermediate features (ILO,
 `fastgan_jax/sr/ilo.py`).
+
+The inputs here are made by the degradation that the search assumes, so
+`--mode exact` is the default; `--mode robust` measures `fastgan-upscale`'s
+default for real inputs on them (`pulse.ROBUST`, the blur searched, ILO at
+radius 0.1: see `fastgan-upscale --help`). `--fidelity W` scores the blend
+of the best candidate and the mean of the best ones (`pulse.Fidelity`),
+`--tune-steps N` the generator tuned per image after the search.
 """
 
 import argparse
@@ -63,15 +71,16 @@ def _load_hr(source, size, cfg) -> np.ndarray:
         raise data.DataError(str(e).replace("--data", "--hr", 1)) from None
 
 
-def _search(G, variables, op, observed, *, search, lpips_variables, seed, batch, progress, layers=None):
+def _search(G, variables, op, observed, *, search, lpips_variables, seed, batch, progress, layers=None, **extra):
     restored = []
     desc = "PULSE search" if layers is None else "ILO search"
     settings = {"key": jax.random.key(seed), "search": search, "layers": layers, "lpips_variables": lpips_variables}
+    settings |= extra  # tuning, fidelity
     with tqdm.tqdm(total=len(observed), desc=desc, unit="img", disable=not progress) as bar:
         for i in range(0, len(observed), batch):
             chunk = observed[i : i + batch]
             res = pulse.restore(G, variables, chunk, degrade.take(op, i, i + batch), **settings, image_offset=i)
-            restored.append(np.asarray(res.best))
+            restored.append(np.asarray(res.estimate))
             bar.update(len(restored[-1]))
     return np.concatenate(restored)
 
@@ -107,6 +116,9 @@ def evaluate_sr(
     progress=False,
     layers=None,
     degradation: degrade.Degradation | None = None,
+    blind: bool = False,
+    tuning=None,
+    fidelity=None,
 ) -> dict:
     """PULSE (and with `layers`, ILO) and the classical baseline restoring a run's degraded HR images.
 
@@ -122,6 +134,10 @@ def evaluate_sr(
       layers: `ilo.Layers`: also the search continued in the intermediate
         features (method "ilo"; its latent search is PULSE's, with the same keys).
       degradation: blur, gray, noise and inpainting besides the factor (its own factor is ignored).
+      blind: the search assumes a blur of unknown width before the downscaling (`degrade.blind`; the robust
+        mode), while the images are degraded as `degradation` says.
+      tuning: `tune.Tuning`: the generator tuned per image after each search (None: not).
+      fidelity: `pulse.Fidelity`: each method's answer at this knob (None: the best candidate).
 
     Returns:
       The report: per method (pulse, ilo, baseline) within_eps, lr_mse (the observation's error, [0, 1]
@@ -144,11 +160,13 @@ def evaluate_sr(
     op, observed = degraded(hr, size, how, seed)
     lpips_vgg = lpips_lib.lpips_variables("vgg") if search.lpips else None  # loaded once, not per batch
     settings = {"search": search, "lpips_variables": lpips_vgg, "seed": seed, "batch": batch, "progress": progress}
+    settings |= {"tuning": tuning, "fidelity": fidelity}
+    searched = degrade.blind(op) if blind else op
     t0 = time.perf_counter()
-    methods = {"pulse": _search(G, variables, op, observed, **settings)}
+    methods = {"pulse": _search(G, variables, searched, observed, **settings)}
     pulse_seconds = time.perf_counter() - t0
     if layers is not None:
-        methods["ilo"] = _search(G, variables, op, observed, **settings, layers=layers)
+        methods["ilo"] = _search(G, variables, searched, observed, **settings, layers=layers)
     methods["baseline"] = np.asarray(baseline.classical(op, observed, size))
     report = {
         "n": len(hr),
@@ -160,11 +178,14 @@ def evaluate_sr(
         "search": dataclasses.asdict(search),
         "pulse_seconds": round(pulse_seconds, 1),
         "layers": layers and dataclasses.asdict(layers),
+        "blind": blind,
+        "tuning": tuning and dataclasses.asdict(tuning),
+        "fidelity": dataclasses.asdict(fidelity or pulse.Fidelity()),
     }
     lpips = lpips_distance("alex")
     hr_feats = inception.inception_features(hr_u8, progress="HR features" if progress else None)
     for name, images in methods.items():
-        s = _scores(images, hr, op, observed, lpips, search.eps)
+        s = _scores(images, hr, op, observed, lpips, search.eps + search.floor)
         report[name] = {
             "within_eps": float(s["within_eps"].mean()),
             "lr_mse": float(s["lr_mse"].mean()),
@@ -210,6 +231,7 @@ def main(argv=None):
     p.add_argument("--factor", type=_positive_int, required=True, help="dividing the generator's resolution")
     p.add_argument("--n", type=_positive_int, default=None, help="use the first n images (None: all)")
     upscale.add_search_options(p)
+    upscale.add_mode_options(p, default="exact")
     p.add_argument("--seed", type=int, default=0, help="draws the candidates, the noise and the masks")
     p.add_argument("--out", default=None, help="JSON output (None: RUN/eval/sr_x<factor>.json)")
     upscale.add_degradation_options(p)
@@ -231,6 +253,9 @@ def main(argv=None):
             progress=True,
             layers=upscale.parse_layers(args, None),
             degradation=how,
+            blind=args.mode == "robust" and not (args.blur or kernel is not None),
+            tuning=upscale.parse_tuning(args),
+            fidelity=upscale.parse_fidelity(args),
         )
     except (FileNotFoundError, data.DataError, ValueError, ImportError, sr_files.InputError) as e:
         launch.fail(str(e))

@@ -1,6 +1,8 @@
 """PULSE super-resolution with a FastGAN generator (`python upscale.py`, `fastgan-upscale`).
 
-    python upscale.py --workdir RUN --input LR.png --out DIR
+    python upscale.py --workdir RUN --input LR.png --out DIR      # robust mode: a real thumbnail, JPEG'd, resized
+    python upscale.py --workdir RUN --input LR.png --out DIR --fidelity 0.5    # towards PSNR, away from realism
+    python upscale.py --workdir RUN --input LR.png --out DIR --mode exact      # an input made by area downscaling
     python upscale.py --official all_50000.pth --input LR_DIR --out DIR --restarts 8 --steps 100
     python upscale.py --workdir RUN --input HR.png --out DIR --lpips 1    # GAN inversion (factor 1)
     python upscale.py --workdir RUN --input LR.png --out DIR --blur 1.5 --layers 8,16,32   # blurred, then ILO
@@ -24,6 +26,18 @@ image of the input's size, white where pixels are known: inpainting); the
 search matches that degradation of its candidates to the input's known
 pixels. `--layers 8,16,32` continues the search in the generator's
 intermediate features (ILO, `fastgan_jax/sr/ilo.py`).
+
+`--mode robust` (the default) is for inputs of unknown origin (a JPEG'd
+thumbnail, a resized photo): the robust loss and error floor of
+`pulse.ROBUST`, a blur of unknown width searched with the image before the
+downscaling (`degrade.blind`, unless --blur or --blur-kernel says the blur),
+and ILO at 8,16,32 with radius 0.1 (`pulse.ROBUST_LAYERS`) unless --layers
+and --layer-radius are given. `--mode exact` is the search as the flags
+say (PULSE's MSE, no floor, no ILO unless --layers): for inputs made exactly
+by the assumed operator. `--fidelity W` in [0, 1] blends the best candidate
+with the mean of the best ones (`pulse.Fidelity`): higher PSNR, less
+realism. `--tune-steps N` tunes the generator per input after the search
+(`fastgan_jax/sr/tune.py`, within --tune-radius of each weight tensor).
 """
 
 import argparse
@@ -41,7 +55,7 @@ from fastgan_jax import images as images_lib
 from fastgan_jax.commands import launch
 from fastgan_jax.interop import convert
 from fastgan_jax.metrics import lpips as lpips_lib
-from fastgan_jax.sr import degrade, ilo, pulse
+from fastgan_jax.sr import degrade, ilo, pulse, tune
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 from fastgan_jax.train import checkpoints, runs
@@ -77,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="an LR image or a folder of them")
     p.add_argument("--out", required=True, help="output folder")
     add_search_options(p)
+    add_mode_options(p, default="robust")
     p.add_argument("--downsample", default="area", choices=sorted(DOWNSAMPLERS), help="how the LR was made")
     p.add_argument(
         "--fit",
@@ -115,11 +130,78 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_search(args) -> pulse.Search:
-    """The flags of `add_search_options` as one `pulse.Search` (argparse has checked their ranges)."""
-    return pulse.Search(
-        restarts=args.restarts, steps=args.steps, eps=args.eps, noise=args.noise, l1=args.l1, lpips=args.lpips
+MODES = ("robust", "exact")
+
+
+def add_mode_options(p: argparse.ArgumentParser, default: str) -> None:
+    """--mode, --floor, --fidelity, --fidelity-k and the tuning's --tune-steps, --tune-radius, --tune-lr."""
+    p.add_argument(
+        "--mode",
+        default=default,
+        choices=MODES,
+        help="robust: for inputs of unknown origin (pulse.ROBUST's loss and floor, a blur of unknown width "
+        "searched, ILO 8,16,32 at radius 0.1 unless --layers/--layer-radius); exact: PULSE as the flags say, for "
+        "inputs made exactly by the assumed degradation",
     )
+    p.add_argument(
+        "--floor",
+        type=_NON_NEGATIVE,
+        default=None,
+        help=f"the observation's error floor (MSE, [0, 1] scale): fits within it are not improved on "
+        f"(default {pulse.ROBUST.floor:g} in robust mode, 0 in exact mode)",
+    )
+    p.add_argument(
+        "--fidelity",
+        type=_number(float, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        default=0.0,
+        help="the answer: (1 - W) x the best candidate + W x the mean of the --fidelity-k best (0: the best "
+        "candidate, realistic; 1: the mean, higher PSNR)",
+    )
+    p.add_argument(
+        "--fidelity-k", type=_NON_NEGATIVE_INT, default=0, help="--fidelity's mean takes the k best candidates (0: all)"
+    )
+    p.add_argument(
+        "--tune-steps",
+        type=_NON_NEGATIVE_INT,
+        default=0,
+        help="after the search, tune the generator per input for this many steps (0: no tuning)",
+    )
+    p.add_argument(
+        "--tune-radius",
+        type=_POSITIVE,
+        default=tune.Tuning.radius,
+        help="--tune-steps: the largest change of each weight tensor, relative to its norm",
+    )
+    p.add_argument("--tune-lr", type=_POSITIVE, default=tune.Tuning.lr, help="--tune-steps: Adam's learning rate")
+
+
+def parse_search(args) -> pulse.Search:
+    """The flags of `add_search_options` (and --mode, --floor) as one `pulse.Search` (argparse has checked
+    their ranges)."""
+    robust = getattr(args, "mode", "exact") == "robust"
+    floor = getattr(args, "floor", None)
+    return pulse.Search(
+        restarts=args.restarts,
+        steps=args.steps,
+        eps=args.eps,
+        noise=args.noise,
+        l1=args.l1,
+        lpips=args.lpips,
+        loss=pulse.ROBUST.loss if robust else "mse",
+        floor=(pulse.ROBUST.floor if robust else 0.0) if floor is None else floor,
+    )
+
+
+def parse_tuning(args) -> tune.Tuning | None:
+    """--tune-steps, --tune-radius, --tune-lr as `tune.Tuning` (None without --tune-steps)."""
+    if not args.tune_steps:
+        return None
+    return tune.Tuning(steps=args.tune_steps, lr=args.tune_lr, radius=args.tune_radius)
+
+
+def parse_fidelity(args) -> pulse.Fidelity:
+    """--fidelity and --fidelity-k as `pulse.Fidelity`."""
+    return pulse.Fidelity(weight=args.fidelity, k=args.fidelity_k)
 
 
 def add_degradation_options(p: argparse.ArgumentParser) -> None:
@@ -146,9 +228,11 @@ def add_degradation_options(p: argparse.ArgumentParser) -> None:
 
 
 def operator(args, factor: int, known=None, kernel=None):
-    """The degradation that made the input from a generator image: blur, downscale, gray, noise, mask."""
+    """The degradation that made the input from a generator image: blur, downscale, gray, noise, mask; in
+    robust mode without a blur given, a blur of unknown width before the downscaling (`degrade.blind`)."""
     how = degrade.Degradation(factor, args.blur, args.gray, args.noise_sigma, downsample=args.downsample, kernel=kernel)
-    return how.operator(known)
+    op = how.operator(known)
+    return degrade.blind(op) if getattr(args, "mode", "exact") == "robust" else op
 
 
 def read_kernel(args):
@@ -200,15 +284,17 @@ def add_layer_options(p: argparse.ArgumentParser) -> None:
     """--layers, --layer-radius, --layer-steps, --layer-lr (intermediate layer optimisation)."""
     p.add_argument(
         "--layers",
-        default="",
+        default=None,
         help="after the latent search, optimise the generator's features at these resolutions, coarse to fine "
-        "(intermediate layer optimisation, e.g. 8,16,32; '': the latent search alone, PULSE)",
+        "(intermediate layer optimisation, e.g. 8,16,32; '': the latent search alone, PULSE; default: "
+        "8,16,32 in robust mode, '' in exact mode)",
     )
     p.add_argument(
         "--layer-radius",
         type=_POSITIVE,
-        default=ilo.Layers.radii[0],
-        help="--layers: the largest mean absolute change of a feature value in a stage (the L1 ball)",
+        default=None,
+        help=f"--layers: the largest mean absolute change of a feature value in a stage (the L1 ball; default "
+        f"{pulse.ROBUST_LAYERS.radii[0]:g} in robust mode, {ilo.Layers.radii[0]:g} in exact mode)",
     )
     p.add_argument("--layer-steps", type=_POSITIVE_INT, default=ilo.Layers.steps, help="--layers: Adam steps per stage")
     p.add_argument("--layer-lr", type=_POSITIVE, default=ilo.Layers.lr, help="--layers: Adam's learning rate")
@@ -217,15 +303,19 @@ def add_layer_options(p: argparse.ArgumentParser) -> None:
 def parse_layers(args, im_size: int | None) -> ilo.Layers | None:
     """--layers and its options as `ilo.Layers` (None without --layers), checked against a generator of
     `im_size` when given; InputError for a bad value."""
-    if not args.layers:
+    robust = getattr(args, "mode", "exact") == "robust"
+    preset = pulse.ROBUST_LAYERS if robust else ilo.Layers()
+    wanted = args.layers if args.layers is not None else ",".join(map(str, preset.resolutions)) if robust else ""
+    if not wanted:
         return None
     try:
-        resolutions = tuple(int(r) for r in args.layers.split(","))
-        layers = ilo.Layers(resolutions, (args.layer_radius,), args.layer_steps, args.layer_lr)
+        resolutions = tuple(int(r) for r in wanted.split(","))
+        radius = preset.radii[0] if args.layer_radius is None else args.layer_radius
+        layers = ilo.Layers(resolutions, (radius,), args.layer_steps, args.layer_lr)
         if im_size is not None:
             layers.check(im_size)
     except ValueError as e:
-        raise sr_files.InputError(f"--layers {args.layers}: {str(e).removeprefix('layers: ')}") from None
+        raise sr_files.InputError(f"--layers {wanted}: {str(e).removeprefix('layers: ')}") from None
     return layers
 
 
@@ -282,6 +372,7 @@ def _lpips_variables(args, inputs, im_size):
 
 
 def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, index, args, settings) -> dict:
+    tuning, fidelity = parse_tuning(args), parse_fidelity(args)
     t0 = time.perf_counter()
     observed = images_lib.to_float(jnp.asarray(lr[None]))
     observed = degrade.Grayscale()(observed) if args.gray else observed  # a gray file reads as R = G = B
@@ -294,24 +385,36 @@ def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, in
         key=key,
         search=search,
         layers=layers,
+        tuning=tuning,
+        fidelity=fidelity,
         image_offset=index,
         lpips_variables=lpips_variables,
     )
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
-    best_down = np.asarray(_seen(op, res.best))[0]
+    op = degrade.with_unknowns(op, tuple(e[:, res.best_index[0]] for e in res.estimates))  # the best's blur
+    best_down = np.asarray(_seen(op, res.estimate))[0]
     return sr_files.write_outputs(
         args.out,
         path,
         lr=lr,
         images=res.images[0],
-        best=res.best[0],
+        best=res.estimate[0],
         best_down=best_down,
         lr_mse=res.lr_mse[0],
         success=res.success[0],
         stage=res.stage[0],
         seconds=seconds,
-        settings=settings | {"layers": layers and dataclasses.asdict(layers)},
+        best_restart=int(res.best_index[0]),
+        settings=settings
+        | {
+            "layers": layers and dataclasses.asdict(layers),
+            "loss": search.loss,
+            "floor": search.floor,
+            "tuning": tuning and dataclasses.asdict(tuning),
+            "fidelity": dataclasses.asdict(fidelity),
+            "blur_estimate": [float(e[0, res.best_index[0]]) for e in res.estimates],
+        },
     )
 
 
@@ -339,7 +442,7 @@ def main(argv=None):
         launch.fail(str(e))
     search = parse_search(args)
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {search.restarts} restarts x {search.steps} steps")
-    names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "layers")
+    names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "mode")
     names += ("blur", "blur_kernel", "gray", "noise_sigma", "mask")
     settings = {k: getattr(args, k) for k in names}
     successes = 0
