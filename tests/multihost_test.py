@@ -90,10 +90,6 @@ def _losses(workdir, step):
     return {k: v for k, v in row.items() if k not in ("img_per_s", "lr")}
 
 
-@pytest.mark.skip(
-    reason="regression since 2026-12-03's merges: the two-process resume (two_3) fails at gloo's connect "
-    "(Connect timeout) at the first logged step; to fix first next session"
-)
 def test_one_four_devices_and_two_processes_train_alike_and_resume(tmp_path):
     one, four, two = tmp_path / "one", tmp_path / "four", tmp_path / "two"
     _wait(*_two_processes(two, tmp_path, 1))

@@ -10,6 +10,7 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 
@@ -47,10 +48,15 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
-def sync(name: str) -> None:
-    """Waits until every process reaches the point `name` (alone: returns at once)."""
+def sync(name: str, timeout_s: int = 3600) -> None:
+    """Waits until every process reaches the point `name`, for up to `timeout_s` (alone: returns at once).
+
+    A barrier of JAX's coordination service (Orbax's), not a collective: gloo gives a collective's first call
+    30 s to find every process, and processes reach the same point minutes apart when one compiles what
+    another read from the compilation cache. Each `name` is used once per process.
+    """
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+        ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
 
 
 def agree(flag: bool, at: bool = True) -> bool:

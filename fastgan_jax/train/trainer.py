@@ -80,6 +80,11 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
     cfg = exp.cfg
     step_fn = jit_step(exp.train_step, exp.mesh, exp.resident)  # the program remat=auto measured, if it did
+    # Compiled here (a cache hit where remat=auto measured it), then every process waits for the others: the
+    # step's first collective gives them 30 s (gloo), and one may compile what another read from the cache.
+    inputs = _step_shapes(state, exp.source, cfg, exp.mesh, exp.resident, exp.keys["train"], exp.recon_vars)
+    step_fn.lower(*inputs).compile()
+    hosts.sync("the step is compiled")
     start, total = int(state.step), cfg.train.num_steps
     hosts.say(
         f"training {cfg.model.im_size}px on {len(exp.source)} images from {cfg.data.source}, "
