@@ -6,6 +6,7 @@ checkpoints collectively, and only process 0 writes logs, samples,
 TensorBoard events and FID scores, and prints.
 """
 
+import itertools
 import os
 
 import jax
@@ -48,15 +49,20 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
+_passages = itertools.count()  # `sync`'s barriers passed by this process
+
+
 def sync(name: str, timeout_s: int = 3600) -> None:
     """Waits until every process reaches the point `name`, for up to `timeout_s` (alone: returns at once).
 
     A barrier of JAX's coordination service (Orbax's), not a collective: gloo gives a collective's first call
     30 s to find every process, and processes reach the same point minutes apart when one compiles what
-    another read from the compilation cache. Each `name` is used once per process.
+    another read from the compilation cache. Every process passes the same points in the same order; each
+    passage is a barrier of its own (the service keeps a barrier's name for good).
     """
     if jax.process_count() > 1:
-        ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
+        key = f"{name} #{next(_passages)}"
+        ocp.multihost.get_barrier_sync_fn()(key=key, timeout_ms=timeout_s * 1000)
 
 
 def agree(flag: bool, at: bool = True) -> bool:
