@@ -16,6 +16,7 @@ it (readers).
 import contextlib
 import dataclasses
 import gc
+import glob
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from orbax.checkpoint.checkpoint_managers import preservation_policy
@@ -68,6 +70,30 @@ class ConfigMismatchError(ValueError):
 
 class DamagedCheckpointError(ValueError):
     """A checkpoint that cannot be restored, or a run none of whose checkpoints can."""
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _glob_in_literal_folder(original):
+    """Orbax finds its per-process folders and metadata with `epath.Path(folder).glob(pattern)`, which globs the
+    folder's name too: in a workdir such as `runs/exp[1]` it matches nothing, the OCDBT merge is skipped ("Skipping
+    merge of OCDBT checkpoints") and no checkpoint reads back. A local folder's name is matched literally here."""
+
+    def literal(self, pattern):
+        folder = os.fspath(self)
+        if "://" in folder or not _GLOB_CHARS & set(folder):
+            yield from original(self, pattern)
+            return
+        for match in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
+            yield type(self)(match)
+
+    literal.literal_folder = True
+    return literal
+
+
+if not getattr(epath.gpath._GPath.glob, "literal_folder", False):
+    epath.gpath._GPath.glob = _glob_in_literal_folder(epath.gpath._GPath.glob)
 
 
 def manager(workdir, *, keep: int = 3, keep_best_fid: bool = False, create: bool = True) -> ocp.CheckpointManager:

@@ -40,7 +40,7 @@ from fastgan_jax.train.safeguards import (
 from fastgan_jax.train.state import TrainState, make_models, make_optimizer
 from fastgan_jax.train.step import make_mesh, recon_params, train_step
 from fastgan_jax.train.validate import validate
-from fastgan_jax.train.workdir import data_fingerprint, initial_state, open_workdir, resolve_config
+from fastgan_jax.train.workdir import data_fingerprint, initial_state, locked, open_workdir, resolve_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,8 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     Resumes from the latest checkpoint in `workdir/checkpoints` (exactly: the
     step keys and data draws depend only on the seed and the step). A
     checkpoint from another config raises `checkpoints.ConfigMismatchError`
-    before anything is written. `d_extra_loss` and `g_extra_loss` are added
+    before anything is written, and `workdir.WorkdirBusyError` when another
+    training holds `workdir`. `d_extra_loss` and `g_extra_loss` are added
     to the losses as `train_step` says. A time limit, SIGINT or SIGTERM end
     the run like its last step: logged, checkpointed, sampled (the signals
     then raise `safeguards.Interrupted`).
@@ -77,7 +78,14 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     Returns:
       The final train state.
     """
-    exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
+    validate(config, num_devices=jax.device_count(), workdir=workdir)  # before the folder is created
+    with locked(workdir):  # a second training on the same folder stops here
+        exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
+        return _loop(exp, state, workdir)
+
+
+def _loop(exp: Experiment, state: TrainState, workdir) -> TrainState:
+    """The steps from `state` to the run's end, with the periodic actions."""
     cfg = exp.cfg
     step_fn = jit_step(exp.train_step, exp.mesh, exp.resident)  # the program remat=auto measured, if it did
     start, total = int(state.step), cfg.train.num_steps
@@ -162,7 +170,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     mngr, saved = open_workdir(cfg, workdir)
     try:
         return _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss)
-    except Exception:  # bad data, weights, init_from, or a step that fits nowhere: no empty run folder
+    except BaseException:  # bad data, weights, init_from, a step that fits nowhere, Ctrl-C: no empty run folder
         mngr.close()
         for folder in reversed(created):
             with contextlib.suppress(OSError):

@@ -1,0 +1,35 @@
+"""Names users give: a workdir with glob characters, image files whose names are not UTF-8, upscale inputs
+whose output names would be too long for the file system."""
+
+import os
+
+import helpers
+import numpy as np
+from PIL import Image
+
+from fastgan_jax import data
+from fastgan_jax.commands import sample
+from fastgan_jax.train import trainer
+
+
+def _images(folder, names):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(os.fsencode(folder) + b"/" + name)
+    return folder
+
+
+def test_glob_characters_in_the_workdir_and_latin1_file_names_train_resume_and_sample(tmp_path):
+    # `[1]` is a glob pattern to Orbax's search for its per-process folders; `caf\xe9.png` (Latin-1) is no str
+    # that encodes to UTF-8.
+    images = _images(tmp_path / "data", [b"caf\xe9.png", b"a.png", b"b.png", b"c.png"])
+    assert len(data.find_images(images)) == 4
+    assert data.fingerprint(images) != data.fingerprint(images, contents=False)
+    run = tmp_path / "exp[1]"
+    trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", source=str(images)), run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+    state = trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", source=str(images), num_steps=3), run)
+    assert int(state.step) == 3  # resumed from step 2, not started again
+    sample.main(["--workdir", str(run), "-n", "4", "--out", str(tmp_path / "grid.png")])
+    assert (tmp_path / "grid.png").is_file()
