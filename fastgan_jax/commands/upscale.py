@@ -193,7 +193,12 @@ def read_mask(args, size: int):
         raise sr_files.InputError(str(e).replace("--input", "--mask", 1)) from None
     if mask.shape[:2] != (size, size):
         raise sr_files.InputError(f"--mask {args.mask}: {mask.shape[1]}x{mask.shape[0]}, not the input's {size}x{size}")
-    return jnp.asarray(mask.mean(axis=-1) >= 128, jnp.float32)
+    known = mask.mean(axis=-1) >= 128
+    if not known.any():
+        raise sr_files.InputError(
+            f"--mask {args.mask}: no known pixel (all black); white marks the pixels of the input to keep"
+        )
+    return jnp.asarray(known, jnp.float32)
 
 
 def add_layer_options(p: argparse.ArgumentParser) -> None:
@@ -321,9 +326,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
-        p.error(f"--out {out} is a file; give a folder for the results")
+        launch.fail(f"--out {out} is a file; give a folder for the results")
     try:
-        paths = sr_files.find_inputs(args.input)
+        paths = sr_files.find_inputs(args.input, out)  # never the results of an earlier run into the same folder
         G, variables = load_generator(args)
         inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
@@ -337,6 +342,7 @@ def main(argv=None):
         checkpoints.DamagedCheckpointError,
     ) as e:
         launch.fail(str(e))
+    _hint_gray(args, inputs)
     search = parse_search(args)
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {search.restarts} restarts x {search.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "layers")
@@ -350,6 +356,18 @@ def main(argv=None):
         successes += any(c["success"] for c in report["candidates"])
         tqdm.tqdm.write(_result_line(path, report, args))
     print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")
+
+
+def _hint_gray(args, inputs) -> None:
+    """One line when inputs are gray (R = G = B) and --gray was not given: the search would match a gray image."""
+    if args.gray:
+        return
+    gray = [
+        path for path, lr in inputs if np.array_equal(lr[..., 0], lr[..., 1]) and np.array_equal(lr[..., 1], lr[..., 2])
+    ]
+    if gray:
+        which = f"{gray[0]} is" if len(gray) == 1 else f"{len(gray)} of the inputs ({gray[0]}, ...) are"
+        print(f"note: {which} gray (R = G = B): --gray colourises; without it the result is a gray image")
 
 
 def _result_line(path, report: dict, args) -> str:

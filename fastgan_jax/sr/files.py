@@ -5,8 +5,11 @@ besides [-1, 1] floats); search results come back as [-1, 1] floats and are
 written as 8-bit PNGs.
 """
 
+import hashlib
 import json
+import os
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -27,8 +30,15 @@ class UnreadableImage(InputError):
     """A file that is not a readable image (skipped in a folder of inputs)."""
 
 
-def find_inputs(path) -> list[pathlib.Path]:
-    """The input file, or the image files of a folder (sorted by name).
+NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units)
+OUTPUT_SUFFIXES = ("_sr.png", "_compare.png", "_candidates", ".json")  # what `write_outputs` adds to NAME
+RESULT = re.compile(r"(.*)(_sr\.png|_compare\.png)$")
+
+
+def find_inputs(path, out=None) -> list[pathlib.Path]:
+    """The input file, or the image files of a folder (sorted by name). With `out`, the results folder, the
+    results of earlier runs that lie in the input folder (NAME_sr.png, NAME_compare.png beside NAME.json) are
+    not inputs.
 
     Raises:
       InputError: no such path, or a folder without image files.
@@ -39,9 +49,17 @@ def find_inputs(path) -> list[pathlib.Path]:
     if path.is_file():
         return [path]
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
+    if out is not None and pathlib.Path(out).is_dir() and path.resolve() == pathlib.Path(out).resolve():
+        files = [p for p in files if not _is_result(p)]
     if not files:
         raise InputError(f"--input {path}: no {'/'.join(e[1:] for e in EXTENSIONS)} images in this folder")
     return files
+
+
+def _is_result(path: pathlib.Path) -> bool:
+    """Whether `path` is a result this command wrote (its report NAME.json lies beside it)."""
+    match = RESULT.fullmatch(path.name)
+    return bool(match) and (path.parent / f"{match.group(1)}.json").is_file()
 
 
 def _sizes_dividing(im_size):
@@ -54,9 +72,29 @@ def output_name(path) -> str:
     Keeping the extension means `face.png` and `face.jpg` in one folder never
     overwrite each other's results (extensions have no underscore, so two
     different file names never give the same stem).
+
+    A name so long that NAME plus its longest suffix would pass the file
+    system's limit (255 bytes) is cut and ends in 8 hex digits of a hash of
+    the whole name, so that two long names stay apart.
     """
     path = pathlib.Path(path)
-    return f"{path.stem}_{path.suffix[1:]}" if path.suffix else path.name
+    name = f"{path.stem}_{path.suffix[1:]}" if path.suffix else path.name
+    room = NAME_MAX - max(len(s) for s in OUTPUT_SUFFIXES)
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8]
+    cut = raw[: room - len(digest) - 1]
+    stem = cut.decode("utf-8", "ignore") if _utf8(raw) else os.fsdecode(cut)  # no half a UTF-8 character
+    return f"{stem}-{digest}"
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def read_lr(path, background=(255, 255, 255)) -> np.ndarray:
