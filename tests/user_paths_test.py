@@ -5,6 +5,7 @@ import os
 
 import helpers
 import numpy as np
+import pytest
 from PIL import Image
 
 from fastgan_jax import data
@@ -33,3 +34,17 @@ def test_glob_characters_in_the_workdir_and_latin1_file_names_train_resume_and_s
     assert int(state.step) == 3  # resumed from step 2, not started again
     sample.main(["--workdir", str(run), "-n", "4", "--out", str(tmp_path / "grid.png")])
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_a_config_file_without_get_config_or_with_a_syntax_error_is_one_line(tmp_path):
+    from fastgan_jax import configs
+
+    must = "a config file is Python that defines get_config() returning an ml_collections.ConfigDict"
+    (tmp_path / "none.py").write_text("x = 1\n")
+    (tmp_path / "broken.py").write_text("import ml_collections\n\ndef get_config(:\n    pass\n")
+    (tmp_path / "mine.py").write_text("from fastgan_jax.configs.cpu_quick import get_config\n")
+    for name, why in [("none.py", "defines no get_config()"), ("broken.py", "line 3: invalid syntax")]:
+        with pytest.raises(ValueError) as e:
+            configs.resolve(str(tmp_path / name))
+        assert str(e.value) == f"--config {tmp_path / name}: {why}; {must}"
+    assert configs.resolve(str(tmp_path / "mine.py")) == tmp_path / "mine.py"
