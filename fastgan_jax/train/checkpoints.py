@@ -15,6 +15,7 @@ it (readers).
 
 import contextlib
 import dataclasses
+import errno
 import gc
 import glob
 import hashlib
@@ -176,8 +177,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, meta: dict
         config=ocp.args.JsonSave(normalize(config)),
         meta=ocp.args.JsonSave(normalize(meta)),
     )
-    mngr.save(step, args=args, metrics=metrics, force=True)
-    mngr.wait_until_finished()
+    with _full_disk_quiet():
+        mngr.save(step, args=args, metrics=metrics, force=True)
+        mngr.wait_until_finished()
     if jax.process_index() == 0:  # after Orbax's commit: every process's files are there
         write_manifest(mngr, step)
 
@@ -243,6 +245,57 @@ def _quiet_failures():
         raise
 
 
+def no_space(error: BaseException | None) -> bool:
+    """Whether `error`, or an exception that caused it, is a full disk (ENOSPC)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class _Held(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def filter(self, record) -> bool:
+        self.records.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def _full_disk_quiet():
+    """A write that fails on a full disk makes each of Orbax's writer threads and tasks log its traceback (absl's
+    "_SignalingThread.run() raised an exception", asyncio's "Task exception was never retrieved", closed event
+    loops), dozens of them, before the save raises. Their log records and unraisable exceptions are held during
+    a save: dropped when it failed on a full disk (the caller says so in one line), reported otherwise."""
+    held, loggers = _Held(), [logging.getLogger("absl"), logging.getLogger("asyncio")]
+    unraisables, previous_hook, full = [], sys.unraisablehook, False
+    for logger in loggers:
+        logger.addFilter(held)
+    sys.unraisablehook = unraisables.append
+    try:
+        yield
+    except Exception as e:
+        full = no_space(e)
+        raise
+    finally:
+        sys.unraisablehook = previous_hook
+        for logger in loggers:
+            logger.removeFilter(held)
+        if full:
+            _drop_abandoned_reads()  # what the abandoned tasks report later, as a failed read's do
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gc.collect()
+        else:
+            for record in held.records:
+                logging.getLogger(record.name).handle(record)
+            for unraisable in unraisables:
+                sys.unraisablehook(unraisable)
+
+
 class _AbandonedReads(logging.Filter):
     def filter(self, record) -> bool:
         return "exception was never retrieved" not in record.getMessage()
@@ -255,7 +308,8 @@ def _drop_abandoned_reads() -> None:
 
     def hook(unraisable):
         message = str(unraisable.exc_value)
-        if message != "Event loop is closed" and not message.startswith("Encountered error while reading array"):
+        abandoned = message == "Event loop is closed" or message.startswith("Encountered error while reading array")
+        if not abandoned and not no_space(unraisable.exc_value):
             previous(unraisable)
 
     hook.drops_abandoned_reads = True
