@@ -8,6 +8,7 @@ steps, signals and a full disk (`safeguards`). The input pipeline is
 `pipeline`, the run's folder and metadata `workdir`.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -81,22 +82,28 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     validate(config, num_devices=jax.device_count(), workdir=workdir)  # before the folder is created
     with locked(workdir):  # a second training on the same folder stops here
         exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
-        return _loop(exp, state, workdir)
+        try:
+            return _loop(exp, state, workdir)
+        except BaseException:  # a start that ends before its first checkpoint (Ctrl-C while compiling, ...)
+            with contextlib.suppress(OSError):
+                (exp.workdir / "checkpoints").rmdir()  # only when empty
+            raise
 
 
 def _loop(exp: Experiment, state: TrainState, workdir) -> TrainState:
     """The steps from `state` to the run's end, with the periodic actions."""
     cfg = exp.cfg
-    step_fn = jit_step(exp.train_step, exp.mesh, exp.resident)  # the program remat=auto measured, if it did
     start, total = int(state.step), cfg.train.num_steps
     hosts.say(
         f"training {cfg.model.im_size}px on {len(exp.source)} images from {cfg.data.source}, "
         f"batch {cfg.optim.batch_size}, {pipeline.describe(cfg, exp.resident)}, {exp.mesh.devices.size} device(s): "
-        f"steps {start} -> {total}, workdir {workdir}"
+        f"steps {start} -> {total}, workdir {workdir}",
+        flush=True,
     )
+    t0, done, rollbacks = time.perf_counter(), start, 0
+    step_fn = _compiled_step(exp, state)  # the program remat=auto measured, if it did
     batches = pipeline.device_batches(cfg, exp.source, exp.mesh, exp.resident, start)
     logger = writer.Logger(exp.workdir, start, total)
-    t0, done, rollbacks = time.perf_counter(), start, 0
     with stop_on_signals() as signals, _closed_at_the_end(lambda: batches):
         while done < total:
             state, metrics = step_fn(state, _next_batch(exp, batches, state, logger), exp.keys["train"], exp.recon_vars)
@@ -130,6 +137,23 @@ def _loop(exp: Experiment, state: TrainState, workdir) -> TrainState:
         message = f"{why}: stopped at step {done} with a checkpoint; run the same command to continue"
         raise Interrupted(message, signals[0])
     return state
+
+
+def _compiled_step(exp: Experiment, state: TrainState) -> Callable:
+    """The jitted step, compiled before the loop's first call (which then reuses the program).
+
+    The compile runs in a thread while the main thread waits where Python handles signals: a Ctrl-C during the
+    first compile (minutes for a large model) ends the start at once, as Ctrl-C while loading does, instead of
+    after the first step; nothing has been trained yet.
+    """
+    step_fn = jit_step(exp.train_step, exp.mesh, exp.resident)
+    inputs = _step_shapes(state, exp.source, exp.cfg, exp.mesh, exp.resident, exp.keys["train"], exp.recon_vars)
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
+    try:
+        pool.submit(lambda: step_fn.lower(*inputs).compile()).result()
+    finally:
+        pool.shutdown(wait=False)  # after a Ctrl-C the compile is abandoned (launch.run exits at once)
+    return step_fn
 
 
 @contextlib.contextmanager
