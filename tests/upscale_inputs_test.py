@@ -99,3 +99,29 @@ def test_a_misspelt_config_field_gets_the_closest_one():
         ConfigError, match=r"--config.batchsize: no such config field \(did you mean --config.optim.batch_size\?\)"
     ):
         check_fields(["batchsize"])
+
+
+def test_gray_masked_noisy_restorations_are_labelled_by_what_was_observed(
+    tmp_path, capsys, monkeypatch, tiny_generator
+):
+    labels = []
+    real_row = sr_files.visual.labelled_row
+    monkeypatch.setattr(sr_files.visual, "labelled_row", lambda tiles, lab: labels.append(lab) or real_row(tiles, lab))
+    _lr(tmp_path / "in" / "g.png", (90, 90, 90))
+    out = str(tmp_path / "out")
+    upscale_cli.main(
+        ["--workdir", "unused", "--input", str(tmp_path / "in"), "--out", out, *QUICK, "--gray"]
+        + ["--noise-sigma", "0.05"]
+    )
+    assert "g.png: x8, gray, noisy (8 -> 64px), best LR MSE " in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "g_png.json").read_text())["task"] == "x8, gray, noisy"
+    assert labels[-1][0] == ["LR 8px", "x8, gray, noisy", "nearest"] and labels[-1][-1][1] == "degraded"
+    Image.new("RGB", (64, 64), (200, 180, 20)).save(tmp_path / "in" / "g.png")  # the generator's size: no factor
+    Image.new("L", (64, 64), 255).save(tmp_path / "known.png")
+    upscale_cli.main(
+        ["--workdir", "unused", "--input", str(tmp_path / "in"), "--out", out, *QUICK, "--mask"]
+        + [str(tmp_path / "known.png")]
+    )
+    assert "g.png: masked (64 -> 64px), best MSE to the input " in capsys.readouterr().out
+    assert labels[-1][:2] == [["input 64px", "masked"], ["input", "as given"]]
+    assert "bicubic" not in str(labels[-1]) and "x1" not in str(labels[-1])

@@ -10,10 +10,12 @@
 Per input file, outputs are named after the file name with its dot replaced
 (NAME = face_png for face.png, so face.png and face.jpg never collide):
 NAME_sr.png (the best candidate), NAME_candidates/rK.png (replaced as a
-whole on every run), NAME_compare.png (LR, bicubic, the candidates, the best
-one downscaled again) and NAME.json (each candidate's LR MSE, success
-flag and stage, the time taken). Each input gets one line: the factor, the
-best LR MSE against eps, and the result's path. An unreadable file in an
+whole on every run), NAME_compare.png (the input, bicubic, the candidates,
+the best one degraded again) and NAME.json (what was restored, each
+candidate's LR MSE, success flag and stage, the time taken). Each input gets
+one line: what was restored (`x4`, `gray, masked`, `x4, noisy`, ...), the
+best MSE against eps, and the result's path. A results folder inside the
+input folder is fine: what this command wrote is never taken as an input. An unreadable file in an
 input folder is skipped with a warning.
 
 The input is taken as the generator's image degraded (`fastgan_jax/sr/degrade.py`):
@@ -315,6 +317,7 @@ def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, in
         lr_mse=res.lr_mse[0],
         success=res.success[0],
         stage=res.stage[0],
+        what=_task(args, G.im_size // lr.shape[0]),
         seconds=seconds,
         settings=settings | {"layers": layers and dataclasses.asdict(layers)},
     )
@@ -370,13 +373,20 @@ def _hint_gray(args, inputs) -> None:
         print(f"note: {which} gray (R = G = B): --gray colourises; without it the result is a gray image")
 
 
+def _task(args, factor: int) -> str:
+    """What this input's restoration undoes, from the flags that say what was observed (`sr_files.task`)."""
+    blurred = bool(args.blur or args.blur_kernel)
+    return sr_files.task(factor, blurred=blurred, gray=args.gray, masked=bool(args.mask), noisy=args.noise_sigma > 0)
+
+
 def _result_line(path, report: dict, args) -> str:
-    """One input's outcome: the factor, the best LR MSE against eps, and the file that is the answer."""
+    """One input's outcome: what was restored, the best MSE against eps, and the file that is the answer."""
     best = report["candidates"][report["best_restart"]]
     verdict = "within" if best["success"] else "above"
     answer = pathlib.Path(args.out) / f"{sr_files.output_name(path)}_sr.png"
+    against = "LR MSE" if report["factor"] > 1 else "MSE to the input"
     return (
-        f"{path}: x{report['factor']} ({report['lr_size']} -> {report['sr_size']}px), best LR MSE "
+        f"{path}: {report['task']} ({report['lr_size']} -> {report['sr_size']}px), best {against} "
         f"{best['lr_mse']:.2e} {verdict} eps {args.eps:g} (restart {report['best_restart']}): {answer}"
     )
 

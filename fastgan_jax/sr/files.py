@@ -169,9 +169,18 @@ def enlarge(lr, size, method) -> np.ndarray:
     return np.asarray(Image.fromarray(images_lib.check_uint8(lr, "lr", ndim=3)).resize((size, size), method))
 
 
-def comparison(lr, candidates, best_down, lr_mse, success) -> np.ndarray:
-    """One labelled row: LR (nearest), bicubic enlargement, every candidate with its LR MSE against eps, and
-    the best one downscaled again (nearest), which is what was compared with the LR.
+def task(factor: int, *, blurred: bool = False, gray: bool = False, masked: bool = False, noisy: bool = False) -> str:
+    """What a restoration undid, from what was observed: `x4`, `x4, gray`, `gray, masked, noisy`; `inversion`
+    for an input at the generator's size with no degradation (GAN inversion)."""
+    words = [f"x{factor}"] * (factor > 1)
+    words += [w for w, on in (("blurred", blurred), ("gray", gray), ("masked", masked), ("noisy", noisy)) if on]
+    return ", ".join(words) or "inversion"
+
+
+def comparison(lr, candidates, best_down, lr_mse, success, what: str | None = None) -> np.ndarray:
+    """One labelled row: the input (nearest), its bicubic enlargement, every candidate with its LR MSE against
+    eps, and the best one degraded again (nearest), which is what was compared with the input. `what` (`task`)
+    labels the input; by default the factor says it.
 
     Args:
       lr: uint8 [h, w, 3].
@@ -184,16 +193,22 @@ def comparison(lr, candidates, best_down, lr_mse, success) -> np.ndarray:
     tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
     tiles += list(images_lib.to_uint8(candidates))
     tiles += [enlarge(images_lib.to_uint8(best_down), size, Image.NEAREST)]
-    labels = [[f"LR {lr.shape[0]}px", "nearest"], ["bicubic", f"x{size // lr.shape[0]}"]]
+    factor = size // lr.shape[0]
+    what = what or task(factor)
+    if factor > 1:
+        labels = [[f"LR {lr.shape[0]}px", *([what] if what != f"x{factor}" else []), "nearest"]]
+        labels.append(["bicubic", f"x{factor}"])
+    else:  # nothing to enlarge: the input twice, the second time as the task
+        labels = [[f"input {lr.shape[0]}px", what], ["input", "as given"]]
     for r, (m, ok) in enumerate(zip(lr_mse, success, strict=True)):
         mse = f"{m:.1e}".replace("e-0", "e-")
         labels.append([f"r{r} (best)" if r == best else f"r{r}", f"mse {mse}", "within eps" if ok else "above eps"])
-    labels.append([f"r{best}", "downscaled"])
+    labels.append([f"r{best}", "downscaled" if what == f"x{factor}" else "degraded"])
     return visual.labelled_row(np.stack(tiles), labels)
 
 
 def write_outputs(
-    out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings, stage=None
+    out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings, stage=None, what=None
 ) -> dict:
     """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json, NAME = `output_name(path)`.
 
@@ -212,6 +227,7 @@ def write_outputs(
       settings: recorded in the report.
       stage: [R] where each candidate comes from (0: the latent search, k: the
         k-th intermediate-layer stage); None: all 0.
+      what: the restoration, as `task` says (default: the factor alone).
 
     Returns:
       The report written to NAME.json.
@@ -221,12 +237,14 @@ def write_outputs(
     shutil.rmtree(out_dir / f"{name}_candidates", ignore_errors=True)
     for r, img in enumerate(images):
         visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", images_lib.to_uint8(img))
-    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down, lr_mse, success))
+    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down, lr_mse, success, what))
+    factor = int(best.shape[0]) // int(lr.shape[0])
     report = {
         "input": str(path),
+        "task": what or task(factor),
         "lr_size": int(lr.shape[0]),
         "sr_size": int(best.shape[0]),
-        "factor": int(best.shape[0]) // int(lr.shape[0]),
+        "factor": factor,
         "candidates": [
             {"restart": r, "lr_mse": float(m), "success": bool(s), "stage": int(k)}
             for r, (m, s, k) in enumerate(
