@@ -2,6 +2,9 @@
 whose output names would be too long for the file system."""
 
 import os
+import re
+import subprocess
+import sys
 
 import helpers
 import numpy as np
@@ -21,7 +24,7 @@ def _images(folder, names):
     return folder
 
 
-def test_glob_characters_in_the_workdir_and_latin1_file_names_train_resume_and_sample(tmp_path):
+def test_glob_characters_in_the_workdir_and_latin1_file_names_train_resume_and_sample(tmp_path, capsys):
     # `[1]` is a glob pattern to Orbax's search for its per-process folders; `caf\xe9.png` (Latin-1) is no str
     # that encodes to UTF-8.
     images = _images(tmp_path / "data", [b"caf\xe9.png", b"a.png", b"b.png", b"c.png"])
@@ -30,6 +33,10 @@ def test_glob_characters_in_the_workdir_and_latin1_file_names_train_resume_and_s
     run = tmp_path / "exp[1]"
     trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", source=str(images)), run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+    # A new run's first pictures, and (without a terminal) a progress line per log with its speed and ETA.
+    assert (run / "samples" / "reals.png").is_file() and (run / "samples" / "fakes_init.png").is_file()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step 1/2 ")]
+    assert len(lines) == 1 and re.search(r"\| sec/kimg [\d.]+, elapsed \d+s, ETA \d+s$", lines[0]), lines
     state = trainer.train_and_evaluate(helpers.tiny_config(tmp_path / "cache", source=str(images), num_steps=3), run)
     assert int(state.step) == 3  # resumed from step 2, not started again
     sample.main(["--workdir", str(run), "-n", "4", "--out", str(tmp_path / "grid.png")])
@@ -48,3 +55,9 @@ def test_a_config_file_without_get_config_or_with_a_syntax_error_is_one_line(tmp
             configs.resolve(str(tmp_path / name))
         assert str(e.value) == f"--config {tmp_path / name}: {why}; {must}"
     assert configs.resolve(str(tmp_path / "mine.py")) == tmp_path / "mine.py"
+
+
+def test_the_commands_print_file_names_that_are_not_utf8():
+    script = "from fastgan_jax.commands import launch\nlaunch.print_any_file_name()\nprint('caf\\udce9.png: done')"
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, env=dict(os.environ, PYTHONIOENCODING=""))
+    assert res.returncode == 0 and res.stdout == b"caf\xe9.png: done\n", res.stderr[-2000:]

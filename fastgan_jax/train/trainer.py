@@ -30,7 +30,7 @@ from fastgan_jax import data
 from fastgan_jax.metrics.inception import real_features
 from fastgan_jax.nn.models import Discriminator, Generator
 from fastgan_jax.train import hosts, memory, pipeline, writer
-from fastgan_jax.train.actions import save_checkpoint, write_samples
+from fastgan_jax.train.actions import save_checkpoint, write_samples, write_start_grids
 from fastgan_jax.train.safeguards import (
     NONFINITE_PATIENCE,
     Interrupted,
@@ -104,6 +104,8 @@ def _loop(exp: Experiment, state: TrainState, workdir) -> TrainState:
     step_fn = _compiled_step(exp, state)  # the program remat=auto measured, if it did
     batches = pipeline.device_batches(cfg, exp.source, exp.mesh, exp.resident, start)
     logger = writer.Logger(exp.workdir, start, total)
+    if start == 0:
+        write_start_grids(exp, state)  # reals.png, fakes_init.png
     with stop_on_signals() as signals, _closed_at_the_end(lambda: batches):
         while done < total:
             state, metrics = step_fn(state, _next_batch(exp, batches, state, logger), exp.keys["train"], exp.recon_vars)
