@@ -131,4 +131,5 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, capsys, args, message):
 
 
 def test_missing_run_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
     assert "no checkpoint here" in helpers.error_line(capsys, sample.main, ["--workdir", str(tmp_path / "nothing")])

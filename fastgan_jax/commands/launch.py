@@ -95,9 +95,18 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def print_any_file_name() -> None:
+    """Lets stdout print file names that are not UTF-8 (`caf\\xe9.png` in Latin-1, which Python reads as
+    `caf\\udce9.png`): their bytes are written as the file system has them, instead of a UnicodeEncodeError.
+    (stderr escapes them already.)"""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+
+
 def run(module: str) -> None:
     """Runs the command `fastgan_jax.commands.MODULE` (its `main()`): loaded inside the Ctrl-C guard."""
     warnings.formatwarning = _warning_line  # a warning is a line for the user, not a source location
+    print_any_file_name()
     previous = signal.signal(signal.SIGINT, _exit_now)
     if _no_cuda_driver():
         os.environ["JAX_PLATFORMS"] = "cpu"  # JAX would fail on CUDA first, with a traceback

@@ -15,7 +15,9 @@ it (readers).
 
 import contextlib
 import dataclasses
+import errno
 import gc
+import glob
 import hashlib
 import json
 import logging
@@ -29,6 +31,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from orbax.checkpoint.checkpoint_managers import preservation_policy
@@ -68,6 +71,30 @@ class ConfigMismatchError(ValueError):
 
 class DamagedCheckpointError(ValueError):
     """A checkpoint that cannot be restored, or a run none of whose checkpoints can."""
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _glob_in_literal_folder(original):
+    """Orbax finds its per-process folders and metadata with `epath.Path(folder).glob(pattern)`, which globs the
+    folder's name too: in a workdir such as `runs/exp[1]` it matches nothing, the OCDBT merge is skipped ("Skipping
+    merge of OCDBT checkpoints") and no checkpoint reads back. A local folder's name is matched literally here."""
+
+    def literal(self, pattern):
+        folder = os.fspath(self)
+        if "://" in folder or not _GLOB_CHARS & set(folder):
+            yield from original(self, pattern)
+            return
+        for match in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
+            yield type(self)(match)
+
+    literal.literal_folder = True
+    return literal
+
+
+if not getattr(epath.gpath._GPath.glob, "literal_folder", False):
+    epath.gpath._GPath.glob = _glob_in_literal_folder(epath.gpath._GPath.glob)
 
 
 def manager(workdir, *, keep: int = 3, keep_best_fid: bool = False, create: bool = True) -> ocp.CheckpointManager:
@@ -150,8 +177,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, meta: dict
         config=ocp.args.JsonSave(normalize(config)),
         meta=ocp.args.JsonSave(normalize(meta)),
     )
-    mngr.save(step, args=args, metrics=metrics, force=True)
-    mngr.wait_until_finished()
+    with _full_disk_quiet():
+        mngr.save(step, args=args, metrics=metrics, force=True)
+        mngr.wait_until_finished()
     if jax.process_index() == 0:  # after Orbax's commit: every process's files are there
         write_manifest(mngr, step)
 
@@ -217,6 +245,57 @@ def _quiet_failures():
         raise
 
 
+def no_space(error: BaseException | None) -> bool:
+    """Whether `error`, or an exception that caused it, is a full disk (ENOSPC)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class _Held(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def filter(self, record) -> bool:
+        self.records.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def _full_disk_quiet():
+    """A write that fails on a full disk makes each of Orbax's writer threads and tasks log its traceback (absl's
+    "_SignalingThread.run() raised an exception", asyncio's "Task exception was never retrieved", closed event
+    loops), dozens of them, before the save raises. Their log records and unraisable exceptions are held during
+    a save: dropped when it failed on a full disk (the caller says so in one line), reported otherwise."""
+    held, loggers = _Held(), [logging.getLogger("absl"), logging.getLogger("asyncio")]
+    unraisables, previous_hook, full = [], sys.unraisablehook, False
+    for logger in loggers:
+        logger.addFilter(held)
+    sys.unraisablehook = unraisables.append
+    try:
+        yield
+    except Exception as e:
+        full = no_space(e)
+        raise
+    finally:
+        sys.unraisablehook = previous_hook
+        for logger in loggers:
+            logger.removeFilter(held)
+        if full:
+            _drop_abandoned_reads()  # what the abandoned tasks report later, as a failed read's do
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gc.collect()
+        else:
+            for record in held.records:
+                logging.getLogger(record.name).handle(record)
+            for unraisable in unraisables:
+                sys.unraisablehook(unraisable)
+
+
 class _AbandonedReads(logging.Filter):
     def filter(self, record) -> bool:
         return "exception was never retrieved" not in record.getMessage()
@@ -229,7 +308,8 @@ def _drop_abandoned_reads() -> None:
 
     def hook(unraisable):
         message = str(unraisable.exc_value)
-        if message != "Event loop is closed" and not message.startswith("Encountered error while reading array"):
+        abandoned = message == "Event loop is closed" or message.startswith("Encountered error while reading array")
+        if not abandoned and not no_space(unraisable.exc_value):
             previous(unraisable)
 
     hook.drops_abandoned_reads = True

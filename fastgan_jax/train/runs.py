@@ -9,6 +9,7 @@ another run or of an official checkpoint (fine-tuning, `config.init_from`).
 """
 
 import dataclasses
+import difflib
 import functools
 import pathlib
 import warnings
@@ -58,8 +59,20 @@ def _models(cfg):
     return make_models(**{**cfg["model"], "remat": "none"})
 
 
+def _did_you_mean(folder: pathlib.Path) -> str:
+    """` (did you mean SIBLING?)` for a folder whose name is close to the missing one's; else a hint."""
+    parent = folder.parent
+    siblings = [p.name for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+    close = difflib.get_close_matches(folder.name, siblings, n=1)
+    if close:
+        return f" (did you mean {parent / close[0]}?)"
+    return " (give the --workdir of a training run)"
+
+
 def _open(workdir):
     folder = pathlib.Path(workdir)
+    if not folder.is_dir():
+        raise RunNotFoundError(f"{workdir}: no such folder{_did_you_mean(folder)}")
     if not (folder / "checkpoints").is_dir():
         raise RunNotFoundError(f"{workdir}: no checkpoint here (train one with train.py or fastgan-train)")
     mngr = checkpoints.manager(folder, create=False)
