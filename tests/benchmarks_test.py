@@ -104,10 +104,10 @@ def test_data_speed_prints_decoding_rate_beside_consumption(tmp_path, monkeypatc
     assert "64px | 1 worker(s)" in out, out
 
 
-def test_the_readme_memory_table_is_the_benchmarks_output(monkeypatch, capsys):
+def test_the_docs_memory_table_is_the_benchmarks_output(monkeypatch, capsys):
     out = run_script("compare.py", ["--memory", str(BENCH / "memory_cpu.jsonl")], monkeypatch, capsys)
-    readme = (BENCH.parent / "README.md").read_text()
-    assert out.strip() in readme
+    page = (BENCH.parent / "docs" / "memory.md").read_text()
+    assert out.strip() in page
     rows = {tuple(r.split(" | ")[:3]) for r in out.splitlines()[2:]}
     assert len(rows) == 18  # 256 and 1024, three precisions, three remats
 
@@ -178,12 +178,14 @@ ENTRY %main.9 (x: f32[8]) -> (f32[8], f32[8,8]) {
     assert counts == {"fusions": 2, "library": 1, "copies": 1, "other": 0, "total": 4}, counts
 
 
-def test_the_readme_gpu_memory_tables_are_the_deviceless_compiles_output(monkeypatch, capsys):
-    """README "Memory" per card: compare.py's tables of benchmarks/memory_gpu.jsonl (benchmarks/memory_gpu.sh)."""
+def test_the_gpu_memory_tables_are_the_deviceless_compiles_output(monkeypatch, capsys):
+    """docs/memory.md per card, and README's summary: compare.py's tables of benchmarks/memory_gpu.jsonl
+    (benchmarks/memory_gpu.sh)."""
     out = run_script("compare.py", ["--memory-gpu", str(BENCH / "memory_gpu.jsonl")], monkeypatch, capsys)
-    readme = (BENCH.parent / "README.md").read_text()
+    page = (BENCH.parent / "docs" / "memory.md").read_text()
     tables = out.strip().split("\n\n")
-    assert len(tables) == 3 and all(table in readme for table in tables)  # steps, recommendations, PULSE
+    assert len(tables) == 3 and all(table in page for table in tables)  # steps, recommendations, PULSE
+    assert tables[1] in (BENCH.parent / "README.md").read_text()  # the recommendations
     rows = [json.loads(line) for line in (BENCH / "memory_gpu.jsonl").read_text().splitlines()]
     steps = {}
     for r in rows:

@@ -1,6 +1,6 @@
 """One process of four devices and two processes of two devices each (gloo) train alike; so does one device.
 
-The commands are README "Many devices and hosts"'s (`fastgan-train` with
+The commands are docs/training.md "Many devices and hosts"'s (`fastgan-train` with
 `--coordinator_address --num_processes --process_id`), on localhost. After
 one step the states and losses agree to float32 rounding; after three,
 within a bound that Adam's step size gives (GAN training amplifies

@@ -127,7 +127,7 @@ def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir
 
 
 def test_step_metrics_and_extra_loss_terms(tmp_path):
-    # The same first step (seed, batch, keys) with and without README's extra terms.
+    # The same first step (seed, batch, keys) with and without docs/api.md's extra terms.
     plain, m = helpers.first_step(*helpers.tiny_setup(tmp_path / "plain"))
     logits_and_norms = {"logit_real", "logit_fake", "d_grad_norm", "g_grad_norm"}
     assert set(m) == {"d_real", "d_fake", "rec", "g", "skipped"} | logits_and_norms
@@ -136,7 +136,7 @@ def test_step_metrics_and_extra_loss_terms(tmp_path):
     extra, m2 = helpers.first_step(*helpers.tiny_setup(tmp_path / "extra", **helpers.EXTRA_LOSSES))
     assert {"g_extra", "d_extra"} <= set(m2)
     np.testing.assert_allclose(m2["d_real"], m["d_real"], rtol=1e-6)  # same batch, same D before the update
-    # README's brightness term is small: it moves G's gradient norm by about 3e-4, far above float32 noise.
+    # docs/api.md's brightness term is small: it moves G's gradient norm by about 3e-4, far above float32 noise.
     assert float(m2["g_grad_norm"]) != pytest.approx(float(m["g_grad_norm"]), rel=1e-5)
     assert not jax.tree.all(jax.tree.map(jnp.array_equal, extra.g_params, plain.g_params))
 
