@@ -170,15 +170,3 @@ def test_cli_init_from_that_does_not_fit_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: --config.train.init_from ")
     assert "does not fit this run's networks" in result.stderr
-
-
-def test_a_checkpoint_from_before_the_nonfinite_fields_still_loads(run_dir, tmp_path):
-    old = tmp_path / "old"
-    state = fj.load_run(run_dir).state
-    legacy = {f: getattr(state, f) for f in ("step", "g_params", "g_stats", "d_params", "d_stats", "g_opt")}
-    legacy |= {"d_opt": state.d_opt, "ema_params": state.ema_params, "ema_stats": state.ema_stats}
-    meta = {"remat": "none", "data_fingerprint": None}
-    checkpoints.save(checkpoints.manager(old), 2, legacy, fj.load_run(run_dir).config, meta)
-    run = fj.load_run(old)
-    assert float(run.state.lr_scale) == 1.0 and int(run.state.nonfinite) == 0
-    jax.tree.map(np.testing.assert_array_equal, run.g_variables["params"], state.ema_params)
