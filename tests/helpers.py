@@ -1,4 +1,4 @@
-"""Shared test helpers (pytest puts this folder on sys.path)."""
+"""Shared test helpers (on sys.path for every folder of tests/: `pythonpath` in pyproject.toml)."""
 
 import functools
 import os

@@ -99,6 +99,7 @@ def test_commands_print_warnings_as_one_line():
     assert own_stderr(res.stderr) == "warning: 3 image(s) smaller than 64px were upscaled\n"
 
 
+@pytest.mark.slow
 def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"fastgan_jax/configs/{n}.py" for n in ("__init__", "default", "cpu_quick", "few_shot_1024")} <= names
@@ -111,6 +112,7 @@ def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel)
     assert all(f"{c} = " in meta["entry_points.txt"] for c in COMMANDS)
 
 
+@pytest.mark.slow
 def test_installed_commands_train_and_sample_outside_the_checkout(target, tmp_path):
     where = run(target, tmp_path, "-c", "import fastgan_jax.commands.train as m; print(m.__file__)")
     assert where.stdout.strip() == str(target / "fastgan_jax" / "commands" / "train.py"), where.stderr[-2000:]

@@ -67,6 +67,7 @@ def reader_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=name)
+@pytest.mark.slow
 def test_python_blocks_run_each_alone(page, reader_files, tmp_path, monkeypatch):
     # A namespace per block catches a block that needs another's names (a NameError pasted alone); one
     # interpreter for all keeps the suite's compiled programs (an interpreter per block cost 25 s more).

@@ -13,7 +13,7 @@ from PIL import Image
 from fastgan_jax.commands import sample
 from fastgan_jax.train import trainer
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 NZ = 16  # helpers.tiny_config
 N = 4  # every call generates one batch of N (one compiled program, shared with training's sample grids)
 

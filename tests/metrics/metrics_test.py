@@ -12,7 +12,7 @@ from fastgan_jax import data
 from fastgan_jax.interop import torch_pickle, weights
 from fastgan_jax.metrics import inception, lpips, similarity
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 
 
 def load(name):

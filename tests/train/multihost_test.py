@@ -25,6 +25,8 @@ import pytest
 
 from fastgan_jax.train import runs, trainer
 
+pytestmark = pytest.mark.slow
+
 TRAIN = str(pathlib.Path(sys.executable).parent / "fastgan-train")  # the installed command
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "on_device": "yes"}
 TINY |= {"log_every": 1, "checkpoint_every": 1, "sample_every": 100, "num_samples": 4}

@@ -17,7 +17,7 @@ import fastgan_jax as fj
 from fastgan_jax import data
 from fastgan_jax.train import checkpoints, runs, state, trainer
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 
 
 def tiny_config(tmp_path, **overrides):
@@ -64,6 +64,7 @@ def test_fine_tuning_from_a_run_starts_from_its_weights_with_fresh_optimizer(run
     assert not any(np.any(np.asarray(x)) for x in jax.tree.leaves(start.d_opt))
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_an_official_checkpoint_and_a_mismatch(tmp_path):
     pth = DATA / "tiny_all_3.pth"
     G, D = state.make_models(im_size=256, ngf=2, ndf=4, nz=8, dec_width=2)
@@ -154,6 +155,7 @@ def test_metrics_jsonl_has_the_new_scalars(run_dir):
     assert {"logit_real", "logit_fake", "d_grad_norm", "g_grad_norm", "img_per_s"} <= set(logged[0])
 
 
+@pytest.mark.slow
 def test_cli_init_from_that_does_not_fit_is_one_line(tmp_path):
     cmd = [
         sys.executable,

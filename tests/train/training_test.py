@@ -25,7 +25,7 @@ from fastgan_jax.train.state import create_train_state, make_models, make_optimi
 from fastgan_jax.train.step import make_mesh, recalibrate, recon_params, train_step
 from fastgan_jax.train.trainer import jit_step
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def tiny_config(tmp_path, **overrides):
@@ -85,6 +85,7 @@ def test_recalibrated_stats_make_eval_mode_match_a_large_batch():
     np.testing.assert_allclose(one, eval_img[:1], atol=1e-5)  # independent of the batch
 
 
+@pytest.mark.slow
 def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     trainer.train_and_evaluate(tiny_config(tmp_path), a)
@@ -195,6 +196,7 @@ def test_nan_stop_line_without_a_checkpoint_and_at_float16():
     assert str(e.value).endswith("or --config.model.precision=float32")
 
 
+@pytest.mark.slow
 def test_cli_quick_start_and_bad_input(tmp_path):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
     run = tmp_path / "run"
@@ -256,6 +258,7 @@ def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
     assert int(state.step) == 2
 
 
+@pytest.mark.slow
 def test_resumed_logs_equal_an_uninterrupted_runs_and_final_samples_come_back(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     trainer.train_and_evaluate(tiny_config(tmp_path), a)
@@ -295,6 +298,7 @@ train_cli.main(sys.argv)
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "", PYTHONPATH=str(ROOT))
     work = tmp_path / "c"
