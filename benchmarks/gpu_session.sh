@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything GPU-side in one device call, in the order of what we lack most (README "Speed",
+# Everything GPU-side in one device call, in the order of what we lack most (docs/speed.md,
 # benchmarks/RESULTS.md):
 #   1. quality   the default recipe at 256 px (bfloat16, remat=auto, LPIPS-VGG) trained for QUALITY_SECONDS
 #                on DATA with a tenth held out, FID and KID every FID_EVERY steps against the training
