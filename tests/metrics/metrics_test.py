@@ -158,6 +158,7 @@ def other_domain(n: int, size: int) -> np.ndarray:
     return np.clip(np.stack(out), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_same_domain_scores_lower_than_cross_domain():
     smileys = data.load_folder(data.DEFAULT_DATA, 128, cache_dir=False)[:48]
     fa, fb, fo = (inception.inception_features(x) for x in (smileys[:24], smileys[24:], other_domain(24, 128)))

@@ -173,6 +173,7 @@ def test_nan_rolls_back_to_the_last_checkpoint_at_half_lr_and_recovers(tmp_path,
     assert logged[-1]["step"] == 16 and logged[-1]["lr_scale"] == 0.5 and logged[-1]["skipped"] == 0.0
 
 
+@pytest.mark.slow
 def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, num_steps=3, log_every=1, checkpoint_every=1, sample_every=3)
     with pytest.raises(safeguards.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
@@ -232,6 +233,7 @@ def test_cli_quick_start_and_bad_input(tmp_path):
     assert not (tmp_path / "run2").exists()  # no empty run folder left behind
 
 
+@pytest.mark.slow
 def test_streaming_from_host_memory(tmp_path):
     state = trainer.train_and_evaluate(tiny_config(tmp_path, on_device="no", num_steps=1), tmp_path / "s")
     assert int(state.step) == 1 and (tmp_path / "s" / "checkpoints" / "1").exists()
@@ -322,6 +324,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
     assert (work / "samples" / f"samples_{step:07d}.png").exists()
 
 
+@pytest.mark.slow
 def test_float16_scales_losses_and_an_overflow_skips_the_step_and_halves_the_scale():
     state, step = helpers.tiny_step(precision="float16")
     huge = state.d_scale.replace(scale=jnp.float32(2.0**100))  # scaled gradients overflow float16
