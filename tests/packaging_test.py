@@ -117,6 +117,7 @@ def test_commands_start_jax_without_the_cuda_plugins_lines():
     assert res.stderr in ("warning: cpu\n", "warning: gpu\n"), res.stderr
 
 
+@pytest.mark.slow
 def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"fastgan_jax/configs/{n}.py" for n in ("__init__", "default", "cpu_quick", "few_shot_1024")} <= names
@@ -129,6 +130,7 @@ def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel)
     assert all(f"{c} = " in meta["entry_points.txt"] for c in COMMANDS)
 
 
+@pytest.mark.slow
 def test_installed_commands_train_and_sample_outside_the_checkout(target, tmp_path):
     where = run(target, tmp_path, "-c", "import fastgan_jax.commands.train as m; print(m.__file__)")
     assert where.stdout.strip() == str(target / "fastgan_jax" / "commands" / "train.py"), where.stderr[-2000:]

@@ -14,7 +14,6 @@ it (readers).
 """
 
 import contextlib
-import dataclasses
 import errno
 import gc
 import glob
@@ -330,7 +329,6 @@ def restore_newest(
     mngr: ocp.CheckpointManager,
     abstract_state,
     *,
-    defaults: dict | None = None,
     on_damaged: Callable[[int, str], None],
 ):
     """The newest checkpoint that reads back: its state, restored as `restore` does.
@@ -347,7 +345,7 @@ def restore_newest(
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
     reasons = []
     for step in steps:
-        state, why = try_restore(mngr, abstract_state, step, defaults=defaults)
+        state, why = try_restore(mngr, abstract_state, step)
         if why is None:
             return state
         on_damaged(step, why)
@@ -355,7 +353,7 @@ def restore_newest(
     raise DamagedCheckpointError(f"{mngr.directory}: no checkpoint reads back ({'; '.join(reasons)})")
 
 
-def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int, *, defaults: dict | None = None):
+def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int):
     """(state, None) when checkpoint `step` restores as `restore` does, else (None, why: one short line).
 
     Damage is looked for in the manifest first (`damage`), so that TensorStore never reads a file known to
@@ -364,7 +362,7 @@ def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int, *, defau
     why = damage(mngr, step)
     if why is None:
         try:
-            return restore(mngr, abstract_state, step, defaults=defaults), None
+            return restore(mngr, abstract_state, step), None
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as e:  # TensorStore and Orbax fail in many ways on damaged files
@@ -372,10 +370,10 @@ def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int, *, defau
     return None, why
 
 
-def readable_steps(mngr: ocp.CheckpointManager, abstract_state, *, defaults: dict | None = None, but=()) -> list[int]:
+def readable_steps(mngr: ocp.CheckpointManager, abstract_state, *, but=()) -> list[int]:
     """The steps, other than `but`, whose checkpoints restore (each is read: for error messages, not a loop)."""
     steps = sorted(set(mngr.all_steps()) - set(but))
-    return [s for s in steps if try_restore(mngr, abstract_state, s, defaults=defaults)[1] is None]
+    return [s for s in steps if try_restore(mngr, abstract_state, s)[1] is None]
 
 
 def set_aside(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:
@@ -399,25 +397,16 @@ def _restore(mngr, step, abstract):
     return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None, *, defaults: dict | None = None):
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
     """Restores the state at `step` (default: the latest) into `abstract_state`'s structure.
 
     Args:
       mngr: the run's manager.
       abstract_state: a train state dataclass of shapes (`jax.eval_shape`).
       step: the checkpoint's step (default: the latest).
-      defaults: values of fields that older checkpoints do not have; such a
-        checkpoint restores with these.
     """
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
     with _quiet_failures():
-        try:
-            return _restore(mngr, step, abstract_state)
-        except ValueError:
-            if not defaults:
-                raise
-        fields = [f.name for f in dataclasses.fields(abstract_state) if f.name not in defaults]
-        restored = _restore(mngr, step, {name: getattr(abstract_state, name) for name in fields})
-    return abstract_state.replace(**restored, **defaults)
+        return _restore(mngr, step, abstract_state)

@@ -20,7 +20,7 @@ import numpy as np
 from fastgan_jax.interop import convert
 from fastgan_jax.nn.models import Discriminator, Generator
 from fastgan_jax.train import checkpoints
-from fastgan_jax.train.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
+from fastgan_jax.train.state import TrainState, create_train_state, make_models, make_optimizer
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -125,17 +125,16 @@ def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
 
 def _restore(mngr, abstract, step, workdir):
     """The state at `step`, or at the newest checkpoint that reads back (a damaged newer one is a warning)."""
-    defaults = legacy_defaults()
     if step is None:
 
         def skip(bad, why):
             warnings.warn(f"{workdir}: checkpoint {bad} is damaged ({why}); using an older one", stacklevel=4)
 
-        return checkpoints.restore_newest(mngr, abstract, defaults=defaults, on_damaged=skip)
-    state, why = checkpoints.try_restore(mngr, abstract, step, defaults=defaults)
+        return checkpoints.restore_newest(mngr, abstract, on_damaged=skip)
+    state, why = checkpoints.try_restore(mngr, abstract, step)
     if why is None:
         return state
-    readable = checkpoints.readable_steps(mngr, abstract, defaults=defaults, but=[step])
+    readable = checkpoints.readable_steps(mngr, abstract, but=[step])
     raise checkpoints.DamagedCheckpointError(
         f"{workdir}: checkpoint {step} is damaged ({why}); readable checkpoints: {readable or 'none'}"
     )

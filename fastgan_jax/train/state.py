@@ -38,16 +38,6 @@ class TrainState:
     g_scale: DynamicScale = None
 
 
-def legacy_defaults() -> dict:
-    """Values of the fields that checkpoints written before them lack (for `checkpoints.restore`)."""
-    return {
-        "lr_scale": jnp.ones((), jnp.float32),
-        "nonfinite": jnp.zeros((), jnp.int32),
-        "d_scale": create_dynamic_scale(),
-        "g_scale": create_dynamic_scale(),
-    }
-
-
 def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32", remat="none"):
     """(Generator, Discriminator) with tanh outputs, the given compute dtype and rematerialisation.
 

@@ -22,7 +22,7 @@ import ml_collections
 
 from fastgan_jax import data
 from fastgan_jax.train import checkpoints, hosts, runs
-from fastgan_jax.train.state import TrainState, create_train_state, legacy_defaults
+from fastgan_jax.train.state import TrainState, create_train_state
 from fastgan_jax.train.validate import ConfigError
 
 
@@ -156,9 +156,7 @@ def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
     init = functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx)
     if resume:
         damaged = []
-        state = checkpoints.restore_newest(
-            mngr, jax.eval_shape(init, key), defaults=legacy_defaults(), on_damaged=lambda *d: damaged.append(d)
-        )
+        state = checkpoints.restore_newest(mngr, jax.eval_shape(init, key), on_damaged=lambda *d: damaged.append(d))
         _set_aside(mngr, damaged, int(state.step))
         return state
     state = init(key)

@@ -1,6 +1,6 @@
 """One process of four devices and two processes of two devices each (gloo) train alike; so does one device.
 
-The commands are README "Many devices and hosts"'s (`fastgan-train` with
+The commands are docs/training.md "Many devices and hosts"'s (`fastgan-train` with
 `--coordinator_address --num_processes --process_id`), on localhost. After
 one step the states and losses agree to float32 rounding; after three,
 within a bound that Adam's step size gives (GAN training amplifies
@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 
 from fastgan_jax.train import runs, trainer
+
+pytestmark = pytest.mark.slow
 
 TRAIN = str(pathlib.Path(sys.executable).parent / "fastgan-train")  # the installed command
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "on_device": "yes"}

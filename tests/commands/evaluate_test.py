@@ -33,6 +33,7 @@ def run(tmp_path_factory):
     return tmp, cfg
 
 
+@pytest.mark.slow
 def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
     tmp, cfg = run
     trainer.train_and_evaluate(cfg, tmp / "run")
@@ -62,6 +63,7 @@ def test_evaluate_cli(run, capsys):
     assert "nothing: no such folder" in helpers.error_line(capsys, evaluate.main, ["--workdir", str(tmp / "nothing")])
 
 
+@pytest.mark.slow
 def test_evaluate_sr_cli(run, capsys):
     tmp, _ = run
     with pytest.warns(UserWarning, match=f"FID from 2 images is mostly noise .*look at the images in {tmp / 'sr'}$"):
