@@ -7,10 +7,11 @@ import sys
 
 import helpers
 import jax
+import pytest
 
 from fastgan_jax.train import runs
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "num_steps": 4}
 TINY |= {"log_every": 2, "checkpoint_every": 2, "sample_every": 4, "num_samples": 4}
 TINY |= {"recalib_samples": 8, "recalib_batch": 4}
@@ -33,6 +34,7 @@ launch.run("train")
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_a_checkpoint_is_the_one_line_the_user_sees(tmp_path):
     run, cache = tmp_path / "run", tmp_path / "cache"
     env = helpers.subprocess_env(jax.config.jax_compilation_cache_dir or cache / "jax", fast_compile=False)

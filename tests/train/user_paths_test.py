@@ -24,6 +24,7 @@ def _images(folder, names):
     return folder
 
 
+@pytest.mark.slow
 def test_glob_characters_in_the_workdir_and_latin1_file_names_train_resume_and_sample(tmp_path, capsys):
     # `[1]` is a glob pattern to Orbax's search for its per-process folders; `caf\xe9.png` (Latin-1) is no str
     # that encodes to UTF-8.

@@ -12,9 +12,10 @@ import pytest
 
 from fastgan_jax.train import workdir
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_a_held_workdir_refuses_a_second_training_in_one_line(tmp_path):
     run = tmp_path / "run"
     with workdir.locked(run):
@@ -31,6 +32,7 @@ def test_a_held_workdir_refuses_a_second_training_in_one_line(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_lock_that_blocks(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -8,12 +8,14 @@ import sys
 import time
 
 import helpers
+import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "num_steps": 2}
 TINY |= {"num_samples": 4, "recalib_samples": 8, "recalib_batch": 4}
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_first_compile_ends_the_start_at_once_and_leaves_no_folder(tmp_path):
     run = tmp_path / "run"
     env = helpers.subprocess_env(tmp_path / "jax", fast_compile=False)  # an empty cache: the step compiles
