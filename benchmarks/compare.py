@@ -2,8 +2,8 @@
 
     python benchmarks/compare.py --ours out/train_speed.jsonl --ours-pulse out/upscale_speed.jsonl \\
         --official out/official.jsonl
-    python benchmarks/compare.py --memory benchmarks/memory_cpu.jsonl   # README "Memory"
-    python benchmarks/compare.py --memory-gpu benchmarks/memory_gpu.jsonl   # README "Memory", per card
+    python benchmarks/compare.py --memory benchmarks/memory_cpu.jsonl   # docs/memory.md
+    python benchmarks/compare.py --memory-gpu benchmarks/memory_gpu.jsonl   # docs/memory.md, per card
 
 Reads the JSON lines of `train_speed.py --json`, `upscale_speed.py --json`
 and `../shared/reference/official-bench/bench_official.py` (its other lines

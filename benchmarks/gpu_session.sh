@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Everything GPU-side in one device call, in the order of what we lack most (README "Speed",
+# Everything GPU-side in one device call, in the order of what we lack most (docs/speed.md,
 # benchmarks/RESULTS.md):
 #   1. quality   the default recipe at 256 px (bfloat16, remat=auto, LPIPS-VGG) trained for QUALITY_SECONDS
 #                on DATA with a tenth held out, FID and KID every FID_EVERY steps against the training
-#                images, the loss curve, sample grids (pokemon figures stay out of git: numbers only)
+#                images, the loss curve, sample grids (pokemon figures stay out of git: numbers only);
+#                without the Inception's weights (.gpufid, a second call) the FID and KID of its
+#                checkpoints come from phase 1b (fid) instead
 #   2. restore   the held-out restoration at 256 px with that prior (x4, x8; bicubic, PULSE, ILO)
 #   3. 1024      our step (remat=auto, bfloat16) beside the official step, and both PULSE searches
 #   4. profile   a jax.profiler trace of a few 256 px steps: kernels per step, the top 20 kernels
@@ -19,10 +21,10 @@
 # Run: device run, carry [".whl", ".gpudata", ".official"], command "bash benchmarks/gpu_session.sh",
 # timeout_s 600. Everything lands in $OUT: results.md (the tables for RESULTS.md) and the raw logs.
 #
-# Knobs (environment), for a CPU check of the script itself (tests/benchmarks_test.py): BUDGET (570),
+# Knobs (environment), for a CPU check of the script itself (tests/benchmarks/benchmarks_test.py): BUDGET (570),
 # RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
 # QUALITY_SECONDS (300), FID_EVERY (2500),
-# FID_SAMPLES (2000), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra
+# FID_SAMPLES (2000), FID_WEIGHTS (.gpufid/weights: where a second call brings inception-fid.npz), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra
 # flags: QUALITY_ARGS (train.py), RESTORE_ARGS (restore_heldout.py), SPEED_ARGS (train_speed.py and
 # profile_step.py), PULSE_ARGS (upscale_speed.py). OFFICIAL=0 skips the official PyTorch step.
 set -uo pipefail
@@ -34,7 +36,7 @@ DATA=${DATA:-.gpudata/pokemon-256}
 QUALITY_SECONDS=${QUALITY_SECONDS:-300} FID_EVERY=${FID_EVERY:-2500} FID_SAMPLES=${FID_SAMPLES:-2000}
 RESTORE_N=${RESTORE_N:-16} STEPS=${STEPS:-30} PROFILE_STEPS=${PROFILE_STEPS:-5} BIG=${BIG:-1024}
 QUALITY_ARGS=${QUALITY_ARGS:-} RESTORE_ARGS=${RESTORE_ARGS:-} SPEED_ARGS=${SPEED_ARGS:-} PULSE_ARGS=${PULSE_ARGS:-}
-OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs}
+OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs} FID_WEIGHTS=${FID_WEIGHTS:-.gpufid/weights}
 export FASTGAN_JAX_COMPILE_CACHE=${FASTGAN_JAX_COMPILE_CACHE:-$PWD/.jax_cache}
 mkdir -p "$OUT" "$RESULTS/done"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -43,6 +45,11 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 [ -d .gpudata/weights ] && export FASTGAN_JAX_WEIGHTS=$PWD/.gpudata/weights
+# The FID Inception's weights come with a second call (carry [".whl", ".gpufid"]: with the rest they exceed
+# what a call carries); .gpudata stays on the warm machine.
+[ -f "$FID_WEIGHTS/inception-fid.npz" ] && [ -n "${FASTGAN_JAX_WEIGHTS:-}" ] \
+  && ln -sf "$(realpath "$FID_WEIGHTS/inception-fid.npz")" "$FASTGAN_JAX_WEIGHTS/inception-fid.npz"
+has_inception() { [ -z "${FASTGAN_JAX_WEIGHTS:-}" ] || [ -f "$FASTGAN_JAX_WEIGHTS/inception-fid.npz" ]; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', \
 optax.__version__, jax.devices())"; } | tee "$RESULTS/versions.txt"
@@ -75,9 +82,11 @@ quality() {
   rm -rf "$RUNS/quality"
   python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import pathlib, restore_heldout as r; \
 train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('$RUNS/quality_images'))" || return 1
+  local fid_every=0  # without the Inception here, the kept checkpoints are evaluated by the fid phase
+  has_inception && fid_every=$FID_EVERY
   python3 train.py --data "$RUNS/quality_images" --workdir "$RUNS/quality" --config configs/default.py \
     --config.model.precision=bfloat16 --config.train.num_steps=1000000 --config.train.time_limit_s="$QUALITY_SECONDS" \
-    --config.log.fid_every="$FID_EVERY" --config.log.fid_samples="$FID_SAMPLES" \
+    --config.log.fid_every="$fid_every" --config.log.fid_samples="$FID_SAMPLES" --config.log.keep_checkpoints=1000 \
     --config.log.sample_every="$FID_EVERY" --config.log.checkpoint_every="$FID_EVERY" --config.log.log_every=100 \
     --config.data.cache_dir=/tmp/fastgan_cache $QUALITY_ARGS 2>&1 | grep -v cuda_timer | tail -40 | tee "$RESULTS/quality.txt"
   [ -f "$RUNS/quality/metrics.jsonl" ] || return 1
@@ -89,6 +98,22 @@ train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('$RUNS/quality_images'
   cp "$RUNS/quality/samples/$last" "$RESULTS/quality_$last"
 }
 phase quality $(( QUALITY_SECONDS + 150 )) quality
+
+# 1b. FID and KID of the quality run's checkpoints, where the Inception was not there while it trained.
+fid() {
+  [ -f "$RESULTS/quality_metrics.jsonl" ] || { echo "fid: no quality run yet"; return 1; }
+  grep -q '"fid"' "$RESULTS/quality_metrics.jsonl" && return 0  # measured while training
+  has_inception || { echo "fid: needs the Inception's weights: call again at once with carry [\".whl\", \".gpufid\"]"
+    return 1; }
+  local step
+  for step in $(ls "$RUNS/quality/checkpoints" | grep -E '^[0-9]+$' | sort -n); do
+    python3 -m fastgan_jax.commands.evaluate --workdir "$RUNS/quality" --step "$step" --n "$FID_SAMPLES" 2>&1 \
+      | grep -v cuda_timer | tail -1 | tee -a "$RESULTS/fid.txt"
+  done
+  python3 benchmarks/plot_metrics.py --fid-table "$RUNS/quality/metrics.jsonl" --evals "$RUNS/quality/eval" \
+    >"$RESULTS/quality.md"
+}
+phase fid 180 fid
 
 # 2. Restoration of the held-out tenth through the quality run's generator.
 restore() {

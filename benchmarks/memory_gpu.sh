@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README "Memory", per card class: XLA:GPU's memory analysis of the training step compiled for each card
+# docs/memory.md, per card class: XLA:GPU's memory analysis of the training step compiled for each card
 # in benchmarks/gpu_targets/ with that card's memory, no GPU needed (JAX runs on the CPU):
 #
 #   pip install -e '.[gpu-aot]'

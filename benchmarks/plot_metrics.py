@@ -2,6 +2,7 @@
 
     python benchmarks/plot_metrics.py RUN/metrics.jsonl out.png     # the losses as a PNG
     python benchmarks/plot_metrics.py --fid-table RUN/metrics.jsonl [--batch 8]   # FID, KID against steps, time
+    python benchmarks/plot_metrics.py --fid-table RUN/metrics.jsonl --evals RUN/eval   # checkpoints evaluated later
 
 The table's time is the training's own (the sum of the logged intervals,
 each `log_every * batch / img_per_s` seconds): compilation before the first
@@ -10,6 +11,7 @@ step is left out, the FID and KID evaluations between logs are in.
 
 import argparse
 import json
+import pathlib
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -36,11 +38,17 @@ def plot(rows, path, width=900, height=300):
     img.save(path)
 
 
-def fid_table(rows, batch: int) -> str:
-    """Markdown: step, training minutes so far, FID and KID at every evaluation of `rows`."""
+def fid_table(rows, batch: int, evals: dict | None = None) -> str:
+    """Markdown: step, training minutes so far, FID and KID at every evaluation of `rows`, and of `evals`
+    ({step: fastgan-evaluate's JSON}: checkpoints evaluated after the run) at their steps (with the minutes
+    of the last log at or before them)."""
     lines = ["| step | minutes | FID | KID x 1000 |", "|---|---|---|---|"]
     seconds, last = 0.0, 0
+    evals = dict(evals or {})
+    logged = {r["step"] for r in rows}
+    rows = sorted([*rows, *({"step": s} for s in evals if s not in logged)], key=lambda r: r["step"])  # stable
     for r in rows:
+        r = {**r, **{k: v for k, v in evals.pop(r["step"], {}).items() if k in ("fid", "kid")}}
         if "img_per_s" in r and r["img_per_s"] > 0:
             seconds += (r["step"] - last) * batch / r["img_per_s"]
             last = r["step"]
@@ -56,11 +64,16 @@ def main():
     p.add_argument("png", nargs="?", help="the losses' PNG to write")
     p.add_argument("--fid-table", action="store_true", help="print FID and KID against steps and time instead")
     p.add_argument("--batch", type=int, default=8, help="the run's batch size (for --fid-table's time)")
+    p.add_argument("--evals", help="--fid-table: also RUN/eval's fid_<step>.json (fastgan-evaluate's results)")
     args = p.parse_args()
     rows = [json.loads(line) for line in open(args.metrics)]
     if args.fid_table:
         print(f"FID and KID against the training images ({args.metrics}):\n")
-        print(fid_table(rows, args.batch))
+        evals = {}
+        for path in sorted(pathlib.Path(args.evals).glob("fid_*.json")) if args.evals else ():
+            result = json.loads(path.read_text())
+            evals[result["step"]] = result
+        print(fid_table(rows, args.batch, evals))
     elif args.png:
         plot([r for r in rows if "d_real" in r], args.png)
         print(f"wrote {args.png}")

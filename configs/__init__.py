@@ -7,6 +7,7 @@ the package `fastgan_jax.configs` (pyproject.toml's package-dir), so that
 `fastgan-train --config cpu_quick` run the same recipe from any folder.
 """
 
+import ast
 import importlib.util
 import json
 import pathlib
@@ -74,7 +75,30 @@ def resolve(value: str) -> pathlib.Path:
         return DIR / f"{value}.py"
     if not pathlib.Path(value).is_file():
         raise ValueError(f"--config {value}: no such file")
+    _check_config_file(pathlib.Path(value))
     return pathlib.Path(value)
+
+
+def _check_config_file(file: pathlib.Path) -> None:
+    """ValueError unless `file` parses as Python and binds `get_config` at its top level (read, not run)."""
+    must = "a config file is Python that defines get_config() returning an ml_collections.ConfigDict"
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except SyntaxError as e:
+        raise ValueError(f"--config {file}: line {e.lineno}: {e.msg}; {must}") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--config {file}: cannot be read ({e}); {must}") from None
+    bound = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.Assign | ast.ImportFrom | ast.Import):
+            if isinstance(node, ast.FunctionDef):
+                bound.add(node.name)
+            elif isinstance(node, ast.Assign):
+                bound |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+            else:
+                bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    if "get_config" not in bound:
+        raise ValueError(f"--config {file}: defines no get_config(); {must}")
 
 
 def load(value: str) -> ml_collections.ConfigDict:

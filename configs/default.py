@@ -7,7 +7,7 @@ On one consumer GPU this is the paper's setting: batch 8, Adam 2e-4
 (0.5, 0.999), 50k steps, DiffAugment color+translation, EMA 0.999. Few-shot
 sets of ~100 images reach recognisable samples after a few thousand steps and
 the paper's quality around 20-50k. float32 runs on every card; remat=auto
-sizes the step to the card at start (README "Memory", from XLA:GPU's
+sizes the step to the card at start (docs/memory.md, from XLA:GPU's
 figures): on a 4 GB GTX 1050 Ti it takes `blocks` (2.00 GiB of the 2.70 GiB
 it allows itself), on 8 GB and larger cards `none` (2.9-3.0 GiB, 16% fewer
 FLOPs per step: 1446 against 1727 GFLOP). Turing cards run faster with

@@ -65,7 +65,7 @@ def fingerprint(folder, *, contents: bool = True) -> str:
     folder = pathlib.Path(folder)
     h = hashlib.sha256(b"contents" if contents else b"sizes")
     for path in find_images(folder):
-        h.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+        h.update(os.fsencode(path.relative_to(folder).as_posix()) + b"\0")  # a name need not be UTF-8
         if contents:
             with open(path, "rb") as f:
                 while block := f.read(1 << 20):

@@ -35,9 +35,9 @@ def key(files, im_size, aspect, background) -> str:
     for f in files:
         try:
             st = f.stat()
-            h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(f.resolve()) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())  # not always UTF-8
         except OSError:  # gone since the search: it fails to decode, and the next run gets another key
-            h.update(f"{f}\0missing\n".encode())
+            h.update(os.fsencode(f) + b"\0missing\n")
     return h.hexdigest()[:24]
 
 

@@ -1,4 +1,4 @@
-"""Shared test helpers (pytest puts this folder on sys.path)."""
+"""Shared test helpers (on sys.path for every folder of tests/: `pythonpath` in pyproject.toml)."""
 
 import functools
 import os
@@ -136,7 +136,7 @@ def tiny_step(*, precision="float32", **step_kwargs):
 def tiny_setup(workdir, **extra_losses):
     """`trainer.setup(tiny_config(...), workdir)`: (experiment, start state) of the suite's usual tiny run, whose
     step program most in-process tests share (compiled once per suite); with EXTRA_LOSSES, the program of
-    README's research block."""
+    docs/api.md's research block."""
     from fastgan_jax.train import trainer
 
     workdir = pathlib.Path(workdir)
@@ -157,7 +157,7 @@ def first_step(exp, state):
         batches.close()
 
 
-# README.md's research block's extra terms, verbatim: a run with them is one program, however many tests take it.
+# docs/api.md's research block's extra terms, verbatim: a run with them is one program, however many tests take it.
 def weight_decay(d_params, inputs):  # D: inputs.real, inputs.fakes, inputs.d_stats, inputs.key
     import optax
 

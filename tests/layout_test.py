@@ -115,5 +115,14 @@ def test_public_names_import():
 
 def test_tests_read_nothing_outside_the_project():
     # A clone without ../shared must pass, with nothing skipped: fixtures live in tests/data.
-    readers = {p.name for p in (ROOT / "tests").glob("*.py") if re.search(r"[\"']shared[\"']", p.read_text())}
+    readers = {p.name for p in (ROOT / "tests").rglob("*.py") if re.search(r"[\"']shared[\"']", p.read_text())}
     assert readers == set(), readers
+
+
+def test_tests_mirror_the_package():
+    # A test of fastgan_jax/sr/x.py is in tests/sr/; the top-level modules' tests, the pages' and the wheel's are
+    # in tests/, the benchmark scripts' in tests/benchmarks/, fixtures in tests/data/.
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == {name for name in LAYERS if name != "base"} | {"benchmarks", "data"}, folders
+    misplaced = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*_test.py") if p.parent.name == "data"]
+    assert not misplaced, misplaced

@@ -99,6 +99,25 @@ def test_commands_print_warnings_as_one_line():
     assert own_stderr(res.stderr) == "warning: 3 image(s) smaller than 64px were upscaled\n"
 
 
+def test_commands_start_jax_without_the_cuda_plugins_lines():
+    # With the gpu-aot extra (JAX's CUDA plugin) on a machine without a CUDA driver, as in this suite, JAX logs
+    # "Could not find cuda drivers" from C++ as it loads and, left to choose a platform, a CUDA traceback. A
+    # command's stderr is its own lines only, also once a device is used.
+    command = (
+        "import sys, types, warnings\n"
+        "from fastgan_jax.commands import launch\n"
+        "def main():\n"
+        "    import jax\n"
+        "    warnings.warn(f'{jax.devices()[0].platform}')\n"
+        "sys.modules['fastgan_jax.commands.fake'] = types.SimpleNamespace(main=main)\n"
+        "launch.run('fake')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    res = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, check=True, env=env)
+    assert res.stderr in ("warning: cpu\n", "warning: gpu\n"), res.stderr
+
+
+@pytest.mark.slow
 def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"fastgan_jax/configs/{n}.py" for n in ("__init__", "default", "cpu_quick", "few_shot_1024")} <= names
@@ -111,6 +130,7 @@ def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel)
     assert all(f"{c} = " in meta["entry_points.txt"] for c in COMMANDS)
 
 
+@pytest.mark.slow
 def test_installed_commands_train_and_sample_outside_the_checkout(target, tmp_path):
     where = run(target, tmp_path, "-c", "import fastgan_jax.commands.train as m; print(m.__file__)")
     assert where.stdout.strip() == str(target / "fastgan_jax" / "commands" / "train.py"), where.stderr[-2000:]

@@ -15,8 +15,9 @@ JAX's own `JAX_COMPILATION_CACHE_DIR` (or `jax_compilation_cache_dir` set
 by the caller) wins over all of these. With the cache JAX also keeps
 XLA:GPU's per-fusion autotuning results (its default
 `jax_persistent_cache_enable_xla_caches`), so a second start on the same GPU
-neither compiles nor autotunes. Only programs that took at least a second to
-compile are written (JAX's default threshold). Processes of one run share the
+neither compiles nor autotunes. Every program is written, also those that
+compile in under a second (JAX's own threshold is one second: a start
+compiles dozens of small programs besides the step). Processes of one run share the
 cache safely: only process 0 writes, and an entry is never rewritten.
 
 Library users (JAX code importing fastgan_jax) keep their own settings: only
@@ -73,4 +74,5 @@ def enable() -> pathlib.Path | None:
         )
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     return folder

@@ -12,6 +12,7 @@ RUN/eval/fid_<step>.json; with --data, fid_<step>_<data>-<hash>.json).
 import argparse
 import hashlib
 import json
+import os
 import pathlib
 import re
 import time
@@ -74,7 +75,7 @@ def result_path(workdir, step: int, data_source=None) -> pathlib.Path:
         spec = str(data_source)
         resolved = spec if spec.startswith("tfds:") else str(pathlib.Path(spec).expanduser().resolve())
         label = re.sub(r"[^A-Za-z0-9_.-]+", "-", pathlib.PurePath(resolved.rstrip("/")).name or resolved).strip("-")
-        name += f"_{label}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
+        name += f"_{label}-{hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]}"
     return pathlib.Path(workdir) / "eval" / f"{name}.json"
 
 

@@ -16,8 +16,10 @@ biharmonic inpainting, the gray or the noisy image). Reported side by side:
 the share of images whose result degrades to within eps of the observation
 (its MSE over the known pixels on the [0, 1] scale, eps plus the noise's
 variance), PSNR, SSIM and LPIPS (AlexNet) against the HR image, and the FID of
-the restored set against the HR set. Written as JSON (default
-RUN/eval/sr_x<factor>.json). With `--layers 8,16,32`, a third method: the
+the restored set against the HR set (with a warning under 50 images, where
+FID is mostly noise). Written as JSON (default RUN/eval/sr_x<factor>.json),
+and the images to look at beside it (RUN/eval/sr_x<factor>/: hr/, observed/,
+pulse/, ilo/, baseline/, one PNG per image, the same name in each). With `--layers 8,16,32`, a third method: the
 same search continued in the generator's intermediate features (ILO,
 `fastgan_jax/sr/ilo.py`).
 
@@ -34,15 +36,17 @@ import dataclasses
 import json
 import pathlib
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from fastgan_jax import data
+from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
 from fastgan_jax.commands import launch, upscale
+from fastgan_jax.commands.evaluate import FEW_IMAGES
 from fastgan_jax.metrics import inception, similarity
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.metrics.lpips import lpips_distance
@@ -119,6 +123,7 @@ def evaluate_sr(
     blind: bool = False,
     tuning=None,
     fidelity=None,
+    save_to=None,
 ) -> dict:
     """PULSE (and with `layers`, ILO) and the classical baseline restoring a run's degraded HR images.
 
@@ -138,6 +143,8 @@ def evaluate_sr(
         mode), while the images are degraded as `degradation` says.
       tuning: `tune.Tuning`: the generator tuned per image after each search (None: not).
       fidelity: `pulse.Fidelity`: each method's answer at this knob (None: the best candidate).
+      save_to: a folder for the images: hr/, observed/ (the degraded input) and one
+        folder per method, `00000.png` ... in each (None: none written).
 
     Returns:
       The report: per method (pulse, ilo, baseline) within_eps, lr_mse (the observation's error, [0, 1]
@@ -168,6 +175,11 @@ def evaluate_sr(
     if layers is not None:
         methods["ilo"] = _search(G, variables, searched, observed, **settings, layers=layers)
     methods["baseline"] = np.asarray(baseline.classical(op, observed, size))
+    if save_to is not None:
+        _save_images(pathlib.Path(save_to), hr_u8, observed, methods)
+    if len(hr) < FEW_IMAGES:
+        where = f"; look at the images in {save_to}" if save_to is not None else ""
+        warnings.warn(f"FID from {len(hr)} images is mostly noise (fewer than {FEW_IMAGES}){where}", stacklevel=2)
     report = {
         "n": len(hr),
         "factor": factor,
@@ -195,6 +207,17 @@ def evaluate_sr(
             "fid": _fid(images, hr_feats, f"{name} features" if progress else None),
         }
     return report
+
+
+def _save_images(folder: pathlib.Path, hr_u8, observed, methods: dict) -> None:
+    """One PNG per image and kind: the HR image, what the methods saw, and each method's result."""
+    observed = np.asarray(observed)
+    observed = np.repeat(observed, 3, axis=-1) if observed.shape[-1] == 1 else observed  # gray: [N, h, w, 1]
+    kinds = {"hr": np.asarray(hr_u8), "observed": images_lib.to_uint8(observed)}
+    kinds |= {name: images_lib.to_uint8(images) for name, images in methods.items()}
+    for kind, images in kinds.items():
+        for i, image in enumerate(np.asarray(images)):
+            visual.save_png(folder / kind / f"{i:05d}.png", image)
 
 
 def _fid(images, hr_feats, progress) -> float:
@@ -240,6 +263,7 @@ def main(argv=None):
     )
     upscale.add_layer_options(p)
     args = p.parse_args(argv)
+    out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" / f"sr_x{args.factor}.json")
     try:
         kernel = upscale.read_kernel(args)
         how = degrade.Degradation(args.factor, args.blur, args.gray, args.noise_sigma, args.inpaint, kernel=kernel)
@@ -256,10 +280,10 @@ def main(argv=None):
             blind=args.mode == "robust" and not (args.blur or kernel is not None),
             tuning=upscale.parse_tuning(args),
             fidelity=upscale.parse_fidelity(args),
+            save_to=out.with_suffix(""),
         )
     except (FileNotFoundError, data.DataError, ValueError, ImportError, sr_files.InputError) as e:
         launch.fail(str(e))
-    out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" / f"sr_x{args.factor}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     side = report["size"] // args.factor
@@ -273,7 +297,7 @@ def main(argv=None):
         print(
             f"{label:22s}{r['within_eps']:>12.2f}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['lpips_alex']:>8.3f}{r['fid']:>9.2f}"
         )
-    print(f"wrote {out}")
+    print(f"wrote {out}, and the images in {out.with_suffix('')}")
 
 
 def _describe(how) -> str:

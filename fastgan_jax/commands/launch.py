@@ -12,19 +12,72 @@ Every command compiles through JAX's persistent compilation cache
 """
 
 import argparse
+import contextlib
+import ctypes
 import importlib
 import os
+import re
 import signal
 import sys
+import tempfile
 import warnings
 from typing import NoReturn
 
 from fastgan_jax.commands import compile_cache
 
+_stderr = 2  # the terminal's file descriptor, also while `_without_cuda_stub_lines` holds descriptor 2
+
 
 def _exit_now(signum, frame):
-    print("interrupted", file=sys.stderr, flush=True)
+    os.write(_stderr, b"interrupted\n")
     os._exit(130)
+
+
+# The CUDA stub's lines: JAX's CUDA plugin (the gpu-aot extra, for compiling to GPUs that are not here) loads
+# where no CUDA driver is and logs, from C++, that it found none, before anything can configure that logging.
+CUDA_STUB_NOISE = re.compile(
+    rb"cudart_stub\.cc:\d+\] Could not find cuda drivers|^WARNING: All log messages before absl::InitializeLog"
+)
+
+
+def _no_cuda_driver() -> bool:
+    """Whether JAX's CUDA plugin is installed, no platform was chosen (JAX_PLATFORMS) and no CUDA driver loads:
+    then JAX would try CUDA, fail and log a traceback before it falls back to the CPU."""
+    if os.environ.get("JAX_PLATFORMS") or importlib.util.find_spec("jax_cuda12_plugin") is None:
+        return False
+    try:
+        ctypes.CDLL("libcuda.so.1")  # what the plugin itself loads
+    except OSError:
+        return True
+    return False
+
+
+def _load_jax_plugins() -> None:
+    """Loads JAX's PJRT plugins now (they log as they load), without starting a backend: multi-host runs call
+    `jax.distributed.initialize` before that. JAX has no public call for it; without this one (a JAX that
+    renamed it) the plugins load later, as usual."""
+    from jax._src import xla_bridge
+
+    getattr(xla_bridge, "_discover_and_register_pjrt_plugins", lambda: None)()
+
+
+@contextlib.contextmanager
+def _without_cuda_stub_lines():
+    """Runs the block with file descriptor 2 in a file, then writes back what it got but the CUDA stub's lines."""
+    global _stderr
+    sys.stderr.flush()
+    _stderr = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(_stderr, 2)
+            os.close(_stderr)
+            _stderr = 2
+            caught.seek(0)
+            os.write(2, b"".join(line for line in caught if not CUDA_STUB_NOISE.search(line)))
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -42,12 +95,25 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def print_any_file_name() -> None:
+    """Lets stdout print file names that are not UTF-8 (`caf\\xe9.png` in Latin-1, which Python reads as
+    `caf\\udce9.png`): their bytes are written as the file system has them, instead of a UnicodeEncodeError.
+    (stderr escapes them already.)"""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+
+
 def run(module: str) -> None:
     """Runs the command `fastgan_jax.commands.MODULE` (its `main()`): loaded inside the Ctrl-C guard."""
     warnings.formatwarning = _warning_line  # a warning is a line for the user, not a source location
+    print_any_file_name()
     previous = signal.signal(signal.SIGINT, _exit_now)
+    if _no_cuda_driver():
+        os.environ["JAX_PLATFORMS"] = "cpu"  # JAX would fail on CUDA first, with a traceback
     try:
-        main = importlib.import_module(f"fastgan_jax.commands.{module}").main
+        with _without_cuda_stub_lines():
+            main = importlib.import_module(f"fastgan_jax.commands.{module}").main
+            _load_jax_plugins()
     finally:
         signal.signal(signal.SIGINT, previous)
     compile_cache.enable()  # before anything compiles

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from fastgan_jax import configs, data
 from fastgan_jax.commands import launch
 from fastgan_jax.interop import convert, weights
-from fastgan_jax.train import checkpoints, hosts, runs, safeguards, trainer
+from fastgan_jax.train import checkpoints, hosts, runs, safeguards, trainer, workdir
 from fastgan_jax.train.validate import ConfigError, check_fields, validate
 
 HELP_ARGS = ("-h", "--help", "-help", "-?", "--helpshort", "-helpshort")
@@ -141,6 +141,7 @@ def _train(argv):
         weights.WeightsNotFoundError,
         runs.WarmStartError,
         convert.OfficialCheckpointError,
+        workdir.WorkdirBusyError,
     ) as e:  # the user's input: exit 2, and nothing of a run was written
         launch.fail(str(e))
     except (safeguards.DiskFullError, safeguards.NonFiniteError) as e:  # the run's failure, after its last checkpoint

@@ -12,10 +12,12 @@
 Per input file, outputs are named after the file name with its dot replaced
 (NAME = face_png for face.png, so face.png and face.jpg never collide):
 NAME_sr.png (the best candidate), NAME_candidates/rK.png (replaced as a
-whole on every run), NAME_compare.png (LR, bicubic, the candidates, the best
-one downscaled again) and NAME.json (each candidate's LR MSE, success
-flag and stage, the time taken). Each input gets one line: the factor, the
-best LR MSE against eps, and the result's path. An unreadable file in an
+whole on every run), NAME_compare.png (the input, bicubic, the candidates,
+the best one degraded again) and NAME.json (what was restored, each
+candidate's LR MSE, success flag and stage, the time taken). Each input gets
+one line: what was restored (`x4`, `gray, masked`, `x4, noisy`, ...), the
+best MSE against eps, and the result's path. A results folder inside the
+input folder is fine: what this command wrote is never taken as an input. An unreadable file in an
 input folder is skipped with a warning.
 
 The input is taken as the generator's image degraded (`fastgan_jax/sr/degrade.py`):
@@ -277,7 +279,12 @@ def read_mask(args, size: int):
         raise sr_files.InputError(str(e).replace("--input", "--mask", 1)) from None
     if mask.shape[:2] != (size, size):
         raise sr_files.InputError(f"--mask {args.mask}: {mask.shape[1]}x{mask.shape[0]}, not the input's {size}x{size}")
-    return jnp.asarray(mask.mean(axis=-1) >= 128, jnp.float32)
+    known = mask.mean(axis=-1) >= 128
+    if not known.any():
+        raise sr_files.InputError(
+            f"--mask {args.mask}: no known pixel (all black); white marks the pixels of the input to keep"
+        )
+    return jnp.asarray(known, jnp.float32)
 
 
 def add_layer_options(p: argparse.ArgumentParser) -> None:
@@ -404,6 +411,7 @@ def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, in
         lr_mse=res.lr_mse[0],
         success=res.success[0],
         stage=res.stage[0],
+        what=_task(args, G.im_size // lr.shape[0]),
         seconds=seconds,
         best_restart=int(res.best_index[0]),
         settings=settings
@@ -424,9 +432,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
-        p.error(f"--out {out} is a file; give a folder for the results")
+        launch.fail(f"--out {out} is a file; give a folder for the results")
     try:
-        paths = sr_files.find_inputs(args.input)
+        paths = sr_files.find_inputs(args.input, out)  # never the results of an earlier run into the same folder
         G, variables = load_generator(args)
         inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
@@ -440,6 +448,7 @@ def main(argv=None):
         checkpoints.DamagedCheckpointError,
     ) as e:
         launch.fail(str(e))
+    _hint_gray(args, inputs)
     search = parse_search(args)
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {search.restarts} restarts x {search.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "mode")
@@ -455,13 +464,32 @@ def main(argv=None):
     print(f"done: {successes}/{len(inputs)} input(s) matched within eps {args.eps}; results in {args.out}")
 
 
+def _hint_gray(args, inputs) -> None:
+    """One line when inputs are gray (R = G = B) and --gray was not given: the search would match a gray image."""
+    if args.gray:
+        return
+    gray = [
+        path for path, lr in inputs if np.array_equal(lr[..., 0], lr[..., 1]) and np.array_equal(lr[..., 1], lr[..., 2])
+    ]
+    if gray:
+        which = f"{gray[0]} is" if len(gray) == 1 else f"{len(gray)} of the inputs ({gray[0]}, ...) are"
+        print(f"note: {which} gray (R = G = B): --gray colourises; without it the result is a gray image")
+
+
+def _task(args, factor: int) -> str:
+    """What this input's restoration undoes, from the flags that say what was observed (`sr_files.task`)."""
+    blurred = bool(args.blur or args.blur_kernel)
+    return sr_files.task(factor, blurred=blurred, gray=args.gray, masked=bool(args.mask), noisy=args.noise_sigma > 0)
+
+
 def _result_line(path, report: dict, args) -> str:
-    """One input's outcome: the factor, the best LR MSE against eps, and the file that is the answer."""
+    """One input's outcome: what was restored, the best MSE against eps, and the file that is the answer."""
     best = report["candidates"][report["best_restart"]]
     verdict = "within" if best["success"] else "above"
     answer = pathlib.Path(args.out) / f"{sr_files.output_name(path)}_sr.png"
+    against = "LR MSE" if report["factor"] > 1 else "MSE to the input"
     return (
-        f"{path}: x{report['factor']} ({report['lr_size']} -> {report['sr_size']}px), best LR MSE "
+        f"{path}: {report['task']} ({report['lr_size']} -> {report['sr_size']}px), best {against} "
         f"{best['lr_mse']:.2e} {verdict} eps {args.eps:g} (restart {report['best_restart']}): {answer}"
     )
 

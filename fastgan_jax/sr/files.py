@@ -5,8 +5,11 @@ besides [-1, 1] floats); search results come back as [-1, 1] floats and are
 written as 8-bit PNGs.
 """
 
+import hashlib
 import json
+import os
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -27,8 +30,15 @@ class UnreadableImage(InputError):
     """A file that is not a readable image (skipped in a folder of inputs)."""
 
 
-def find_inputs(path) -> list[pathlib.Path]:
-    """The input file, or the image files of a folder (sorted by name).
+NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units)
+OUTPUT_SUFFIXES = ("_sr.png", "_compare.png", "_candidates", ".json")  # what `write_outputs` adds to NAME
+RESULT = re.compile(r"(.*)(_sr\.png|_compare\.png)$")
+
+
+def find_inputs(path, out=None) -> list[pathlib.Path]:
+    """The input file, or the image files of a folder (sorted by name). With `out`, the results folder, the
+    results of earlier runs that lie in the input folder (NAME_sr.png, NAME_compare.png beside NAME.json) are
+    not inputs.
 
     Raises:
       InputError: no such path, or a folder without image files.
@@ -39,9 +49,17 @@ def find_inputs(path) -> list[pathlib.Path]:
     if path.is_file():
         return [path]
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
+    if out is not None and pathlib.Path(out).is_dir() and path.resolve() == pathlib.Path(out).resolve():
+        files = [p for p in files if not _is_result(p)]
     if not files:
         raise InputError(f"--input {path}: no {'/'.join(e[1:] for e in EXTENSIONS)} images in this folder")
     return files
+
+
+def _is_result(path: pathlib.Path) -> bool:
+    """Whether `path` is a result this command wrote (its report NAME.json lies beside it)."""
+    match = RESULT.fullmatch(path.name)
+    return bool(match) and (path.parent / f"{match.group(1)}.json").is_file()
 
 
 def _sizes_dividing(im_size):
@@ -54,9 +72,29 @@ def output_name(path) -> str:
     Keeping the extension means `face.png` and `face.jpg` in one folder never
     overwrite each other's results (extensions have no underscore, so two
     different file names never give the same stem).
+
+    A name so long that NAME plus its longest suffix would pass the file
+    system's limit (255 bytes) is cut and ends in 8 hex digits of a hash of
+    the whole name, so that two long names stay apart.
     """
     path = pathlib.Path(path)
-    return f"{path.stem}_{path.suffix[1:]}" if path.suffix else path.name
+    name = f"{path.stem}_{path.suffix[1:]}" if path.suffix else path.name
+    room = NAME_MAX - max(len(s) for s in OUTPUT_SUFFIXES)
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8]
+    cut = raw[: room - len(digest) - 1]
+    stem = cut.decode("utf-8", "ignore") if _utf8(raw) else os.fsdecode(cut)  # no half a UTF-8 character
+    return f"{stem}-{digest}"
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def read_lr(path, background=(255, 255, 255)) -> np.ndarray:
@@ -131,9 +169,20 @@ def enlarge(lr, size, method) -> np.ndarray:
     return np.asarray(Image.fromarray(images_lib.check_uint8(lr, "lr", ndim=3)).resize((size, size), method))
 
 
-def comparison(lr, candidates, best_down, lr_mse, success) -> np.ndarray:
-    """One labelled row: LR (nearest), bicubic enlargement, every candidate with its LR MSE against eps, and
-    the best one downscaled again (nearest), which is what was compared with the LR.
+def task(factor: int, *, blurred: bool = False, gray: bool = False, masked: bool = False, noisy: bool = False) -> str:
+    """What a restoration undid, from what was observed: `x4`, `x4, gray`, `gray, masked, noisy`; `inversion`
+    for an input at the generator's size with no degradation (GAN inversion)."""
+    words = [f"x{factor}"] * (factor > 1)
+    words += [w for w, on in (("blurred", blurred), ("gray", gray), ("masked", masked), ("noisy", noisy)) if on]
+    return ", ".join(words) or "inversion"
+
+
+def comparison(
+    lr, candidates, best_down, lr_mse, success, what: str | None = None, best: int | None = None
+) -> np.ndarray:
+    """One labelled row: the input (nearest), its bicubic enlargement, every candidate with its LR MSE against
+    eps, and the best one degraded again (nearest), which is what was compared with the input. `what` (`task`)
+    labels the input; by default the factor says it.
 
     Args:
       lr: uint8 [h, w, 3].
@@ -141,21 +190,41 @@ def comparison(lr, candidates, best_down, lr_mse, success) -> np.ndarray:
       best_down: [h, w, 3] float in [-1, 1].
       lr_mse: [R] each candidate's LR MSE ([0, 1] scale).
       success: [R] whether it is within eps (the search's own verdict).
+      best: the answer's candidate (None: the lowest LR MSE).
     """
-    size, best = candidates.shape[1], int(np.argmin(lr_mse))
+    size, best = candidates.shape[1], int(np.argmin(lr_mse)) if best is None else best
     tiles = [enlarge(lr, size, Image.NEAREST), enlarge(lr, size, Image.BICUBIC)]
     tiles += list(images_lib.to_uint8(candidates))
     tiles += [enlarge(images_lib.to_uint8(best_down), size, Image.NEAREST)]
-    labels = [[f"LR {lr.shape[0]}px", "nearest"], ["bicubic", f"x{size // lr.shape[0]}"]]
+    factor = size // lr.shape[0]
+    what = what or task(factor)
+    if factor > 1:
+        labels = [[f"LR {lr.shape[0]}px", *([what] if what != f"x{factor}" else []), "nearest"]]
+        labels.append(["bicubic", f"x{factor}"])
+    else:  # nothing to enlarge: the input twice, the second time as the task
+        labels = [[f"input {lr.shape[0]}px", what], ["input", "as given"]]
     for r, (m, ok) in enumerate(zip(lr_mse, success, strict=True)):
         mse = f"{m:.1e}".replace("e-0", "e-")
         labels.append([f"r{r} (best)" if r == best else f"r{r}", f"mse {mse}", "within eps" if ok else "above eps"])
-    labels.append([f"r{best}", "downscaled"])
+    labels.append([f"r{best}", "downscaled" if what == f"x{factor}" else "degraded"])
     return visual.labelled_row(np.stack(tiles), labels)
 
 
 def write_outputs(
-    out_dir, path, *, lr, images, best, best_down, lr_mse, success, seconds, settings, stage=None, best_restart=None
+    out_dir,
+    path,
+    *,
+    lr,
+    images,
+    best,
+    best_down,
+    lr_mse,
+    success,
+    seconds,
+    settings,
+    stage=None,
+    best_restart=None,
+    what=None,
 ) -> dict:
     """Writes NAME_sr.png, NAME_candidates/rK.png, NAME_compare.png and NAME.json, NAME = `output_name(path)`.
 
@@ -176,6 +245,7 @@ def write_outputs(
       stage: [R] where each candidate comes from (0: the latent search, k: the
         k-th intermediate-layer stage); None: all 0.
       best_restart: the best candidate's index (None: the lowest lr_mse).
+      what: the restoration, as `task` says (default: the factor alone).
 
     Returns:
       The report written to NAME.json.
@@ -185,12 +255,16 @@ def write_outputs(
     shutil.rmtree(out_dir / f"{name}_candidates", ignore_errors=True)
     for r, img in enumerate(images):
         visual.save_png(out_dir / f"{name}_candidates" / f"r{r}.png", images_lib.to_uint8(img))
-    visual.save_png(out_dir / f"{name}_compare.png", comparison(lr, images, best_down, lr_mse, success))
+    visual.save_png(
+        out_dir / f"{name}_compare.png", comparison(lr, images, best_down, lr_mse, success, what, best_restart)
+    )
+    factor = int(best.shape[0]) // int(lr.shape[0])
     report = {
         "input": str(path),
+        "task": what or task(factor),
         "lr_size": int(lr.shape[0]),
         "sr_size": int(best.shape[0]),
-        "factor": int(best.shape[0]) // int(lr.shape[0]),
+        "factor": factor,
         "candidates": [
             {"restart": r, "lr_mse": float(m), "success": bool(s), "stage": int(k)}
             for r, (m, s, k) in enumerate(

@@ -32,7 +32,7 @@ class Layers:
       lr: Adam's learning rate on the features.
 
     The default radius 0.3 is measured (`benchmarks/restore_heldout.py`,
-    README "Other degradations"): on 16 pokemon-256 images held out of a
+    docs/restoration.md): on 16 pokemon-256 images held out of a
     64 px prior's training, x4 and x8, radius 0.03 / 0.1 / 0.3 reach eps for
     81% / 100% / 100% at x4, and 0.3 has the best LPIPS and SSIM at both
     factors (x4 LPIPS 0.185 / 0.151 / 0.139; x8 0.238 at 0.1, 0.236 at 0.3).

@@ -38,8 +38,7 @@ import optax
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.nn.models import Generator, noise_shapes
-from fastgan_jax.sr import degrade, ilo, tune
-from fastgan_jax.sr.downsample import DOWNSAMPLERS
+from fastgan_jax.sr import degrade, ilo, inputs, tune
 
 NOISE_MODES = ("trainable", "fixed", "zero")
 LOSSES = ("mse", "robust")
@@ -380,43 +379,6 @@ def _pick(x, *, index, b, restarts):
     return jnp.take_along_axis(_per_candidate(x, b, restarts), index.reshape((b, 1) + (1,) * (x.ndim - 1)), 1)[:, 0]
 
 
-def _check_lr_images(lr_images, im_size: int) -> tuple[int, int]:
-    """Checks the LR batch against the generator; returns (batch, LR size)."""
-    images_lib.check_any(lr_images, "lr_images")
-    b, h, w = np.shape(lr_images)[:3]
-    if not b:
-        raise ValueError("lr_images: the batch is empty")
-    if h != w:
-        raise ValueError(f"lr_images: LR images must be square, got {h}x{w}")
-    if im_size % h:
-        raise ValueError(f"lr_images: the generator's {im_size}px is not a whole multiple of the {h}px LR size")
-    return b, h
-
-
-def _check_observed(observed, im_size: int, op) -> int:
-    """Checks the observations against what `op` makes of the generator's images; returns the batch."""
-    want = jax.eval_shape(op, jax.ShapeDtypeStruct((1, im_size, im_size, 3), jnp.float32)).shape[1:]
-    if np.ndim(observed) == 4 and tuple(np.shape(observed)[1:]) != tuple(want):
-        raise ValueError(
-            f"observed: the operator makes {want[0]}x{want[1]}x{want[2]} of the generator's {im_size}px images, "
-            f"got {'x'.join(map(str, np.shape(observed)[1:]))}"
-        )
-    images_lib.check_any(observed, "observed", channels=want[2])  # dtype, range, [B, h, w, c]
-    if not np.shape(observed)[0]:
-        raise ValueError("observed: the batch is empty")
-    return np.shape(observed)[0]
-
-
-def _same_kind(observed, im_size, op) -> bool:
-    """Whether `observed` are images like the generator's: its size, 3 channels, every pixel known."""
-    shape = tuple(np.shape(observed)[1:])
-    return shape == (im_size, im_size, 3) and not any(isinstance(o, degrade.Mask) for o in _ops(op))
-
-
-def _ops(op) -> tuple:
-    return op.ops if isinstance(op, degrade.Chain) else (op,)
-
-
 def restore(
     generator: Generator,
     variables,
@@ -492,14 +454,7 @@ def upscale(generator: Generator, variables, lr_images, *, downsample: str = "ar
         (non-square, not 3 channels, a size that does not divide the
         generator's), or `restore`'s errors.
     """
-    return restore(generator, variables, lr_images, _downsampling(generator, lr_images, downsample), **settings)
-
-
-def _downsampling(generator, lr_images, downsample):
-    if downsample not in DOWNSAMPLERS:
-        raise ValueError(f"downsample must be one of {sorted(DOWNSAMPLERS)}, got {downsample!r}")
-    _, size = _check_lr_images(lr_images, generator.im_size)
-    return degrade.Downsample(generator.im_size // size, downsample)
+    return restore(generator, variables, lr_images, inputs.downsampling(generator, lr_images, downsample), **settings)
 
 
 def lower(
@@ -520,7 +475,7 @@ def lower(
     shapes placed by it, so the program is compiled for those devices.
     Raises `upscale`'s errors.
     """
-    op = _downsampling(generator, lr_images, downsample)
+    op = inputs.downsampling(generator, lr_images, downsample)
     args, search = _prepare(generator, variables, lr_images, op, key, search, None, None, 0)
     if sharding is not None:
         args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), args)
@@ -532,8 +487,8 @@ def _prepare(generator, variables, observed, op, key, search, layers, lpips_vari
     search = Search() if search is None else search
     if layers is not None:
         layers.check(generator.im_size)
-    batch = _check_observed(observed, generator.im_size, op)
-    if search.lpips and not _same_kind(observed, generator.im_size, op):
+    batch = inputs.check_observed(observed, generator.im_size, op)
+    if search.lpips and not inputs.same_kind(observed, generator.im_size, op):
         raise ValueError(
             f"lpips: the LPIPS term is for GAN inversion (observed images at the generator's "
             f"{generator.im_size}px, 3 channels, every pixel known), got {'x'.join(map(str, np.shape(observed)[1:]))}"

@@ -54,11 +54,30 @@ def save_checkpoint(exp, state: TrainState, logger, with_fid: bool) -> TrainStat
     return state
 
 
-def write_samples(exp, state: TrainState, logger, step: int) -> None:
-    """The EMA generator's grid of fixed latents and D's reconstructions, as PNGs and in TensorBoard."""
+def _samples_grid(exp, state: TrainState) -> np.ndarray:
+    """The EMA generator's images of the run's fixed latents, as one grid."""
     ema = {"params": state.ema_params, "batch_stats": state.ema_stats}
     z = jax.random.normal(exp.keys["sample"], (exp.cfg.log.num_samples, exp.G.nz))
-    img = visual.grid(generate_batches(exp.G, ema, z, exp.keys["sample"], batch=64))
+    return visual.grid(generate_batches(exp.G, ema, z, exp.keys["sample"], batch=64))
+
+
+def write_start_grids(exp, state: TrainState) -> None:
+    """A new run's first pictures (as StyleGAN2-ADA's reals.png and fakes_init.png): the training images as the
+    networks see them, and the untrained EMA generator's grid of the fixed latents; written once."""
+    folder = exp.workdir / "samples"
+    if hosts.agree((folder / "fakes_init.png").exists()):
+        return
+    reals = visual.grid(np.stack([exp.source[i] for i in range(min(exp.cfg.log.num_samples, len(exp.source)))]))
+    fakes = _samples_grid(exp, state)
+    if hosts.is_primary():
+        for name, picture in (("reals", reals), ("fakes_init", fakes)):
+            with disk_full_is_one_line(folder / f"{name}.png", exp.mngr):
+                visual.save_png(folder / f"{name}.png", picture)
+
+
+def write_samples(exp, state: TrainState, logger, step: int) -> None:
+    """The EMA generator's grid of fixed latents and D's reconstructions, as PNGs and in TensorBoard."""
+    img = _samples_grid(exp, state)
     rec = reconstruction_grid(exp.D, state, np.stack([exp.source[i] for i in range(min(8, len(exp.source)))]))
     if not hosts.is_primary():
         return

@@ -14,8 +14,9 @@ it (readers).
 """
 
 import contextlib
-import dataclasses
+import errno
 import gc
+import glob
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from orbax.checkpoint.checkpoint_managers import preservation_policy
@@ -68,6 +70,30 @@ class ConfigMismatchError(ValueError):
 
 class DamagedCheckpointError(ValueError):
     """A checkpoint that cannot be restored, or a run none of whose checkpoints can."""
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _glob_in_literal_folder(original):
+    """Orbax finds its per-process folders and metadata with `epath.Path(folder).glob(pattern)`, which globs the
+    folder's name too: in a workdir such as `runs/exp[1]` it matches nothing, the OCDBT merge is skipped ("Skipping
+    merge of OCDBT checkpoints") and no checkpoint reads back. A local folder's name is matched literally here."""
+
+    def literal(self, pattern):
+        folder = os.fspath(self)
+        if "://" in folder or not _GLOB_CHARS & set(folder):
+            yield from original(self, pattern)
+            return
+        for match in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
+            yield type(self)(match)
+
+    literal.literal_folder = True
+    return literal
+
+
+if not getattr(epath.gpath._GPath.glob, "literal_folder", False):
+    epath.gpath._GPath.glob = _glob_in_literal_folder(epath.gpath._GPath.glob)
 
 
 def manager(workdir, *, keep: int = 3, keep_best_fid: bool = False, create: bool = True) -> ocp.CheckpointManager:
@@ -150,8 +176,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, meta: dict
         config=ocp.args.JsonSave(normalize(config)),
         meta=ocp.args.JsonSave(normalize(meta)),
     )
-    mngr.save(step, args=args, metrics=metrics, force=True)
-    mngr.wait_until_finished()
+    with _full_disk_quiet():
+        mngr.save(step, args=args, metrics=metrics, force=True)
+        mngr.wait_until_finished()
     if jax.process_index() == 0:  # after Orbax's commit: every process's files are there
         write_manifest(mngr, step)
 
@@ -217,6 +244,57 @@ def _quiet_failures():
         raise
 
 
+def no_space(error: BaseException | None) -> bool:
+    """Whether `error`, or an exception that caused it, is a full disk (ENOSPC)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class _Held(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def filter(self, record) -> bool:
+        self.records.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def _full_disk_quiet():
+    """A write that fails on a full disk makes each of Orbax's writer threads and tasks log its traceback (absl's
+    "_SignalingThread.run() raised an exception", asyncio's "Task exception was never retrieved", closed event
+    loops), dozens of them, before the save raises. Their log records and unraisable exceptions are held during
+    a save: dropped when it failed on a full disk (the caller says so in one line), reported otherwise."""
+    held, loggers = _Held(), [logging.getLogger("absl"), logging.getLogger("asyncio")]
+    unraisables, previous_hook, full = [], sys.unraisablehook, False
+    for logger in loggers:
+        logger.addFilter(held)
+    sys.unraisablehook = unraisables.append
+    try:
+        yield
+    except Exception as e:
+        full = no_space(e)
+        raise
+    finally:
+        sys.unraisablehook = previous_hook
+        for logger in loggers:
+            logger.removeFilter(held)
+        if full:
+            _drop_abandoned_reads()  # what the abandoned tasks report later, as a failed read's do
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gc.collect()
+        else:
+            for record in held.records:
+                logging.getLogger(record.name).handle(record)
+            for unraisable in unraisables:
+                sys.unraisablehook(unraisable)
+
+
 class _AbandonedReads(logging.Filter):
     def filter(self, record) -> bool:
         return "exception was never retrieved" not in record.getMessage()
@@ -229,7 +307,8 @@ def _drop_abandoned_reads() -> None:
 
     def hook(unraisable):
         message = str(unraisable.exc_value)
-        if message != "Event loop is closed" and not message.startswith("Encountered error while reading array"):
+        abandoned = message == "Event loop is closed" or message.startswith("Encountered error while reading array")
+        if not abandoned and not no_space(unraisable.exc_value):
             previous(unraisable)
 
     hook.drops_abandoned_reads = True
@@ -250,7 +329,6 @@ def restore_newest(
     mngr: ocp.CheckpointManager,
     abstract_state,
     *,
-    defaults: dict | None = None,
     on_damaged: Callable[[int, str], None],
 ):
     """The newest checkpoint that reads back: its state, restored as `restore` does.
@@ -267,7 +345,7 @@ def restore_newest(
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
     reasons = []
     for step in steps:
-        state, why = try_restore(mngr, abstract_state, step, defaults=defaults)
+        state, why = try_restore(mngr, abstract_state, step)
         if why is None:
             return state
         on_damaged(step, why)
@@ -275,7 +353,7 @@ def restore_newest(
     raise DamagedCheckpointError(f"{mngr.directory}: no checkpoint reads back ({'; '.join(reasons)})")
 
 
-def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int, *, defaults: dict | None = None):
+def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int):
     """(state, None) when checkpoint `step` restores as `restore` does, else (None, why: one short line).
 
     Damage is looked for in the manifest first (`damage`), so that TensorStore never reads a file known to
@@ -284,7 +362,7 @@ def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int, *, defau
     why = damage(mngr, step)
     if why is None:
         try:
-            return restore(mngr, abstract_state, step, defaults=defaults), None
+            return restore(mngr, abstract_state, step), None
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as e:  # TensorStore and Orbax fail in many ways on damaged files
@@ -292,10 +370,10 @@ def try_restore(mngr: ocp.CheckpointManager, abstract_state, step: int, *, defau
     return None, why
 
 
-def readable_steps(mngr: ocp.CheckpointManager, abstract_state, *, defaults: dict | None = None, but=()) -> list[int]:
+def readable_steps(mngr: ocp.CheckpointManager, abstract_state, *, but=()) -> list[int]:
     """The steps, other than `but`, whose checkpoints restore (each is read: for error messages, not a loop)."""
     steps = sorted(set(mngr.all_steps()) - set(but))
-    return [s for s in steps if try_restore(mngr, abstract_state, s, defaults=defaults)[1] is None]
+    return [s for s in steps if try_restore(mngr, abstract_state, s)[1] is None]
 
 
 def set_aside(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:
@@ -319,25 +397,16 @@ def _restore(mngr, step, abstract):
     return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None, *, defaults: dict | None = None):
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
     """Restores the state at `step` (default: the latest) into `abstract_state`'s structure.
 
     Args:
       mngr: the run's manager.
       abstract_state: a train state dataclass of shapes (`jax.eval_shape`).
       step: the checkpoint's step (default: the latest).
-      defaults: values of fields that older checkpoints do not have; such a
-        checkpoint restores with these.
     """
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint")
     with _quiet_failures():
-        try:
-            return _restore(mngr, step, abstract_state)
-        except ValueError:
-            if not defaults:
-                raise
-        fields = [f.name for f in dataclasses.fields(abstract_state) if f.name not in defaults]
-        restored = _restore(mngr, step, {name: getattr(abstract_state, name) for name in fields})
-    return abstract_state.replace(**restored, **defaults)
+        return _restore(mngr, step, abstract_state)

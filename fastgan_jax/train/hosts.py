@@ -6,10 +6,12 @@ checkpoints collectively, and only process 0 writes logs, samples,
 TensorBoard events and FID scores, and prints.
 """
 
+import itertools
 import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 
@@ -47,10 +49,20 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
-def sync(name: str) -> None:
-    """Waits until every process reaches the point `name` (alone: returns at once)."""
+_passages = itertools.count()  # `sync`'s barriers passed by this process
+
+
+def sync(name: str, timeout_s: int = 3600) -> None:
+    """Waits until every process reaches the point `name`, for up to `timeout_s` (alone: returns at once).
+
+    A barrier of JAX's coordination service (Orbax's), not a collective: gloo gives a collective's first call
+    30 s to find every process, and processes reach the same point minutes apart when one compiles what
+    another read from the compilation cache. Every process passes the same points in the same order; each
+    passage is a barrier of its own (the service keeps a barrier's name for good).
+    """
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+        key = f"{name} #{next(_passages)}"
+        ocp.multihost.get_barrier_sync_fn()(key=key, timeout_ms=timeout_s * 1000)
 
 
 def agree(flag: bool, at: bool = True) -> bool:

@@ -9,6 +9,7 @@ another run or of an official checkpoint (fine-tuning, `config.init_from`).
 """
 
 import dataclasses
+import difflib
 import functools
 import pathlib
 import warnings
@@ -19,7 +20,7 @@ import numpy as np
 from fastgan_jax.interop import convert
 from fastgan_jax.nn.models import Discriminator, Generator
 from fastgan_jax.train import checkpoints
-from fastgan_jax.train.state import TrainState, create_train_state, legacy_defaults, make_models, make_optimizer
+from fastgan_jax.train.state import TrainState, create_train_state, make_models, make_optimizer
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -58,8 +59,20 @@ def _models(cfg):
     return make_models(**{**cfg["model"], "remat": "none"})
 
 
+def _did_you_mean(folder: pathlib.Path) -> str:
+    """` (did you mean SIBLING?)` for a folder whose name is close to the missing one's; else a hint."""
+    parent = folder.parent
+    siblings = [p.name for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+    close = difflib.get_close_matches(folder.name, siblings, n=1)
+    if close:
+        return f" (did you mean {parent / close[0]}?)"
+    return " (give the --workdir of a training run)"
+
+
 def _open(workdir):
     folder = pathlib.Path(workdir)
+    if not folder.is_dir():
+        raise RunNotFoundError(f"{workdir}: no such folder{_did_you_mean(folder)}")
     if not (folder / "checkpoints").is_dir():
         raise RunNotFoundError(f"{workdir}: no checkpoint here (train one with train.py or fastgan-train)")
     mngr = checkpoints.manager(folder, create=False)
@@ -112,17 +125,16 @@ def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
 
 def _restore(mngr, abstract, step, workdir):
     """The state at `step`, or at the newest checkpoint that reads back (a damaged newer one is a warning)."""
-    defaults = legacy_defaults()
     if step is None:
 
         def skip(bad, why):
             warnings.warn(f"{workdir}: checkpoint {bad} is damaged ({why}); using an older one", stacklevel=4)
 
-        return checkpoints.restore_newest(mngr, abstract, defaults=defaults, on_damaged=skip)
-    state, why = checkpoints.try_restore(mngr, abstract, step, defaults=defaults)
+        return checkpoints.restore_newest(mngr, abstract, on_damaged=skip)
+    state, why = checkpoints.try_restore(mngr, abstract, step)
     if why is None:
         return state
-    readable = checkpoints.readable_steps(mngr, abstract, defaults=defaults, but=[step])
+    readable = checkpoints.readable_steps(mngr, abstract, but=[step])
     raise checkpoints.DamagedCheckpointError(
         f"{workdir}: checkpoint {step} is damaged ({why}); readable checkpoints: {readable or 'none'}"
     )

@@ -6,7 +6,6 @@ half the learning rate, at most `MAX_ROLLBACKS` times.
 """
 
 import contextlib
-import errno
 import signal
 import threading
 
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fastgan_jax.train import hosts
+from fastgan_jax.train import checkpoints, hosts
 from fastgan_jax.train.state import TrainState
 from fastgan_jax.train.workdir import initial_state
 
@@ -24,21 +23,13 @@ class DiskFullError(OSError):
     """The disk filled up while writing a checkpoint, samples or logs."""
 
 
-def _no_space(error: BaseException) -> bool:
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 @contextlib.contextmanager
 def disk_full_is_one_line(path, mngr):
     """Turns a full disk under `path` into DiskFullError naming the path and the checkpoint that survives."""
     try:
         yield
     except Exception as e:
-        if not _no_space(e):
+        if not checkpoints.no_space(e):
             raise
         last = mngr.latest_step()
         kept = f"checkpoint {last} is intact" if last is not None else "no checkpoint was written"

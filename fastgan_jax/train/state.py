@@ -4,6 +4,7 @@ Below `step.py`, `trainer.py` and `runs.py` (runs and checkpoints as
 objects), which build on it.
 """
 
+import functools
 from typing import Any
 
 import flax
@@ -37,16 +38,6 @@ class TrainState:
     g_scale: DynamicScale = None
 
 
-def legacy_defaults() -> dict:
-    """Values of the fields that checkpoints written before them lack (for `checkpoints.restore`)."""
-    return {
-        "lr_scale": jnp.ones((), jnp.float32),
-        "nonfinite": jnp.zeros((), jnp.int32),
-        "d_scale": create_dynamic_scale(),
-        "g_scale": create_dynamic_scale(),
-    }
-
-
 def make_models(*, im_size, ngf, ndf, nz, dec_width=32, precision="float32", remat="none"):
     """(Generator, Discriminator) with tanh outputs, the given compute dtype and rematerialisation.
 
@@ -70,7 +61,13 @@ def make_optimizer(*, lr=2e-4, b1=0.5, b2=0.999):
 def create_train_state(G, D, key, *, tx_g, tx_d) -> TrainState:
     """Fresh state: official init, EMA generator starting from G's init."""
     kg, kd = jax.random.split(key)
-    g_vars, d_vars = init_generator(G, kg), init_discriminator(D, kd)
+    return _fresh_state(init_generator(G, kg), init_discriminator(D, kd), tx_g=tx_g, tx_d=tx_d)
+
+
+@functools.partial(jax.jit, static_argnames=("tx_g", "tx_d"))
+def _fresh_state(g_vars, d_vars, *, tx_g, tx_d) -> TrainState:
+    """The state around the networks' variables, as one program: built op by op, the optimizers' zeros and the
+    EMA's copies were dozens of small programs, each compiled (or read from the compilation cache) at a start."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_vars["params"],

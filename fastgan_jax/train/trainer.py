@@ -8,6 +8,7 @@ steps, signals and a full disk (`safeguards`). The input pipeline is
 `pipeline`, the run's folder and metadata `workdir`.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -29,7 +30,7 @@ from fastgan_jax import data
 from fastgan_jax.metrics.inception import real_features
 from fastgan_jax.nn.models import Discriminator, Generator
 from fastgan_jax.train import hosts, memory, pipeline, writer
-from fastgan_jax.train.actions import save_checkpoint, write_samples
+from fastgan_jax.train.actions import save_checkpoint, write_samples, write_start_grids
 from fastgan_jax.train.safeguards import (
     NONFINITE_PATIENCE,
     Interrupted,
@@ -40,7 +41,7 @@ from fastgan_jax.train.safeguards import (
 from fastgan_jax.train.state import TrainState, make_models, make_optimizer
 from fastgan_jax.train.step import make_mesh, recon_params, train_step
 from fastgan_jax.train.validate import validate
-from fastgan_jax.train.workdir import data_fingerprint, initial_state, open_workdir, resolve_config
+from fastgan_jax.train.workdir import data_fingerprint, initial_state, locked, open_workdir, resolve_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,8 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     Resumes from the latest checkpoint in `workdir/checkpoints` (exactly: the
     step keys and data draws depend only on the seed and the step). A
     checkpoint from another config raises `checkpoints.ConfigMismatchError`
-    before anything is written. `d_extra_loss` and `g_extra_loss` are added
+    before anything is written, and `workdir.WorkdirBusyError` when another
+    training holds `workdir`. `d_extra_loss` and `g_extra_loss` are added
     to the losses as `train_step` says. A time limit, SIGINT or SIGTERM end
     the run like its last step: logged, checkpointed, sampled (the signals
     then raise `safeguards.Interrupted`).
@@ -77,18 +79,36 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
     Returns:
       The final train state.
     """
-    exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
+    validate(config, num_devices=jax.device_count(), workdir=workdir)  # before the folder is created
+    with locked(workdir):  # a second training on the same folder stops here
+        exp, state = setup(config, workdir, d_extra_loss=d_extra_loss, g_extra_loss=g_extra_loss)
+        try:
+            return _loop(exp, state, workdir)
+        except BaseException:  # a start that ends before its first checkpoint (Ctrl-C while compiling, ...)
+            with contextlib.suppress(OSError):
+                (exp.workdir / "checkpoints").rmdir()  # only when empty
+            raise
+
+
+def _loop(exp: Experiment, state: TrainState, workdir) -> TrainState:
+    """The steps from `state` to the run's end, with the periodic actions."""
     cfg = exp.cfg
-    step_fn = jit_step(exp.train_step, exp.mesh, exp.resident)  # the program remat=auto measured, if it did
     start, total = int(state.step), cfg.train.num_steps
     hosts.say(
         f"training {cfg.model.im_size}px on {len(exp.source)} images from {cfg.data.source}, "
         f"batch {cfg.optim.batch_size}, {pipeline.describe(cfg, exp.resident)}, {exp.mesh.devices.size} device(s): "
-        f"steps {start} -> {total}, workdir {workdir}"
+        f"steps {start} -> {total}, workdir {workdir}",
+        flush=True,
     )
+    t0, done, rollbacks = time.perf_counter(), start, 0
+    step_fn = _compiled_step(exp, state)  # the program remat=auto measured, if it did
+    # Every process waits for the others: the step's first collective gives them 30 s (gloo), and one may have
+    # compiled what another read from the compilation cache.
+    hosts.sync("the step is compiled")
     batches = pipeline.device_batches(cfg, exp.source, exp.mesh, exp.resident, start)
     logger = writer.Logger(exp.workdir, start, total)
-    t0, done, rollbacks = time.perf_counter(), start, 0
+    if start == 0:
+        write_start_grids(exp, state)  # reals.png, fakes_init.png
     with stop_on_signals() as signals, _closed_at_the_end(lambda: batches):
         while done < total:
             state, metrics = step_fn(state, _next_batch(exp, batches, state, logger), exp.keys["train"], exp.recon_vars)
@@ -122,6 +142,23 @@ def train_and_evaluate(config, workdir, *, d_extra_loss=None, g_extra_loss=None)
         message = f"{why}: stopped at step {done} with a checkpoint; run the same command to continue"
         raise Interrupted(message, signals[0])
     return state
+
+
+def _compiled_step(exp: Experiment, state: TrainState) -> Callable:
+    """The jitted step, compiled before the loop's first call (which then reuses the program).
+
+    The compile runs in a thread while the main thread waits where Python handles signals: a Ctrl-C during the
+    first compile (minutes for a large model) ends the start at once, as Ctrl-C while loading does, instead of
+    after the first step; nothing has been trained yet.
+    """
+    step_fn = jit_step(exp.train_step, exp.mesh, exp.resident)
+    inputs = _step_shapes(state, exp.source, exp.cfg, exp.mesh, exp.resident, exp.keys["train"], exp.recon_vars)
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
+    try:
+        pool.submit(lambda: step_fn.lower(*inputs).compile()).result()
+    finally:
+        pool.shutdown(wait=False)  # after a Ctrl-C the compile is abandoned (launch.run exits at once)
+    return step_fn
 
 
 @contextlib.contextmanager
@@ -162,7 +199,7 @@ def setup(config, workdir, *, d_extra_loss=None, g_extra_loss=None) -> tuple[Exp
     mngr, saved = open_workdir(cfg, workdir)
     try:
         return _build(cfg, workdir, mngr, saved, d_extra_loss, g_extra_loss)
-    except Exception:  # bad data, weights, init_from, or a step that fits nowhere: no empty run folder
+    except BaseException:  # bad data, weights, init_from, a step that fits nowhere, Ctrl-C: no empty run folder
         mngr.close()
         for folder in reversed(created):
             with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ Every field of `configs/default.py` has a rule in `RULES` (a test checks it, so 
 field cannot skip the check); a field that is not in `default.py` is an error.
 """
 
+import difflib
 import math
 import numbers
 import os
@@ -219,8 +220,16 @@ def _show(field, v) -> str:
 def check_fields(names) -> None:
     """Raises `ConfigError` for the first name (`GROUP.FIELD` or `GROUP.FIELD.SUB`) that is not a config field."""
     for name in names:
-        if ".".join(name.split(".")[:2]) not in RULES:
-            raise ConfigError(f"--config.{name}: no such config field; see fastgan-train --help")
+        field = ".".join(name.split(".")[:2])
+        if field not in RULES:
+            raise ConfigError(f"--config.{name}: no such config field{_did_you_mean(field)}; see fastgan-train --help")
+
+
+def _did_you_mean(field: str) -> str:
+    """` (did you mean --config.GROUP.FIELD?)` for the field closest to `field` (`GROUP.FIELD`, or FIELD alone)."""
+    known = {f: f for f in RULES} | {f.split(".", 1)[1]: f for f in RULES}
+    close = difflib.get_close_matches(field, known, n=1) or difflib.get_close_matches(field.split(".")[-1], known, n=1)
+    return f" (did you mean --config.{known[close[0]]}?)" if close else ""
 
 
 def check_workdir(workdir) -> None:

@@ -8,16 +8,21 @@ images). A resume compares the recipes only (`checkpoints.check_compatible`)
 and keeps the metadata.
 """
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import functools
+import os
 import pathlib
+import socket
 
 import jax
 import ml_collections
 
 from fastgan_jax import data
 from fastgan_jax.train import checkpoints, hosts, runs
-from fastgan_jax.train.state import TrainState, create_train_state, legacy_defaults
+from fastgan_jax.train.state import TrainState, create_train_state
 from fastgan_jax.train.validate import ConfigError
 
 
@@ -27,6 +32,72 @@ class Saved:
 
     config: dict  # nested, as saved (JSON)
     meta: dict  # {"remat": the setting the step runs with, "data_fingerprint": str or None}
+
+
+LOCK = "lock"
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another training holds the run's folder."""
+
+
+def make_folder(workdir: pathlib.Path) -> None:
+    """Creates `workdir` (and its parents) if needed.
+
+    Raises:
+      NotADirectoryError: it is a file.
+      ConfigError: it cannot be created.
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"--workdir {workdir} is a file: give a folder")
+    try:  # access checks (validate) can pass where creating fails: a special or read-only file system, root
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--workdir {workdir}: cannot be created ({e.strerror})") from None
+
+
+@contextlib.contextmanager
+def locked(workdir: pathlib.Path):
+    """Holds `WORKDIR/lock` while a training runs in `workdir`, creating the folder if needed (and removing it
+    again if it is left with nothing but the lock). Process 0 takes the lock; every process learns whether it
+    did. The lock is the kernel's (`flock`): it ends with its process, so a killed run never blocks the next.
+
+    Raises:
+      WorkdirBusyError: another process holds the lock (named with its host), before anything is written.
+    """
+    workdir = pathlib.Path(workdir)
+    held, busy, created = None, "", False
+    if hosts.is_primary():
+        created = not workdir.exists()
+        make_folder(workdir)
+        held = open(workdir / LOCK, "a+")  # noqa: SIM115  (closing it releases the lock)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            held.seek(0)
+            busy = held.read().strip() or "another process"
+            held.close()
+            held = None
+        else:
+            held.seek(0)
+            held.truncate()
+            since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            held.write(f"process {os.getpid()} on {socket.gethostname()}, since {since}\n")
+            held.flush()
+    if hosts.agree(bool(busy)):
+        raise WorkdirBusyError(
+            f"--workdir {workdir} is in use by another training ({busy or 'says process 0'}): wait for it to end or "
+            "stop it, or give another --workdir; nothing was written"
+        )
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.close()
+            if created and os.listdir(workdir) == [LOCK]:  # a start that ended before writing anything
+                with contextlib.suppress(OSError):
+                    (workdir / LOCK).unlink()
+                    workdir.rmdir()
 
 
 def resolve_config(config) -> ml_collections.FrozenConfigDict:
@@ -44,12 +115,7 @@ def open_workdir(cfg, workdir: pathlib.Path):
     Raises:
       checkpoints.ConfigMismatchError: `workdir` holds a run that `cfg` does not continue.
     """
-    if workdir.exists() and not workdir.is_dir():
-        raise NotADirectoryError(f"--workdir {workdir} is a file: give a folder")
-    try:  # access checks (validate) can pass where creating fails: a special or read-only file system, root
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--workdir {workdir}: cannot be created ({e.strerror})") from None
+    make_folder(workdir)
     mngr = checkpoints.manager(workdir, keep=cfg.log.keep_checkpoints, keep_best_fid=cfg.log.fid_every > 0)
     config = checkpoints.saved_config(mngr)
     if config is None:
@@ -90,9 +156,7 @@ def initial_state(cfg, G, D, tx, key, mngr, resume: bool) -> TrainState:
     init = functools.partial(create_train_state, G, D, tx_g=tx, tx_d=tx)
     if resume:
         damaged = []
-        state = checkpoints.restore_newest(
-            mngr, jax.eval_shape(init, key), defaults=legacy_defaults(), on_damaged=lambda *d: damaged.append(d)
-        )
+        state = checkpoints.restore_newest(mngr, jax.eval_shape(init, key), on_damaged=lambda *d: damaged.append(d))
         _set_aside(mngr, damaged, int(state.step))
         return state
     state = init(key)

@@ -31,6 +31,7 @@ class Logger:
         self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=disable)
         self.total = total
         self.t_log, self.n_log = time.perf_counter(), 0
+        self.t_start, self.start = self.t_log, start
 
     def truncate(self, step) -> None:
         """Drops `metrics.jsonl` lines after `step` (a resumed or rolled-back run logs those steps again)."""
@@ -64,7 +65,16 @@ class Logger:
         shown = {k: values[k] for k in ("d_real", "d_fake", "g", "rec") if k in values}
         self.bar.set_postfix({**{k: f"{v:.3f}" for k, v in shown.items()}, "img/s": f"{img_s:.1f}"})
         if self.bar.disable and self.active:  # not a terminal: one line per log instead of a bar
-            hosts.say(f"step {step}/{self.total} " + " ".join(f"{k} {v:.3f}" for k, v in shown.items()), flush=True)
+            losses = " ".join(f"{k} {v:.3f}" for k, v in shown.items())
+            hosts.say(f"step {step}/{self.total} {losses} {self.timing(step, now, img_s)}", flush=True)
+
+    def timing(self, step, now, img_s) -> str:
+        """`sec/kimg 12.3, elapsed 1m02s, ETA 9m18s`: StyleGAN2-ADA's speed measure, and the time left at the
+        pace since this segment's start (its first step's compile included)."""
+        elapsed = now - self.t_start
+        left = elapsed / max(step - self.start, 1) * (self.total - step)
+        per_kimg = f"sec/kimg {1000 / img_s:.1f}, " if img_s > 0 else ""
+        return f"| {per_kimg}elapsed {_duration(elapsed)}, ETA {_duration(left)}"
 
     def tick(self) -> None:
         self.n_log += 1
@@ -78,6 +88,16 @@ class Logger:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _duration(seconds: float) -> str:
+    """`45s`, `9m18s`, `3h05m`."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _write_atomic(path, text) -> None:

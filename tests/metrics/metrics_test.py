@@ -12,7 +12,7 @@ from fastgan_jax import data
 from fastgan_jax.interop import torch_pickle, weights
 from fastgan_jax.metrics import inception, lpips, similarity
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 
 
 def load(name):
@@ -158,6 +158,7 @@ def other_domain(n: int, size: int) -> np.ndarray:
     return np.clip(np.stack(out), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_same_domain_scores_lower_than_cross_domain():
     smileys = data.load_folder(data.DEFAULT_DATA, 128, cache_dir=False)[:48]
     fa, fb, fo = (inception.inception_features(x) for x in (smileys[:24], smileys[24:], other_domain(24, 128)))

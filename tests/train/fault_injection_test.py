@@ -16,10 +16,13 @@ import time
 import helpers
 import jax
 import numpy as np
+import pytest
 
 from fastgan_jax.train import runs
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1"}
 TINY |= {"num_steps": 40, "log_every": 4, "checkpoint_every": 4, "sample_every": 20, "num_samples": 4}
 TINY |= {"recalib_samples": 8, "recalib_batch": 4}

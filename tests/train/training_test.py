@@ -25,7 +25,7 @@ from fastgan_jax.train.state import create_train_state, make_models, make_optimi
 from fastgan_jax.train.step import make_mesh, recalibrate, recon_params, train_step
 from fastgan_jax.train.trainer import jit_step
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def tiny_config(tmp_path, **overrides):
@@ -85,6 +85,7 @@ def test_recalibrated_stats_make_eval_mode_match_a_large_batch():
     np.testing.assert_allclose(one, eval_img[:1], atol=1e-5)  # independent of the batch
 
 
+@pytest.mark.slow
 def test_resume_is_exact_and_a_foreign_config_is_refused(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     trainer.train_and_evaluate(tiny_config(tmp_path), a)
@@ -172,6 +173,7 @@ def test_nan_rolls_back_to_the_last_checkpoint_at_half_lr_and_recovers(tmp_path,
     assert logged[-1]["step"] == 16 and logged[-1]["lr_scale"] == 0.5 and logged[-1]["skipped"] == 0.0
 
 
+@pytest.mark.slow
 def test_nan_that_never_ends_stops_with_the_truth_and_no_nan_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, num_steps=3, log_every=1, checkpoint_every=1, sample_every=3)
     with pytest.raises(safeguards.NonFiniteError, match="stayed non-finite at step 3 after 3 rollbacks") as e:
@@ -195,6 +197,7 @@ def test_nan_stop_line_without_a_checkpoint_and_at_float16():
     assert str(e.value).endswith("or --config.model.precision=float32")
 
 
+@pytest.mark.slow
 def test_cli_quick_start_and_bad_input(tmp_path):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
     run = tmp_path / "run"
@@ -230,6 +233,7 @@ def test_cli_quick_start_and_bad_input(tmp_path):
     assert not (tmp_path / "run2").exists()  # no empty run folder left behind
 
 
+@pytest.mark.slow
 def test_streaming_from_host_memory(tmp_path):
     state = trainer.train_and_evaluate(tiny_config(tmp_path, on_device="no", num_steps=1), tmp_path / "s")
     assert int(state.step) == 1 and (tmp_path / "s" / "checkpoints" / "1").exists()
@@ -256,6 +260,7 @@ def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
     assert int(state.step) == 2
 
 
+@pytest.mark.slow
 def test_resumed_logs_equal_an_uninterrupted_runs_and_final_samples_come_back(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     trainer.train_and_evaluate(tiny_config(tmp_path), a)
@@ -295,6 +300,7 @@ train_cli.main(sys.argv)
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "", PYTHONPATH=str(ROOT))
     work = tmp_path / "c"
@@ -318,6 +324,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_so_in_one_line(tmp_path):
     assert (work / "samples" / f"samples_{step:07d}.png").exists()
 
 
+@pytest.mark.slow
 def test_float16_scales_losses_and_an_overflow_skips_the_step_and_halves_the_scale():
     state, step = helpers.tiny_step(precision="float16")
     huge = state.d_scale.replace(scale=jnp.float32(2.0**100))  # scaled gradients overflow float16

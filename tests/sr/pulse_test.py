@@ -21,7 +21,7 @@ from fastgan_jax.sr import degrade, ilo, pulse
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.train import trainer
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 KEY = jax.random.key(3)
 
@@ -138,6 +138,7 @@ def test_gan_inversion_at_factor_one_and_zero_noise():
     assert float(res.history[0, :, -1].min()) < float(res.history[0, :, 0].min())
 
 
+@pytest.mark.slow
 def test_gan_inversion_with_lpips_reaches_a_low_error():
     G, v = generator()
     hr = generated()[:1]  # factor 1: invert a 64 px image of the generator; VGG makes each step slow on a CPU
@@ -236,6 +237,7 @@ def test_fit_resize_area_downscales_to_the_largest_size_that_divides():
     np.testing.assert_array_equal(sr_files.fit_lr(big[:16, :16], 64, "resize"), big[:16, :16])
 
 
+@pytest.mark.slow
 def test_upscale_cli_end_to_end(tmp_path):
     run = tmp_path / "run"
     cfg = helpers.tiny_config(tmp_path / "cache", num_steps=1)
@@ -462,6 +464,7 @@ def test_the_generator_continues_from_its_own_intermediate_features():
     np.testing.assert_allclose(img, G.apply(v, z, noise=noise)[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ilo_improves_on_the_latent_search_and_renders_again_exactly():
     G, v = generator()
     settings = {"key": KEY, "search": pulse.Search(restarts=2, steps=5)}

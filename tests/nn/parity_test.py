@@ -17,7 +17,7 @@ import pytest
 
 import fastgan_jax as fj
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 CASES = json.loads((DATA / "parity.json").read_text())
 
 

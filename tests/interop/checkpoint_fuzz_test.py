@@ -20,7 +20,7 @@ import pytest
 import fastgan_jax as fj
 from fastgan_jax.interop import convert, torch_pickle
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 PTH = DATA / "tiny_all_3.pth"
 NPZ = DATA / "tiny_official.npz"
 

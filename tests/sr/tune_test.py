@@ -95,6 +95,7 @@ def test_settings_out_of_range_are_one_line(bad):
         tune.Tuning(**bad)
 
 
+@pytest.mark.slow
 def test_the_search_tunes_each_best_candidate_in_the_same_call_and_renders_it_again():
     G, v = generator()
     y = target()
@@ -109,6 +110,7 @@ def test_the_search_tunes_each_best_candidate_in_the_same_call_and_renders_it_ag
     np.testing.assert_allclose(degrade.observed_mse(OP, tuned.best, y), tuned.lr_mse.min(axis=1), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_known_blur_width_is_recovered_by_the_joint_search():
     G, v = generator()
     p = pivots(7)

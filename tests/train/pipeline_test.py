@@ -83,6 +83,7 @@ def test_fewer_images_than_the_batch_is_a_warning(tmp_path):
     exp.mngr.close()
 
 
+@pytest.mark.slow
 def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done(tmp_path, monkeypatch):
     streamed = pipeline.device_batches
 
@@ -102,6 +103,7 @@ def test_a_file_that_breaks_mid_run_stops_it_with_a_checkpoint_of_the_steps_done
     mngr.close()
 
 
+@pytest.mark.slow
 def test_streamed_from_files_resumed_run_equals_an_uninterrupted_one(tmp_path):
     folder = _folder(tmp_path, n=6, size=64)
     cfg = {"source": str(folder), "stream_from": "files", "workers": 1, "sample_every": 100}

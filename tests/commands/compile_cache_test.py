@@ -35,6 +35,7 @@ def command(env_cache) -> list[str]:
     return done.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_a_second_start_reads_what_the_first_compiled(tmp_path):
     folder, events = command(tmp_path / "cache")
     assert folder == str(tmp_path / "cache") and "cache_misses" in events and "cache_hits" not in events, events
@@ -43,6 +44,7 @@ def test_a_second_start_reads_what_the_first_compiled(tmp_path):
     assert "cache_hits" in events and "cache_misses" not in events, events
 
 
+@pytest.mark.slow
 def test_off_turns_the_cache_off(tmp_path):
     folder, events = command("off")
     assert folder == "None" and "cache_hits" not in events

@@ -14,7 +14,7 @@ from fastgan_jax.nn.models import init_generator
 from fastgan_jax.sr import ilo, pulse, realistic
 from fastgan_jax.train.state import make_models
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def hr_images(n=3):
@@ -51,6 +51,7 @@ def test_bad_pipeline_arguments_are_one_line_errors():
         realistic.make("jpeg75", hr_images().astype(np.float64), 16)
 
 
+@pytest.mark.slow
 def test_real_and_synthetic_tasks_run_end_to_end_through_the_benchmark():
     heldout = runpy.run_path(str(ROOT / "benchmarks" / "restore_heldout.py"))
     G, _ = make_models(im_size=64, ngf=8, ndf=8, nz=16)

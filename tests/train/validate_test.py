@@ -187,7 +187,7 @@ def test_cli_unknown_field_is_one_line(capsys):
     assert capsys.readouterr().err == "error: --config.foo: no such config field; see fastgan-train --help\n"
 
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _train_py(*args, **kwargs):
@@ -205,6 +205,7 @@ def _train_py(*args, **kwargs):
         (["--config", "nope"], "error: --config nope: no such bundled config"),
     ],
 )
+@pytest.mark.slow
 def test_absl_parse_errors_are_one_line_with_exit_2(tmp_path, args, error):
     # --config after its overrides is fine too (ml_collections alone wants it first).
     proc = _train_py("--config.model.nz=8", "--workdir", str(tmp_path / "run"), "--config", "cpu_quick", *args)
@@ -220,6 +221,7 @@ def _importing_jax(pid) -> bool:
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("delay", [0.0, 0.5])
+@pytest.mark.slow
 def test_ctrl_c_while_loading_is_one_line(tmp_path, delay):
     proc = _train_py("--workdir", str(tmp_path / "run"), "--config", "cpu_quick")
     while proc.poll() is None and not _importing_jax(proc.pid):  # inside the guard: JAX is loading
@@ -246,6 +248,7 @@ def test_evaluate_arguments(tmp_path, capsys, args, error):
     assert f"fastgan-evaluate: error: {error}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_bad_flag_exits_2_before_writing(tmp_path):
     work = tmp_path / "W"
     cmd = [sys.executable, "-m", "fastgan_jax.commands.train", "--workdir", str(work), "--config", "cpu_quick"]

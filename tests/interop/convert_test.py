@@ -11,7 +11,7 @@ import pytest
 import fastgan_jax as fj
 from fastgan_jax.nn.models import init_generator
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 KEYS = json.loads((DATA / "official_state_dict_keys.json").read_text())
 
 

@@ -33,6 +33,7 @@ def run(tmp_path_factory):
     return tmp, cfg
 
 
+@pytest.mark.slow
 def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
     tmp, cfg = run
     trainer.train_and_evaluate(cfg, tmp / "run")
@@ -59,11 +60,32 @@ def test_evaluate_cli(run, capsys):
     assert re.fullmatch(r"fid_4_other-images-[0-9a-f]{8}\.json", other.name), other.name
     assert other != evaluate.result_path(tmp / "run", 4, tmp / "elsewhere" / "other images")  # same name, other path
     assert evaluate.result_path(tmp / "run", 4) == tmp / "run" / "eval" / "fid_4.json"
-    assert "no checkpoint here" in helpers.error_line(capsys, evaluate.main, ["--workdir", str(tmp / "nothing")])
+    assert "nothing: no such folder" in helpers.error_line(capsys, evaluate.main, ["--workdir", str(tmp / "nothing")])
 
 
+@pytest.mark.slow
 def test_evaluate_sr_cli(run, capsys):
     tmp, _ = run
+    with pytest.warns(UserWarning, match=f"FID from 2 images is mostly noise .*look at the images in {tmp / 'sr'}$"):
+        _evaluate_sr_2(tmp)
+    report = json.loads((tmp / "sr.json").read_text())
+    for kind in ("hr", "observed", "pulse", "ilo", "baseline"):  # the images to look at
+        assert sorted(p.name for p in (tmp / "sr" / kind).iterdir()) == ["00000.png", "00001.png"], kind
+    out, err = capsys.readouterr()
+    assert "PULSE search: 100%" in err and "ILO search: 100%" in err  # progress while it searches
+    for name in ("pulse", "ilo", "baseline"):
+        assert set(report[name]) == {"within_eps", "lr_mse", "psnr", "ssim", "lpips_alex", "fid"}
+        assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0
+    assert report["baseline_method"] == "bicubic" and "baseline (bicubic)" in out
+    # ILO continues PULSE's own search (the same keys) and keeps only what fits the LR better.
+    assert report["ilo"]["lr_mse"] <= report["pulse"]["lr_mse"] and report["layers"]["resolutions"] == [8]
+    args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"]
+    assert "--factor 3 does not divide" in helpers.error_line(capsys, evaluate_sr.main, args)
+    args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "nothing"), "--factor", "4"]
+    assert re.fullmatch(r"error: --hr \S*nothing: no such folder", helpers.error_line(capsys, evaluate_sr.main, args))
+
+
+def _evaluate_sr_2(tmp):
     evaluate_sr.main(
         [
             "--workdir",
@@ -83,25 +105,13 @@ def test_evaluate_sr_cli(run, capsys):
             *["--layers", "8", "--layer-steps", "3"],
         ]
     )
-    report = json.loads((tmp / "sr.json").read_text())
-    out, err = capsys.readouterr()
-    assert "PULSE search: 100%" in err and "ILO search: 100%" in err  # progress while it searches
-    for name in ("pulse", "ilo", "baseline"):
-        assert set(report[name]) == {"within_eps", "lr_mse", "psnr", "ssim", "lpips_alex", "fid"}
-        assert 0 <= report[name]["within_eps"] <= 1 and report[name]["psnr"] > 0
-    assert report["baseline_method"] == "bicubic" and "baseline (bicubic)" in out
-    # ILO continues PULSE's own search (the same keys) and keeps only what fits the LR better.
-    assert report["ilo"]["lr_mse"] <= report["pulse"]["lr_mse"] and report["layers"]["resolutions"] == [8]
-    args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--factor", "3"]
-    assert "--factor 3 does not divide" in helpers.error_line(capsys, evaluate_sr.main, args)
-    args = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "nothing"), "--factor", "4"]
-    assert re.fullmatch(r"error: --hr \S*nothing: no such folder", helpers.error_line(capsys, evaluate_sr.main, args))
 
 
 def test_evaluate_sr_other_degradations_and_their_baselines(run, capsys):
     tmp, _ = run
     common = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--n", "2", "--restarts", "2", "--steps", "3"]
-    evaluate_sr.main([*common, "--factor", "1", "--gray", "--noise-sigma", "0.05", "--inpaint", "0.5"])
+    with pytest.warns(UserWarning, match="FID from 2 images is mostly noise"):
+        evaluate_sr.main([*common, "--factor", "1", "--gray", "--noise-sigma", "0.05", "--inpaint", "0.5"])
     report = json.loads((tmp / "run" / "eval" / "sr_x1.json").read_text())
     assert report["baseline_method"] == "biharmonic+gray"
     assert report["degradation"] == {

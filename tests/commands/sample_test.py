@@ -1,5 +1,5 @@
 """fastgan-sample on a tiny trained run: grids, one PNG per sample, the raw generator, the user's latents,
-the README's commands, and bad input as one-line errors."""
+the docs' commands, and bad input as one-line errors."""
 
 import pathlib
 import re
@@ -13,7 +13,7 @@ from PIL import Image
 from fastgan_jax.commands import sample
 from fastgan_jax.train import trainer
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 NZ = 16  # helpers.tiny_config
 N = 4  # every call generates one batch of N (one compiled program, shared with training's sample grids)
 
@@ -83,19 +83,19 @@ def test_interpolation_frames_as_files(run, tmp_path):
         assert strip.size == (2 * 66 + 2, 2 * 66 + 2) and gif.n_frames == 2
 
 
-def readme_sampling_commands() -> list[list[str]]:
-    """The fastgan-sample commands of README.md's "### Sampling" block, as argument lists."""
-    section = (ROOT / "README.md").read_text().split("### Sampling", 1)[1]
+def docs_sampling_commands() -> list[list[str]]:
+    """The fastgan-sample commands of docs/training.md's "## Sampling" block, as argument lists."""
+    section = (ROOT / "docs" / "training.md").read_text().split("## Sampling", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)[1]
     return [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("fastgan-sample ")]
 
 
-def test_readme_sampling_commands_run(run, tmp_path, monkeypatch):
+def test_docs_sampling_commands_run(run, tmp_path, monkeypatch):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "quick").symlink_to(run)
     np.save(tmp_path / "z.npy", np.random.default_rng(1).normal(size=(N, NZ)).astype(np.float32))
     monkeypatch.chdir(tmp_path)
-    commands = readme_sampling_commands()
+    commands = docs_sampling_commands()
     assert len(commands) >= 4
     for command in commands:  # as shown, with N images to keep it fast
         small = ["--interpolate", "2", "--frames", "2"] if "--interpolate" in command else ["-n", str(N)]
@@ -131,4 +131,5 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, capsys, args, message):
 
 
 def test_missing_run_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
     assert "no checkpoint here" in helpers.error_line(capsys, sample.main, ["--workdir", str(tmp_path / "nothing")])

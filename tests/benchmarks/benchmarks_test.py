@@ -11,7 +11,7 @@ import sys
 import helpers
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 TINY = ["--im-size", "64", "--batch", "2", "--ngf", "8", "--ndf", "8", "--nz", "16", "--dec-width", "4"]
@@ -24,6 +24,7 @@ def run_script(script, args, monkeypatch, capsys):
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_speed_times_and_accounts_memory(tmp_path, monkeypatch, capsys):
     records = tmp_path / "runs.jsonl"
     timed = run_script(  # --warmup 0: the first timed step is the first step (once crashed on `metrics`)
@@ -46,6 +47,7 @@ def test_train_speed_times_and_accounts_memory(tmp_path, monkeypatch, capsys):
     assert blocks["gflop_per_step"] > none["gflop_per_step"]
 
 
+@pytest.mark.slow
 def test_upscale_speed_prints_figures(tmp_path, monkeypatch, capsys):
     args = ["--im-size", "64", "--ngf", "8", "--nz", "16", "--restarts", "2", "--steps", "3", "--lr-size", "8"]
     args += ["--json", str(tmp_path / "pulse.jsonl")]
@@ -55,6 +57,7 @@ def test_upscale_speed_prints_figures(tmp_path, monkeypatch, capsys):
     assert row["im_size"] == 64 and row["restarts"] == 2 and row["s_per_100_steps"] > 0
 
 
+@pytest.mark.slow
 def test_upscale_speed_sizes_the_search_for_a_gpu_that_is_not_here(tmp_path, monkeypatch, capsys):
     args = ["--im-size", "64", "--ngf", "8", "--nz", "16", "--restarts", "2", "--steps", "3", "--lr-size", "8"]
     args += ["--precision", "float32", "--target", "rtx3060", "--json", str(tmp_path / "pulse.jsonl")]
@@ -69,7 +72,7 @@ def test_upscale_speed_sizes_the_search_for_a_gpu_that_is_not_here(tmp_path, mon
 
 def test_compare_puts_ours_beside_the_official(tmp_path, monkeypatch, capsys):
     # The official's H100 figures (256: 46.8 img/s, 4.16 GiB; PULSE 1.585 s) beside made-up figures of ours.
-    official = pathlib.Path(__file__).resolve().parent / "data" / "official-fastgan-torch_h100.jsonl"
+    official = pathlib.Path(__file__).resolve().parents[1] / "data" / "official-fastgan-torch_h100.jsonl"
     ours = tmp_path / "ours.jsonl"
     rows = [
         {"im_size": 256, "batch": 8, "precision": "float16", "remat": "blocks", "img_per_s": 468.0, "peak_gib": 2.5}
@@ -92,6 +95,7 @@ def test_compare_puts_ours_beside_the_official(tmp_path, monkeypatch, capsys):
     assert "| 256 | float32 | 8 | 0.317 | 1.585 | 5.0x |" in out, out
 
 
+@pytest.mark.slow
 def test_data_speed_prints_decoding_rate_beside_consumption(tmp_path, monkeypatch, capsys):
     args = ["--im-size", "64", "--workers", "1", "--batch", "2", "--batches", "2", "--consumed", "64=1e9"]
     out = run_script("data_speed.py", [*args, "--json", str(tmp_path / "d.jsonl")], monkeypatch, capsys)
@@ -104,10 +108,10 @@ def test_data_speed_prints_decoding_rate_beside_consumption(tmp_path, monkeypatc
     assert "64px | 1 worker(s)" in out, out
 
 
-def test_the_readme_memory_table_is_the_benchmarks_output(monkeypatch, capsys):
+def test_the_docs_memory_table_is_the_benchmarks_output(monkeypatch, capsys):
     out = run_script("compare.py", ["--memory", str(BENCH / "memory_cpu.jsonl")], monkeypatch, capsys)
-    readme = (BENCH.parent / "README.md").read_text()
-    assert out.strip() in readme
+    page = (BENCH.parent / "docs" / "memory.md").read_text()
+    assert out.strip() in page
     rows = {tuple(r.split(" | ")[:3]) for r in out.splitlines()[2:]}
     assert len(rows) == 18  # 256 and 1024, three precisions, three remats
 
@@ -131,6 +135,7 @@ def test_every_bundled_gpu_target_parses():
         targets["load"]("rtx9999")
 
 
+@pytest.mark.slow
 def test_train_speed_compiles_for_a_small_gpu_that_is_not_here(tmp_path, monkeypatch, capsys):
     # An RTX 3060 with 256 MiB: JAX would give XLA 192 MiB of it, 172.8 MiB once remat=auto keeps its margin.
     spec = (BENCH / "gpu_targets" / "rtx3060.txtpb").read_text()
@@ -178,12 +183,14 @@ ENTRY %main.9 (x: f32[8]) -> (f32[8], f32[8,8]) {
     assert counts == {"fusions": 2, "library": 1, "copies": 1, "other": 0, "total": 4}, counts
 
 
-def test_the_readme_gpu_memory_tables_are_the_deviceless_compiles_output(monkeypatch, capsys):
-    """README "Memory" per card: compare.py's tables of benchmarks/memory_gpu.jsonl (benchmarks/memory_gpu.sh)."""
+def test_the_gpu_memory_tables_are_the_deviceless_compiles_output(monkeypatch, capsys):
+    """docs/memory.md per card, and README's summary: compare.py's tables of benchmarks/memory_gpu.jsonl
+    (benchmarks/memory_gpu.sh)."""
     out = run_script("compare.py", ["--memory-gpu", str(BENCH / "memory_gpu.jsonl")], monkeypatch, capsys)
-    readme = (BENCH.parent / "README.md").read_text()
+    page = (BENCH.parent / "docs" / "memory.md").read_text()
     tables = out.strip().split("\n\n")
-    assert len(tables) == 3 and all(table in readme for table in tables)  # steps, recommendations, PULSE
+    assert len(tables) == 3 and all(table in page for table in tables)  # steps, recommendations, PULSE
+    assert tables[1] in (BENCH.parent / "README.md").read_text()  # the recommendations
     rows = [json.loads(line) for line in (BENCH / "memory_gpu.jsonl").read_text().splitlines()]
     steps = {}
     for r in rows:
@@ -201,6 +208,7 @@ MODEL += ["--config.optim.batch_size=4", "--config.loss.recon=l1", "--config.tra
 MODEL += ["--config.log.num_samples=4", "--config.log.recalib_samples=8", "--config.log.recalib_batch=4"]
 
 
+@pytest.mark.slow
 def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     """benchmarks/gpu_session.sh with tiny knobs: every phase runs, in order, and writes its figures."""
     data = tmp_path / "data"
@@ -216,21 +224,39 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     env |= {"RESTORE_ARGS": "--restarts 2 --search-steps 2 --layer-steps 2"}
     env |= {"PULSE_ARGS": "--ngf 8 --nz 16 --restarts 2 --steps 2 --lr-size 8 --precision float32 --repeats 1"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # As on the GPU machine: the first call brings the LPIPS weights only, a second one the FID Inception's.
+    weights, fid_weights = tmp_path / "weights", tmp_path / "fid_weights"
+    export = [sys.executable, "-m", "fastgan_jax.interop.weights", "--export", str(weights)]
+    subprocess.run(export, env=env, check=True, capture_output=True)
+    fid_weights.mkdir()
+    (weights / "inception-fid.npz").rename(fid_weights / "inception-fid.npz")
+    env |= {"FASTGAN_JAX_WEIGHTS": str(weights), "FID_WEIGHTS": str(tmp_path / "not_yet")}
     session = ["bash", str(BENCH / "gpu_session.sh")]
     done = subprocess.run(session, cwd=BENCH.parent, env=env, text=True, capture_output=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     phases = re.findall(r"^== (\w+) \(at", done.stdout, re.MULTILINE)
-    assert phases == ["quality", "restore", "big", "profile", "speed256"], done.stdout[-3000:]
+    assert phases == ["quality", "fid", "restore", "big", "profile", "speed256"], done.stdout[-3000:]
+    assert "fid: needs the Inception's weights" in done.stdout
     out = tmp_path / "out"
     results = (out / "results.md").read_text()
-    assert "| 2 |" in results and "| 4 |" in results  # FID and KID at steps 2 and 4
     assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
     assert "kernels per step" in results and "from the compilation cache" in results
     rows = [json.loads(line) for line in (out / "train_speed.jsonl").read_text().splitlines()]
     assert [r["im_size"] for r in rows] == [64, 64] and all(r["img_per_s"] > 0 for r in rows)  # big, then 256
-    # A second call on the same machine: nothing is done twice.
-    again = subprocess.run(session, cwd=BENCH.parent, env=env, text=True, capture_output=True)
-    assert again.returncode == 0 and not re.findall(r"^== \w+ \(at", again.stdout, re.MULTILINE), again.stdout
+    # The second call on the same machine: only what was not done, the checkpoints' FID and KID.
+    again = subprocess.run(
+        session, cwd=BENCH.parent, env=env | {"FID_WEIGHTS": str(fid_weights)}, text=True, capture_output=True
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert re.findall(r"^== (\w+) \(at", again.stdout, re.MULTILINE) == ["fid"], again.stdout
+    table = (out / "quality.md").read_text()
+    assert re.search(r"^\| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", table, re.MULTILINE), table  # FID, KID at step 2
+    assert re.search(r"^\| 4 \| ", table, re.MULTILINE), table
+    # A third: nothing is done twice.
+    third = subprocess.run(
+        session, cwd=BENCH.parent, env=env | {"FID_WEIGHTS": str(fid_weights)}, text=True, capture_output=True
+    )
+    assert third.returncode == 0 and not re.findall(r"^== \w+ \(at", third.stdout, re.MULTILINE), third.stdout
 
 
 TINY_CONFIG = """
@@ -245,6 +271,7 @@ def get_config():
 """
 
 
+@pytest.mark.slow
 def test_compile_cache_times_a_first_and_a_cached_start(tmp_path, monkeypatch, capsys):
     config = tmp_path / "tiny.py"
     config.write_text(TINY_CONFIG)

@@ -1,0 +1,37 @@
+"""Ctrl-C while a training starts: during the first compile it ends the start at once (exit 130, one line), and
+the run's folder is left as it was (a new one is not left behind, empty)."""
+
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import helpers
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": "l1", "num_steps": 2}
+TINY |= {"num_samples": 4, "recalib_samples": 8, "recalib_batch": 4}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_first_compile_ends_the_start_at_once_and_leaves_no_folder(tmp_path):
+    run = tmp_path / "run"
+    env = helpers.subprocess_env(tmp_path / "jax", fast_compile=False)  # an empty cache: the step compiles
+    cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--config", "cpu_quick"]
+    cmd += [helpers.flag(k, v) for k, v in TINY.items()] + [f"--config.data.cache_dir={tmp_path / 'data'}"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            if line.startswith("training "):  # printed right before the step compiles
+                break
+        time.sleep(0.5)
+        assert proc.poll() is None and not (run / "checkpoints" / "1").exists()
+        proc.send_signal(signal.SIGINT)
+        sent = time.perf_counter()
+        _, err = proc.communicate(timeout=300)
+        waited = time.perf_counter() - sent
+    assert proc.returncode == 130, err[-3000:]
+    assert helpers.own_stderr(err).strip().splitlines()[-1] == "interrupted"
+    assert waited < 3, waited  # not after the compile and a step
+    assert not run.exists()  # nothing was trained: no run folder, no empty checkpoints/ inside it
