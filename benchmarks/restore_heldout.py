@@ -74,7 +74,7 @@ from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics import similarity
 from fastgan_jax.metrics.lpips import lpips_distance
-from fastgan_jax.sr import baseline, degrade, ilo, pulse, realistic, tune
+from fastgan_jax.sr import baseline, candidates, degrade, ilo, pulse, realistic, tune
 from fastgan_jax.train import runs, trainer
 
 SIZE = 64
@@ -149,7 +149,7 @@ def latent_best(G, variables, res, op, y) -> jax.Array:
 
 def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8, *, tuning=None, fidelity=(), k=0) -> dict:
     """method -> the best candidate per image, [N, 64, 64, 3], for "pulse" and every ILO setting in `ilos`;
-    for each weight w in `fidelity`, "METHOD_fw" too: the `pulse.Fidelity(w, k)` estimate of the same search.
+    for each weight w in `fidelity`, "METHOD_fw" too: the `candidates.Fidelity(w, k)` estimate of the same search.
 
     ILO's first stage is PULSE's own search with the same keys, so with `ilos` PULSE's answer is read from
     the first ILO result (`latent_best`) rather than searched again (not with the robust loss, whose
@@ -166,12 +166,12 @@ def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8, *, tuning
             res = pulse.restore(G, variables, chunk_y, chunk_op, **same, layers=layers)
             out[m].append(res.best)
             for w in fidelity:
-                out[f"{m}_f{w:g}"].append(pulse.estimate(res.images, res.score, pulse.Fidelity(w, k)))
+                out[f"{m}_f{w:g}"].append(candidates.estimate(res.images, res.score, candidates.Fidelity(w, k)))
         if res is None:
             res = pulse.restore(G, variables, chunk_y, chunk_op, **same)
             out["pulse"].append(res.best)
             for w in fidelity:
-                out[f"pulse_f{w:g}"].append(pulse.estimate(res.images, res.score, pulse.Fidelity(w, k)))
+                out[f"pulse_f{w:g}"].append(candidates.estimate(res.images, res.score, candidates.Fidelity(w, k)))
         elif settings.loss == "mse" and tuning is None:
             out["pulse"].append(latent_best(G, variables, res, chunk_op, chunk_y))
     return {m: jnp.concatenate(best) for m, best in out.items() if best}
@@ -251,7 +251,7 @@ def main():
     p.add_argument(
         "--fidelity",
         default="",
-        help="comma-separated knob weights in [0, 1] (pulse.Fidelity): rows METHOD_fW, the blend of the best "
+        help="comma-separated knob weights in [0, 1] (candidates.Fidelity): rows METHOD_fW, the blend of the best "
         "candidate and the mean of the --fidelity-k best, from the same search (no extra search)",
     )
     p.add_argument("--fidelity-k", type=int, default=0, help="the knob's mean takes the k best candidates (0: all)")

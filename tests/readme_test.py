@@ -26,9 +26,6 @@ SMALL = {
     "D = Discriminator256()  # the official widths at 256 px": "D = fj.Discriminator(im_size=64, ndf=8, dec_width=4)",
     "(2, 256, 256, 3)": "(2, 64, 64, 3)",
 }
-# docs/restoration_real.md is issue 29's page, edited in parallel; its pokemon-256 command names ../shared until
-# that work rephrases it for a public clone.
-NAMES_SHARED = {"restoration_real.md"}
 
 
 def name(page: pathlib.Path) -> str:
@@ -100,4 +97,4 @@ def test_readme_links_the_docs_and_the_figures():
 def test_no_page_names_the_shared_folder():
     # A public clone has no ../shared: commands name the reader's own folders (path/to/images).
     naming = {page.name for page in PAGES if "../shared" in page.read_text()}
-    assert naming <= NAMES_SHARED, naming
+    assert not naming, naming

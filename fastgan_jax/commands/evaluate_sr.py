@@ -27,7 +27,7 @@ The inputs here are made by the degradation that the search assumes, so
 `--mode exact` is the default; `--mode robust` measures `fastgan-upscale`'s
 default for real inputs on them (`pulse.ROBUST`, the blur searched, ILO at
 radius 0.1: see `fastgan-upscale --help`). `--fidelity W` scores the blend
-of the best candidate and the mean of the best ones (`pulse.Fidelity`),
+of the best candidate and the mean of the best ones (`candidates.Fidelity`),
 `--tune-steps N` the generator tuned per image after the search.
 """
 
@@ -45,12 +45,12 @@ import tqdm
 
 from fastgan_jax import data, visual
 from fastgan_jax import images as images_lib
-from fastgan_jax.commands import launch, upscale
+from fastgan_jax.commands import launch, restore_options
 from fastgan_jax.commands.evaluate import FEW_IMAGES
 from fastgan_jax.metrics import inception, similarity
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.metrics.lpips import lpips_distance
-from fastgan_jax.sr import baseline, degrade, pulse
+from fastgan_jax.sr import baseline, candidates, degrade, pulse
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.train import runs
 
@@ -142,7 +142,7 @@ def evaluate_sr(
       blind: the search assumes a blur of unknown width before the downscaling (`degrade.blind`; the robust
         mode), while the images are degraded as `degradation` says.
       tuning: `tune.Tuning`: the generator tuned per image after each search (None: not).
-      fidelity: `pulse.Fidelity`: each method's answer at this knob (None: the best candidate).
+      fidelity: `candidates.Fidelity`: each method's answer at this knob (None: the best candidate).
       save_to: a folder for the images: hr/, observed/ (the degraded input) and one
         folder per method, `00000.png` ... in each (None: none written).
 
@@ -192,7 +192,7 @@ def evaluate_sr(
         "layers": layers and dataclasses.asdict(layers),
         "blind": blind,
         "tuning": tuning and dataclasses.asdict(tuning),
-        "fidelity": dataclasses.asdict(fidelity or pulse.Fidelity()),
+        "fidelity": dataclasses.asdict(fidelity or candidates.Fidelity()),
     }
     lpips = lpips_distance("alex")
     hr_feats = inception.inception_features(hr_u8, progress="HR features" if progress else None)
@@ -253,33 +253,33 @@ def main(argv=None):
     p.add_argument("--hr", required=True, help="folder of high-resolution images (or tfds:NAME)")
     p.add_argument("--factor", type=_positive_int, required=True, help="dividing the generator's resolution")
     p.add_argument("--n", type=_positive_int, default=None, help="use the first n images (None: all)")
-    upscale.add_search_options(p)
-    upscale.add_mode_options(p, default="exact")
+    restore_options.add_search_options(p)
+    restore_options.add_mode_options(p, default="exact")
     p.add_argument("--seed", type=int, default=0, help="draws the candidates, the noise and the masks")
     p.add_argument("--out", default=None, help="JSON output (None: RUN/eval/sr_x<factor>.json)")
-    upscale.add_degradation_options(p)
+    restore_options.add_degradation_options(p)
     p.add_argument(
         "--inpaint", type=_share, default=0.0, help="this share of an 8x8 grid of blocks of each image is unknown"
     )
-    upscale.add_layer_options(p)
+    restore_options.add_layer_options(p)
     args = p.parse_args(argv)
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" / f"sr_x{args.factor}.json")
     try:
-        kernel = upscale.read_kernel(args)
+        kernel = restore_options.read_kernel(args)
         how = degrade.Degradation(args.factor, args.blur, args.gray, args.noise_sigma, args.inpaint, kernel=kernel)
         report = evaluate_sr(
             args.workdir,
             args.hr,
             args.factor,
             n=args.n,
-            search=upscale.parse_search(args),
+            search=restore_options.parse_search(args),
             seed=args.seed,
             progress=True,
-            layers=upscale.parse_layers(args, None),
+            layers=restore_options.parse_layers(args, None),
             degradation=how,
             blind=args.mode == "robust" and not (args.blur or kernel is not None),
-            tuning=upscale.parse_tuning(args),
-            fidelity=upscale.parse_fidelity(args),
+            tuning=restore_options.parse_tuning(args),
+            fidelity=restore_options.parse_fidelity(args),
             save_to=out.with_suffix(""),
         )
     except (FileNotFoundError, data.DataError, ValueError, ImportError, sr_files.InputError) as e:

@@ -37,7 +37,7 @@ and ILO at 8,16,32 with radius 0.1 (`pulse.ROBUST_LAYERS`) unless --layers
 and --layer-radius are given. `--mode exact` is the search as the flags
 say (PULSE's MSE, no floor, no ILO unless --layers): for inputs made exactly
 by the assumed operator. `--fidelity W` in [0, 1] blends the best candidate
-with the mean of the best ones (`pulse.Fidelity`): higher PSNR, less
+with the mean of the best ones (`candidates.Fidelity`): higher PSNR, less
 realism. `--tune-steps N` tunes the generator per input after the search
 (`fastgan_jax/sr/tune.py`, within --tune-radius of each weight tensor).
 """
@@ -54,33 +54,14 @@ import numpy as np
 import tqdm
 
 from fastgan_jax import images as images_lib
-from fastgan_jax.commands import launch
+from fastgan_jax.commands import launch, restore_options
 from fastgan_jax.interop import convert
 from fastgan_jax.metrics import lpips as lpips_lib
-from fastgan_jax.sr import degrade, ilo, pulse, tune
+from fastgan_jax.sr import degrade, pulse
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.sr.downsample import DOWNSAMPLERS
 from fastgan_jax.train import checkpoints, runs
 from fastgan_jax.train.step import recalibrate
-
-
-def _number(kind, test, what):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-
-    return parse
-
-
-_POSITIVE_INT = _number(int, lambda v: v >= 1, "at least 1")
-_POSITIVE = _number(float, lambda v: v > 0, "> 0")
-_NON_NEGATIVE = _number(float, lambda v: v >= 0, ">= 0")
-_NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, ">= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="checkpoint step of --workdir (None: the latest)")
     p.add_argument("--input", required=True, help="an LR image or a folder of them")
     p.add_argument("--out", required=True, help="output folder")
-    add_search_options(p)
-    add_mode_options(p, default="robust")
+    restore_options.add_search_options(p)
+    restore_options.add_mode_options(p, default="robust")
     p.add_argument("--downsample", default="area", choices=sorted(DOWNSAMPLERS), help="how the LR was made")
     p.add_argument(
         "--fit",
@@ -103,227 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         "area-downscale it to the largest size that does (resize), take its centre (crop) or pad it (pad)",
     )
     p.add_argument(
-        "--recalibrate", type=_NON_NEGATIVE_INT, default=2048, help="--official: z for BatchNorm recalibration (0: off)"
+        "--recalibrate",
+        type=restore_options.NON_NEGATIVE_INT,
+        default=2048,
+        help="--official: z for BatchNorm recalibration (0: off)",
     )
     p.add_argument("--seed", type=int, default=0, help="draws the candidates' starting latents and noise")
-    add_layer_options(p)
-    add_degradation_options(p)
+    restore_options.add_layer_options(p)
+    restore_options.add_degradation_options(p)
     p.add_argument(
         "--mask", default=None, help="inpainting: an image of the input's size, white where pixels are known"
     )
     return p
-
-
-def add_search_options(p: argparse.ArgumentParser) -> None:
-    """--restarts, --steps, --eps, --noise, --l1, --lpips: the search's settings, defaults from `pulse.Search`."""
-    default = pulse.Search()
-    p.add_argument("--restarts", type=_POSITIVE_INT, default=default.restarts, help="candidates searched per input")
-    p.add_argument("--steps", type=_POSITIVE_INT, default=default.steps, help="Adam steps per candidate")
-    p.add_argument("--eps", type=_POSITIVE, default=default.eps, help="success threshold on the LR MSE ([0, 1] scale)")
-    p.add_argument(
-        "--noise", default=default.noise, choices=pulse.NOISE_MODES, help="the noise maps: searched, drawn once, or 0"
-    )
-    p.add_argument("--l1", type=_NON_NEGATIVE, default=default.l1, help="weight of an extra L1 term")
-    p.add_argument(
-        "--lpips",
-        type=_NON_NEGATIVE,
-        default=default.lpips,
-        help="weight of an LPIPS-VGG term (GAN inversion, factor 1 only)",
-    )
-
-
-MODES = ("robust", "exact")
-
-
-def add_mode_options(p: argparse.ArgumentParser, default: str) -> None:
-    """--mode, --floor, --fidelity, --fidelity-k and the tuning's --tune-steps, --tune-radius, --tune-lr."""
-    p.add_argument(
-        "--mode",
-        default=default,
-        choices=MODES,
-        help="robust: for inputs of unknown origin (pulse.ROBUST's loss and floor, a blur of unknown width "
-        "searched, ILO 8,16,32 at radius 0.1 unless --layers/--layer-radius); exact: PULSE as the flags say, for "
-        "inputs made exactly by the assumed degradation",
-    )
-    p.add_argument(
-        "--floor",
-        type=_NON_NEGATIVE,
-        default=None,
-        help=f"the observation's error floor (MSE, [0, 1] scale): fits within it are not improved on "
-        f"(default {pulse.ROBUST.floor:g} in robust mode, 0 in exact mode)",
-    )
-    p.add_argument(
-        "--fidelity",
-        type=_number(float, lambda v: 0 <= v <= 1, "in [0, 1]"),
-        default=0.0,
-        help="the answer: (1 - W) x the best candidate + W x the mean of the --fidelity-k best (0: the best "
-        "candidate, realistic; 1: the mean, higher PSNR)",
-    )
-    p.add_argument(
-        "--fidelity-k", type=_NON_NEGATIVE_INT, default=0, help="--fidelity's mean takes the k best candidates (0: all)"
-    )
-    p.add_argument(
-        "--tune-steps",
-        type=_NON_NEGATIVE_INT,
-        default=0,
-        help="after the search, tune the generator per input for this many steps (0: no tuning)",
-    )
-    p.add_argument(
-        "--tune-radius",
-        type=_POSITIVE,
-        default=tune.Tuning.radius,
-        help="--tune-steps: the largest change of each weight tensor, relative to its norm",
-    )
-    p.add_argument("--tune-lr", type=_POSITIVE, default=tune.Tuning.lr, help="--tune-steps: Adam's learning rate")
-
-
-def parse_search(args) -> pulse.Search:
-    """The flags of `add_search_options` (and --mode, --floor) as one `pulse.Search` (argparse has checked
-    their ranges)."""
-    robust = getattr(args, "mode", "exact") == "robust"
-    floor = getattr(args, "floor", None)
-    return pulse.Search(
-        restarts=args.restarts,
-        steps=args.steps,
-        eps=args.eps,
-        noise=args.noise,
-        l1=args.l1,
-        lpips=args.lpips,
-        loss=pulse.ROBUST.loss if robust else "mse",
-        floor=(pulse.ROBUST.floor if robust else 0.0) if floor is None else floor,
-    )
-
-
-def parse_tuning(args) -> tune.Tuning | None:
-    """--tune-steps, --tune-radius, --tune-lr as `tune.Tuning` (None without --tune-steps)."""
-    if not args.tune_steps:
-        return None
-    return tune.Tuning(steps=args.tune_steps, lr=args.tune_lr, radius=args.tune_radius)
-
-
-def parse_fidelity(args) -> pulse.Fidelity:
-    """--fidelity and --fidelity-k as `pulse.Fidelity`."""
-    return pulse.Fidelity(weight=args.fidelity, k=args.fidelity_k)
-
-
-def add_degradation_options(p: argparse.ArgumentParser) -> None:
-    """--blur, --gray, --noise-sigma: how the input was degraded besides the factor (`degrade.Degradation`)."""
-    p.add_argument(
-        "--blur",
-        type=_NON_NEGATIVE,
-        default=0.0,
-        help="the input was blurred (Gaussian, sigma in HR pixels) before it was downscaled",
-    )
-    p.add_argument(
-        "--blur-kernel",
-        default=None,
-        help="the input was blurred with this kernel (.npy, or text rows of numbers; square, odd size) before it "
-        "was downscaled, after --blur if both",
-    )
-    p.add_argument("--gray", action="store_true", help="the input is grayscale: colourise it (ITU-R 601 luma)")
-    p.add_argument(
-        "--noise-sigma",
-        type=_NON_NEGATIVE,
-        default=0.0,
-        help="the input carries Gaussian noise of this sigma ([0, 1] scale): denoise",
-    )
-
-
-def operator(args, factor: int, known=None, kernel=None):
-    """The degradation that made the input from a generator image: blur, downscale, gray, noise, mask; in
-    robust mode without a blur given, a blur of unknown width before the downscaling (`degrade.blind`)."""
-    how = degrade.Degradation(factor, args.blur, args.gray, args.noise_sigma, downsample=args.downsample, kernel=kernel)
-    op = how.operator(known)
-    return degrade.blind(op) if getattr(args, "mode", "exact") == "robust" else op
-
-
-def read_kernel(args):
-    """--blur-kernel as a [k, k] float32 array (None without it): a .npy file or text of k rows of k numbers
-    (numpy.loadtxt). InputError unless it is square, of odd size and finite."""
-    if args.blur_kernel is None:
-        return None
-    path = pathlib.Path(args.blur_kernel)
-    try:
-        kernel = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
-    except (OSError, ValueError) as e:
-        reason = "no such file" if not path.is_file() else f"not a .npy array or a text of numbers ({e})"
-        raise sr_files.InputError(f"--blur-kernel {path}: {reason}") from None
-    kernel = np.asarray(kernel, np.float32)
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
-        shape = "x".join(map(str, kernel.shape))
-        raise sr_files.InputError(f"--blur-kernel {path}: a square kernel of odd size is needed, got {shape}")
-    if not np.all(np.isfinite(kernel)):
-        raise sr_files.InputError(f"--blur-kernel {path}: the kernel has values that are not finite")
-    return kernel
-
-
-def _seen(op, images):
-    """What the degradation makes of `images`, as RGB for the figures (noise and mask left out: what was
-    compared with the known pixels)."""
-    ops = [
-        o
-        for o in (op.ops if isinstance(op, degrade.Chain) else (op,))
-        if not isinstance(o, degrade.Noise | degrade.Mask)
-    ]
-    out = degrade.chain(*ops)(images)
-    return jnp.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
-
-
-def read_mask(args, size: int):
-    """--mask as [size, size] 1 where known (white), else 0; None without --mask. InputError for a bad file."""
-    if args.mask is None:
-        return None
-    try:
-        mask = sr_files.read_lr(args.mask)
-    except sr_files.UnreadableImage as e:
-        raise sr_files.InputError(str(e).replace("--input", "--mask", 1)) from None
-    if mask.shape[:2] != (size, size):
-        raise sr_files.InputError(f"--mask {args.mask}: {mask.shape[1]}x{mask.shape[0]}, not the input's {size}x{size}")
-    known = mask.mean(axis=-1) >= 128
-    if not known.any():
-        raise sr_files.InputError(
-            f"--mask {args.mask}: no known pixel (all black); white marks the pixels of the input to keep"
-        )
-    return jnp.asarray(known, jnp.float32)
-
-
-def add_layer_options(p: argparse.ArgumentParser) -> None:
-    """--layers, --layer-radius, --layer-steps, --layer-lr (intermediate layer optimisation)."""
-    p.add_argument(
-        "--layers",
-        default=None,
-        help="after the latent search, optimise the generator's features at these resolutions, coarse to fine "
-        "(intermediate layer optimisation, e.g. 8,16,32; '': the latent search alone, PULSE; default: "
-        "8,16,32 in robust mode, '' in exact mode)",
-    )
-    p.add_argument(
-        "--layer-radius",
-        type=_POSITIVE,
-        default=None,
-        help=f"--layers: the largest mean absolute change of a feature value in a stage (the L1 ball; default "
-        f"{pulse.ROBUST_LAYERS.radii[0]:g} in robust mode, {ilo.Layers.radii[0]:g} in exact mode)",
-    )
-    p.add_argument("--layer-steps", type=_POSITIVE_INT, default=ilo.Layers.steps, help="--layers: Adam steps per stage")
-    p.add_argument("--layer-lr", type=_POSITIVE, default=ilo.Layers.lr, help="--layers: Adam's learning rate")
-
-
-def parse_layers(args, im_size: int | None) -> ilo.Layers | None:
-    """--layers and its options as `ilo.Layers` (None without --layers), checked against a generator of
-    `im_size` when given; InputError for a bad value."""
-    robust = getattr(args, "mode", "exact") == "robust"
-    preset = pulse.ROBUST_LAYERS if robust else ilo.Layers()
-    wanted = args.layers if args.layers is not None else ",".join(map(str, preset.resolutions)) if robust else ""
-    if not wanted:
-        return None
-    try:
-        resolutions = tuple(int(r) for r in wanted.split(","))
-        radius = preset.radii[0] if args.layer_radius is None else args.layer_radius
-        layers = ilo.Layers(resolutions, (radius,), args.layer_steps, args.layer_lr)
-        if im_size is not None:
-            layers.check(im_size)
-    except ValueError as e:
-        raise sr_files.InputError(f"--layers {wanted}: {str(e).removeprefix('layers: ')}") from None
-    return layers
 
 
 def load_generator(args):
@@ -379,7 +151,7 @@ def _lpips_variables(args, inputs, im_size):
 
 
 def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, index, args, settings) -> dict:
-    tuning, fidelity = parse_tuning(args), parse_fidelity(args)
+    tuning, fidelity = restore_options.parse_tuning(args), restore_options.parse_fidelity(args)
     t0 = time.perf_counter()
     observed = images_lib.to_float(jnp.asarray(lr[None]))
     observed = degrade.Grayscale()(observed) if args.gray else observed  # a gray file reads as R = G = B
@@ -400,7 +172,7 @@ def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, in
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
     op = degrade.with_unknowns(op, tuple(e[:, res.best_index[0]] for e in res.estimates))  # the best's blur
-    best_down = np.asarray(_seen(op, res.estimate))[0]
+    best_down = np.asarray(restore_options.seen(op, res.estimate))[0]
     return sr_files.write_outputs(
         args.out,
         path,
@@ -438,9 +210,9 @@ def main(argv=None):
         G, variables = load_generator(args)
         inputs = load_inputs(paths, G.im_size, args.fit, skip_unreadable=pathlib.Path(args.input).is_dir())
         lpips_variables = _lpips_variables(args, inputs, G.im_size)
-        layers = parse_layers(args, G.im_size)
-        masks = {size: read_mask(args, size) for size in sorted({lr.shape[0] for _, lr in inputs})}
-        kernel = read_kernel(args)
+        layers = restore_options.parse_layers(args, G.im_size)
+        masks = {size: restore_options.read_mask(args, size) for size in sorted({lr.shape[0] for _, lr in inputs})}
+        kernel = restore_options.read_kernel(args)
     except (
         sr_files.InputError,
         FileNotFoundError,  # incl. missing weights
@@ -449,7 +221,7 @@ def main(argv=None):
     ) as e:
         launch.fail(str(e))
     _hint_gray(args, inputs)
-    search = parse_search(args)
+    search = restore_options.parse_search(args)
     print(f"{len(inputs)} input(s), generator {G.im_size}px, {search.restarts} restarts x {search.steps} steps")
     names = ("restarts", "steps", "eps", "downsample", "noise", "l1", "lpips", "fit", "seed", "mode")
     names += ("blur", "blur_kernel", "gray", "noise_sigma", "mask")
@@ -457,7 +229,7 @@ def main(argv=None):
     successes = 0
     for i, (path, lr) in enumerate(tqdm.tqdm(inputs, unit="image", disable=None)):
         known = masks[lr.shape[0]]
-        op = operator(args, G.im_size // lr.shape[0], known, kernel)
+        op = restore_options.operator(args, G.im_size // lr.shape[0], known, kernel)
         report = _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, i, args, settings)
         successes += any(c["success"] for c in report["candidates"])
         tqdm.tqdm.write(_result_line(path, report, args))

@@ -29,7 +29,6 @@ result depends only on its image, its restart index and the key.
 import dataclasses
 import functools
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +37,7 @@ import optax
 from fastgan_jax import images as images_lib
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.nn.models import Generator, noise_shapes
-from fastgan_jax.sr import degrade, ilo, inputs, tune
+from fastgan_jax.sr import candidates, degrade, ilo, inputs, tune
 
 NOISE_MODES = ("trainable", "fixed", "zero")
 LOSSES = ("mse", "robust")
@@ -120,101 +119,6 @@ after Real-ESRGAN's chain, x4; docs/restoration_real.md, which gives the measure
 ROBUST_LAYERS = ilo.Layers(radii=(0.1,))
 """The robust mode's ILO: a third of the default radius, so the generator, not the input's artifacts, shapes
 the details."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Fidelity:
-    """The fidelity/realism knob: the answer is (1 - weight) x the best candidate + weight x the mean of the
-    `k` best candidates (by their score).
-
-    The best candidate is one sample of the images that fit the observation: sharp, realistic, and off the
-    truth where the observation cannot tell. The mean of several such samples estimates the posterior mean,
-    which trades that realism for PSNR (what is uncertain averages out to a blur).
-
-    Attributes:
-      weight: in [0, 1]; 0: the best candidate (the search's answer), 1: the mean.
-      k: how many of the best candidates the mean takes (>= 1; 0: all of them).
-    """
-
-    weight: float = 0.0
-    k: int = 0
-
-    def __post_init__(self):
-        if not 0 <= self.weight <= 1:
-            raise ValueError(f"fidelity: the weight must be in [0, 1], got {self.weight}")
-        if self.k < 0:
-            raise ValueError(f"fidelity: k must be >= 0 (0: all candidates), got {self.k}")
-
-
-def estimate(images: jax.Array, score: jax.Array, fidelity: Fidelity) -> jax.Array:
-    """[B, H, W, 3]: the `Fidelity` blend of candidates `images` [B, R, H, W, 3] ranked by `score` [B, R]
-    (lowest first, ties by restart index); weight 0 gives the best candidate exactly."""
-    k = images.shape[1] if not fidelity.k else min(fidelity.k, images.shape[1])
-    order = jnp.argsort(score, axis=1, stable=True)[:, :k]
-    chosen = jnp.take_along_axis(images, order[:, :, None, None, None], axis=1)  # [B, k, H, W, 3]
-    if fidelity.weight == 0:
-        return chosen[:, 0]
-    return (1 - fidelity.weight) * chosen[:, 0] + fidelity.weight * chosen.mean(axis=1)
-
-
-@flax.struct.dataclass
-class UpscaleResult:
-    """Results of `upscale`: images in [-1, 1], errors on PULSE's [0, 1] scale.
-
-    Attributes:
-      images: [B, R, H, W, 3] float32, every candidate's image at its best
-        step: the generator's output as it is (in [-1, 1]; a generator without
-        tanh can step slightly outside).
-      lr_mse: [B, R] MSE between the downscaled candidate and the LR image,
-        both on the [0, 1] scale (PULSE's; what `eps` is compared with).
-      success: [B, R] lr_mse <= the search's eps (plus sigma^2 with `degrade.Noise`).
-      best: [B, H, W, 3] the candidate with the lowest score per image, in [-1, 1].
-      best_index: [B] its restart index.
-      history: [B, R, steps] the loss at every step (the MSE and L1 terms on
-        the [0, 1] scale, plus the LPIPS term if any).
-      latents: [B, R, nz] the best step's latents.
-      noise: the best step's noise maps, a list of [B, R, h_i, w_i, 1], coarse
-        to fine as `noise_shapes`: the optimised maps with noise='trainable',
-        the fixed or zero ones otherwise. With `latents` they render `images`
-        again (`render`).
-      sphere_error: [B, R] the largest |mean(x^2) - 1| of z and the optimised
-        noise maps after any step (the sphere constraint; ~1e-7).
-      stage: [B, R] int32, where each candidate's result comes from: 0 the
-        latent search, k the k-th intermediate-layer stage (`Layers`).
-      features: with `Layers`, the last stage's features {r: [B, R, r, r, C_r]}
-        for r = 4 .. the last stage's resolution, which render `images` again
-        with `noise` (`render`); None without.
-      estimates: the operator's unknowns as each candidate's best step
-        estimated them (`degrade.unknowns`: an `UnknownBlur`'s width in
-        pixels), a tuple of [B, R]; () when the operator has none.
-      tuned: with `tune.Tuning`, the generator's weight change of each image's
-        best candidate ({"delta": the params tree with a leading [B] axis,
-        "improved": [B] bool}; stage S + 1 where it improved), which renders
-        `images` again (`render`); None without.
-      score: [B, R] what chose each candidate's best step and ranks the
-        candidates: lr_mse with `Search(loss='mse')`, the robust loss with
-        'robust'; 0 where the step fitted within the search's floor.
-      estimate: [B, H, W, 3] the answer at the `fidelity` knob
-        (`estimate(images, score, fidelity)`; `best` at weight 0).
-      fidelity: the `Fidelity` that made `estimate`.
-    """
-
-    images: jax.Array
-    lr_mse: jax.Array
-    success: jax.Array
-    best: jax.Array
-    best_index: jax.Array
-    history: jax.Array
-    latents: jax.Array
-    noise: list[jax.Array]
-    sphere_error: jax.Array
-    stage: jax.Array
-    features: dict | None = None
-    estimates: tuple = ()
-    tuned: dict | None = None
-    score: jax.Array | None = None
-    estimate: jax.Array | None = None
-    fidelity: Fidelity = flax.struct.field(pytree_node=False, default=Fidelity())
 
 
 def pulse_schedule(steps: int, lr: float):
@@ -354,7 +258,7 @@ def _search(
         score = jnp.where(chosen, tuned_score[:, None], score)
         stage = jnp.where(chosen.reshape(-1), (len(layers.resolutions) if layers else 0) + 1, stage)
         history = jnp.concatenate([history, jnp.repeat(tune_history, restarts, axis=1)])
-    return UpscaleResult(
+    return candidates.UpscaleResult(
         images=images,
         lr_mse=lr_mse,
         success=lr_mse <= search.eps + search.floor + degrade.noise_variance(op),
@@ -369,7 +273,7 @@ def _search(
         estimates=tuple(_per_candidate(e, b, restarts) for e in estimates),
         tuned=tuned,
         score=score,
-        estimate=estimate(images, score, fidelity),
+        estimate=candidates.estimate(images, score, fidelity),
         fidelity=fidelity,
     )
 
@@ -389,10 +293,10 @@ def restore(
     search: Search | None = None,
     layers: ilo.Layers | None = None,
     tuning: tune.Tuning | None = None,
-    fidelity: Fidelity | None = None,
+    fidelity: candidates.Fidelity | None = None,
     lpips_variables=None,
     image_offset: int = 0,
-) -> UpscaleResult:
+) -> candidates.UpscaleResult:
     """PULSE's search for generator images x whose degradation `op(x)` matches `observed`.
 
     Args:
@@ -413,7 +317,7 @@ def restore(
         the generator with its weights tuned for that image inside a small
         ball (pivotal tuning), in the same compiled call; None: the
         generator as it is.
-      fidelity: the knob between realism and PSNR (`Fidelity`; None:
+      fidelity: the knob between realism and PSNR (`candidates.Fidelity`; None:
         `Fidelity()`, the best candidate): the result's `estimate`.
       lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
         (loaded when None and `search.lpips` > 0); passed to the compiled
@@ -431,11 +335,13 @@ def restore(
         out of range fail when the `Search` is made).
     """
     args, search = _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset)
-    fidelity = Fidelity() if fidelity is None else fidelity
+    fidelity = candidates.Fidelity() if fidelity is None else fidelity
     return _search(generator, *args, search=search, layers=layers, tuning=tuning, fidelity=fidelity)
 
 
-def upscale(generator: Generator, variables, lr_images, *, downsample: str = "area", **settings) -> UpscaleResult:
+def upscale(
+    generator: Generator, variables, lr_images, *, downsample: str = "area", **settings
+) -> candidates.UpscaleResult:
     """PULSE super-resolution: `restore` with `degrade.Downsample(factor, downsample)`.
 
     Args:
@@ -479,7 +385,7 @@ def lower(
     args, search = _prepare(generator, variables, lr_images, op, key, search, None, None, 0)
     if sharding is not None:
         args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), args)
-    return _search.lower(generator, *args, search=search, fidelity=Fidelity())
+    return _search.lower(generator, *args, search=search, fidelity=candidates.Fidelity())
 
 
 def _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset):
@@ -500,7 +406,7 @@ def _prepare(generator, variables, observed, op, key, search, layers, lpips_vari
     return (variables, observed, keys, lpips_variables if search.lpips else None, op), search
 
 
-def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
+def render(generator: Generator, variables, result: candidates.UpscaleResult) -> jax.Array:
     """Renders a result's candidates again from its latents and noise maps (with ILO, its features).
 
     Args:
@@ -509,7 +415,7 @@ def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
 
     Returns:
       [B, R, H, W, 3] float32 in [-1, 1]: `result.images`, up to float rounding
-      (`estimate(them, result.score, result.fidelity)` is `result.estimate` again).
+      (`candidates.estimate(them, result.score, result.fidelity)` is `result.estimate` again).
     """
     b, r = result.latents.shape[:2]
     noise = [m.reshape(b * r, *m.shape[2:]) for m in result.noise]

@@ -1,5 +1,5 @@
 """The robust mode for inputs of unknown origin (`pulse.ROBUST`, `degrade.blind`) and the fidelity knob
-(`pulse.Fidelity`), on the tiny generator."""
+(`candidates.Fidelity`), on the tiny generator."""
 
 import functools
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastgan_jax.nn.models import noise_shapes
-from fastgan_jax.sr import degrade, ilo, pulse
+from fastgan_jax.sr import candidates, degrade, ilo, pulse
 
 KEY = jax.random.key(3)
 
@@ -99,24 +99,26 @@ def test_fidelity_blends_the_best_candidate_with_the_mean_of_the_k_best():
     images = jax.random.uniform(jax.random.key(0), (2, 4, 8, 8, 3), minval=-1, maxval=1)
     score = jnp.array([[0.3, 0.1, 0.2, 0.4], [0.0, 0.0, 0.5, 0.1]])
     best = images[jnp.arange(2), jnp.array([1, 0])]
-    np.testing.assert_array_equal(pulse.estimate(images, score, pulse.Fidelity()), best)  # weight 0: the best
-    two = pulse.estimate(images, score, pulse.Fidelity(weight=1.0, k=2))
+    np.testing.assert_array_equal(candidates.estimate(images, score, candidates.Fidelity()), best)  # weight 0: the best
+    two = candidates.estimate(images, score, candidates.Fidelity(weight=1.0, k=2))
     np.testing.assert_allclose(two[0], (images[0, 1] + images[0, 2]) / 2, atol=1e-6)
     np.testing.assert_allclose(two[1], (images[1, 0] + images[1, 1]) / 2, atol=1e-6)  # ties: restart order
-    half = pulse.estimate(images, score, pulse.Fidelity(weight=0.5))
+    half = candidates.estimate(images, score, candidates.Fidelity(weight=0.5))
     np.testing.assert_allclose(half, 0.5 * best + 0.5 * images.mean(axis=1), atol=1e-6)
     same = jnp.repeat(images[:, :1], 4, axis=1)  # the mean of identical candidates is each of them
-    np.testing.assert_allclose(pulse.estimate(same, score, pulse.Fidelity(weight=1.0)), images[:, 0], atol=1e-6)
+    np.testing.assert_allclose(
+        candidates.estimate(same, score, candidates.Fidelity(weight=1.0)), images[:, 0], atol=1e-6
+    )
     for bad, match in [({"weight": 1.5}, "weight must be in"), ({"k": -1}, "k must be >= 0")]:
         with pytest.raises(ValueError, match=match):
-            pulse.Fidelity(**bad)
+            candidates.Fidelity(**bad)
 
 
 def test_the_result_records_its_fidelity_and_renders_its_estimate_exactly():
-    knob = pulse.Fidelity(weight=0.7, k=2)
+    knob = candidates.Fidelity(weight=0.7, k=2)
     res = robust(fidelity=knob)
     assert res.fidelity == knob
-    again = pulse.estimate(pulse.render(*helpers.tiny_generator(), res), res.score, res.fidelity)
+    again = candidates.estimate(pulse.render(*helpers.tiny_generator(), res), res.score, res.fidelity)
     np.testing.assert_allclose(again, res.estimate, atol=1e-5)
     np.testing.assert_array_equal(robust().estimate, res.best)  # the default knob: the best candidate
 

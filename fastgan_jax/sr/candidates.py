@@ -1,0 +1,109 @@
+"""The candidates a search returns (`UpscaleResult`) and the answer read from them at the fidelity knob.
+
+`pulse.restore` searches R candidates per image; each fits the observation
+and differs where the observation cannot tell. `estimate` reads one answer
+from them: the best candidate (a sharp sample), the mean of the best ones
+(an estimate of the posterior mean: what is uncertain averages out, PSNR up,
+realism down), or a blend of the two (`Fidelity`).
+"""
+
+import dataclasses
+
+import flax
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Fidelity:
+    """The fidelity/realism knob: the answer is (1 - weight) x the best candidate + weight x the mean of the
+    `k` best candidates (by their score).
+
+    The best candidate is one sample of the images that fit the observation: sharp, realistic, and off the
+    truth where the observation cannot tell. The mean of several such samples estimates the posterior mean,
+    which trades that realism for PSNR (what is uncertain averages out to a blur).
+
+    Attributes:
+      weight: in [0, 1]; 0: the best candidate (the search's answer), 1: the mean.
+      k: how many of the best candidates the mean takes (>= 1; 0: all of them).
+    """
+
+    weight: float = 0.0
+    k: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.weight <= 1:
+            raise ValueError(f"fidelity: the weight must be in [0, 1], got {self.weight}")
+        if self.k < 0:
+            raise ValueError(f"fidelity: k must be >= 0 (0: all candidates), got {self.k}")
+
+
+def estimate(images: jax.Array, score: jax.Array, fidelity: Fidelity) -> jax.Array:
+    """[B, H, W, 3]: the `Fidelity` blend of candidates `images` [B, R, H, W, 3] ranked by `score` [B, R]
+    (lowest first, ties by restart index); weight 0 gives the best candidate exactly."""
+    k = images.shape[1] if not fidelity.k else min(fidelity.k, images.shape[1])
+    order = jnp.argsort(score, axis=1, stable=True)[:, :k]
+    chosen = jnp.take_along_axis(images, order[:, :, None, None, None], axis=1)  # [B, k, H, W, 3]
+    if fidelity.weight == 0:
+        return chosen[:, 0]
+    return (1 - fidelity.weight) * chosen[:, 0] + fidelity.weight * chosen.mean(axis=1)
+
+
+@flax.struct.dataclass
+class UpscaleResult:
+    """Results of `upscale`: images in [-1, 1], errors on PULSE's [0, 1] scale.
+
+    Attributes:
+      images: [B, R, H, W, 3] float32, every candidate's image at its best
+        step: the generator's output as it is (in [-1, 1]; a generator without
+        tanh can step slightly outside).
+      lr_mse: [B, R] MSE between the downscaled candidate and the LR image,
+        both on the [0, 1] scale (PULSE's; what `eps` is compared with).
+      success: [B, R] lr_mse <= the search's eps (plus sigma^2 with `degrade.Noise`).
+      best: [B, H, W, 3] the candidate with the lowest score per image, in [-1, 1].
+      best_index: [B] its restart index.
+      history: [B, R, steps] the loss at every step (the MSE and L1 terms on
+        the [0, 1] scale, plus the LPIPS term if any).
+      latents: [B, R, nz] the best step's latents.
+      noise: the best step's noise maps, a list of [B, R, h_i, w_i, 1], coarse
+        to fine as `noise_shapes`: the optimised maps with noise='trainable',
+        the fixed or zero ones otherwise. With `latents` they render `images`
+        again (`render`).
+      sphere_error: [B, R] the largest |mean(x^2) - 1| of z and the optimised
+        noise maps after any step (the sphere constraint; ~1e-7).
+      stage: [B, R] int32, where each candidate's result comes from: 0 the
+        latent search, k the k-th intermediate-layer stage (`Layers`).
+      features: with `Layers`, the last stage's features {r: [B, R, r, r, C_r]}
+        for r = 4 .. the last stage's resolution, which render `images` again
+        with `noise` (`render`); None without.
+      estimates: the operator's unknowns as each candidate's best step
+        estimated them (`degrade.unknowns`: an `UnknownBlur`'s width in
+        pixels), a tuple of [B, R]; () when the operator has none.
+      tuned: with `tune.Tuning`, the generator's weight change of each image's
+        best candidate ({"delta": the params tree with a leading [B] axis,
+        "improved": [B] bool}; stage S + 1 where it improved), which renders
+        `images` again (`render`); None without.
+      score: [B, R] what chose each candidate's best step and ranks the
+        candidates: lr_mse with `Search(loss='mse')`, the robust loss with
+        'robust'; 0 where the step fitted within the search's floor.
+      estimate: [B, H, W, 3] the answer at the `fidelity` knob
+        (`estimate(images, score, fidelity)`; `best` at weight 0).
+      fidelity: the `Fidelity` that made `estimate`.
+    """
+
+    images: jax.Array
+    lr_mse: jax.Array
+    success: jax.Array
+    best: jax.Array
+    best_index: jax.Array
+    history: jax.Array
+    latents: jax.Array
+    noise: list[jax.Array]
+    sphere_error: jax.Array
+    stage: jax.Array
+    features: dict | None = None
+    estimates: tuple = ()
+    tuned: dict | None = None
+    score: jax.Array | None = None
+    estimate: jax.Array | None = None
+    fidelity: Fidelity = flax.struct.field(pytree_node=False, default=Fidelity())
