@@ -43,6 +43,23 @@ def flatten(config) -> dict:
     return flat
 
 
+# Fields renamed when the config became nested (2026-12-02), in the flat configs of runs saved before.
+_FLAT_NAMES = {"data.source": "data", "data.on_device": "data_on_device", "data.workers": "data_workers"}
+
+
+def nest(flat: dict) -> dict:
+    """A run's config saved flat (before 2026-12-02: `{'im_size': 64, 'data': DIR, ...}`) as the nested config
+    of today (`{'model': {'im_size': 64, ...}, 'data': {'source': DIR, ...}, ...}`); its fields are today's
+    fields. A field the flat config lacks is left out (a resume then names it as a difference)."""
+    nested = {}
+    for key in flatten(load("default")):
+        group, field = key.split(".")
+        name = _FLAT_NAMES.get(key, field)
+        if name in flat:
+            nested.setdefault(group, {})[field] = flat[name]
+    return nested
+
+
 def closest(config: dict) -> tuple[str, dict]:
     """The bundled config that `config` differs least from, and the fields where it differs from it.
 

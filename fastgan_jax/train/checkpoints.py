@@ -143,17 +143,27 @@ def _flag(field: str, value) -> str:
 
 
 def saved_config(mngr: ocp.CheckpointManager):
-    """The run's config: that of the newest checkpoint whose config reads back; None when there is none.
+    """The run's config (nested): that of the newest checkpoint whose config reads back; None when there is none.
+    A run saved before the config was nested (2026-12-02) has it flat: it is read as `configs.nest` says.
 
     Raises:
       DamagedCheckpointError: there are checkpoints, and no config reads back.
     """
-    return _saved_json(mngr, "config")
+    config = _saved_json(mngr, "config")
+    return configs.nest(config) if config is not None and _flat(config) else config
 
 
 def saved_meta(mngr: ocp.CheckpointManager):
-    """The run's metadata (what it resolved at its start), as `saved_config` reads the config."""
+    """The run's metadata (what it resolved at its start), as `saved_config` reads the config. A run saved
+    before the metadata had an item of its own (2026-12-02) kept it in its flat config."""
+    config = _saved_json(mngr, "config")
+    if config is not None and _flat(config):
+        return {"remat": config["remat"], "data_fingerprint": config.get("data_fingerprint")}
     return _saved_json(mngr, "meta")
+
+
+def _flat(config: dict) -> bool:
+    return "model" not in config
 
 
 def _saved_json(mngr, item):

@@ -52,6 +52,28 @@ def test_load_run_gives_modules_variables_and_config(run_dir):
         fj.load_run(run_dir / "samples")
 
 
+def test_a_run_saved_with_the_flat_config_loads_and_resumes(run_dir, tmp_path):
+    # Before 2026-12-02 a run's config was saved flat, with what it resolved (remat, data_fingerprint) in it.
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    step_dir = old / "checkpoints" / "2"
+    nested = json.loads((step_dir / "config" / "metadata").read_text())
+    meta = json.loads((step_dir / "meta" / "metadata").read_text())
+    renamed = {"data.source": "data", "data.on_device": "data_on_device", "data.workers": "data_workers"}
+    flat = {renamed.get(f"{g}.{k}", k): v for g, fields in nested.items() for k, v in fields.items()} | meta
+    (step_dir / "config" / "metadata").write_text(json.dumps(flat))
+    shutil.rmtree(step_dir / "meta")
+    mngr = checkpoints.manager(old)
+    checkpoints.write_manifest(mngr, 2)  # as the old run wrote it, whole
+    assert checkpoints.saved_config(mngr) == nested and checkpoints.saved_meta(mngr) == meta
+    mngr.close()
+    run = fj.load_run(old)
+    assert run.step == 2 and run.config == nested
+    exp, start = trainer.setup(tiny_config(tmp_path, num_steps=3), old)  # resumes: the same recipe
+    exp.mngr.close()
+    assert int(start.step) == 2 and exp.meta == meta
+
+
 def test_fine_tuning_from_a_run_starts_from_its_weights_with_fresh_optimizer(run_dir, tmp_path):
     source = fj.load_run(run_dir).state
     cfg = tiny_config(tmp_path, init_from=str(run_dir), num_steps=1)
