@@ -44,7 +44,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
-[ -d .gpudata/weights ] && export FASTGAN_JAX_WEIGHTS=$PWD/.gpudata/weights
+[ -z "${FASTGAN_JAX_WEIGHTS:-}" ] && [ -d .gpudata/weights ] && export FASTGAN_JAX_WEIGHTS=$PWD/.gpudata/weights
 # The FID Inception's weights come with a second call (carry [".whl", ".gpufid"]: with the rest they exceed
 # what a call carries); .gpudata stays on the warm machine.
 [ -f "$FID_WEIGHTS/inception-fid.npz" ] && [ -n "${FASTGAN_JAX_WEIGHTS:-}" ] \

@@ -150,8 +150,10 @@ def _strip_layout(tree):
 
 @functools.cache
 def inception_variables():
-    """{'params': {'net': ...}} for `InceptionV3` (loaded once per process)."""
-    return {"params": {"net": jax.tree.map(jnp.asarray, _strip_layout(weights.inception_params()))}}
+    """{'params': {'net': ...}} for `InceptionV3` (loaded once per process; concrete arrays also when first
+    asked for inside a traced function)."""
+    with jax.ensure_compile_time_eval():
+        return {"params": {"net": jax.tree.map(jnp.asarray, _strip_layout(weights.inception_params()))}}
 
 
 @jax.jit

@@ -117,8 +117,10 @@ def _unit(f, eps=1e-10):
 
 @functools.cache
 def lpips_variables(net: str = "vgg"):
-    """{'params': ...} for `LPIPS(net)`, as device arrays (loaded once per process)."""
-    return {"params": jax.tree.map(jnp.asarray, weights.lpips_params(net))}
+    """{'params': ...} for `LPIPS(net)`, as device arrays (loaded once per process; concrete arrays also when
+    first asked for inside a traced function, which the cache would otherwise keep as its tracers)."""
+    with jax.ensure_compile_time_eval():
+        return {"params": jax.tree.map(jnp.asarray, weights.lpips_params(net))}
 
 
 @functools.partial(jax.jit, static_argnames=("net", "remat"))

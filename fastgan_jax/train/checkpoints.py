@@ -324,6 +324,8 @@ def _drop_abandoned_reads() -> None:
     hook.drops_abandoned_reads = True
     sys.unraisablehook = hook
     logging.getLogger("asyncio").addFilter(_AbandonedReads())
+    # The abandoned tasks' coroutines, collected whenever the garbage collector gets to them (at exit, say).
+    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
 
 
 def _short_reason(e: BaseException) -> str:
