@@ -51,6 +51,24 @@ def labelled_row(tiles, labels: list[list[str]], pad: int = 2) -> np.ndarray:
     return np.concatenate([row, np.asarray(strip)])
 
 
+def labelled_rows(images, labels: list[str], pad: int = 2) -> np.ndarray:
+    """Tiles [N, H, W, 3] in `len(labels)` rows (as `grid`), each row's label to its left, in black on white.
+
+    Returns:
+      uint8 [rows * (H + pad) + pad, label width + cols * (W + pad) + pad, 3].
+    """
+    x = np.asarray(images)
+    rows = grid(x, ncols=len(x) // len(labels), pad=pad)
+    h = x.shape[1]
+    font = ImageFont.load_default(size=max(10, min(h // 6, 24)))  # Pillow's own font: no file to find
+    width = max(int(font.getlength(text)) for text in labels) + 2 * pad
+    margin = Image.new("RGB", (width, rows.shape[0]), "white")
+    draw = ImageDraw.Draw(margin)
+    for r, text in enumerate(labels):
+        draw.text((width - pad, pad + r * (h + pad) + h / 2), text, fill="black", font=font, anchor="rm")
+    return np.concatenate([np.asarray(margin), rows], axis=1)
+
+
 def save_png(path, image: np.ndarray) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

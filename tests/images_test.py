@@ -83,3 +83,15 @@ def test_public_functions_refuse_the_wrong_kind():
 def test_grid_takes_uint8_and_float_alike():
     x = np.linspace(-1, 1, 2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3)
     np.testing.assert_array_equal(visual.grid(x), visual.grid(images.to_uint8(x)))
+
+
+def test_labelled_rows_name_each_row_at_its_left():
+    tiles = np.zeros((8, 16, 16, 3), np.uint8)  # black tiles: 2 rows of 4
+    out = visual.labelled_rows(tiles, ["real", "rec_all"])
+    plain = visual.grid(tiles, ncols=4)
+    assert out.shape[0] == plain.shape[0] and out.shape[1] > plain.shape[1]
+    np.testing.assert_array_equal(out[:, -plain.shape[1] :], plain)
+    margin = out[:, : out.shape[1] - plain.shape[1]]
+    for r in range(2):  # dark text in each row's band of the margin
+        band = margin[2 + r * 18 : 2 + r * 18 + 16]
+        assert band.min() < 128, r

@@ -99,4 +99,6 @@ def reconstruction_grid(D, state, images_u8, part=0):
     recs = _reconstruct(D, {"params": state.d_params, "batch_stats": state.d_stats}, images_u8, part)
     size = images_u8.shape[1]
     rows = [images_lib.to_float(images_u8)] + [nearest_resize(r.astype(jnp.float32), size) for r in recs]
-    return visual.grid(np.concatenate([np.asarray(r) for r in rows]), ncols=images_u8.shape[0])
+    return visual.labelled_rows(
+        np.concatenate([np.asarray(r) for r in rows]), ["real", "rec_all", "rec_small", "rec_part"]
+    )
