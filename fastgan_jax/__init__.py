@@ -38,7 +38,7 @@ _HOME = {
     "ssim": "metrics.similarity",
     "area_downsample": "sr.downsample",
     "bicubic_downsample": "sr.downsample",
-    "UpscaleResult": "sr.pulse",
+    "UpscaleResult": "sr.candidates",
     "restore": "sr.pulse",
     "upscale": "sr.pulse",
     "Run": "train.runs",
