@@ -248,12 +248,10 @@ def _search(
             G, variables, pivot, pick(best_score), functools.partial(objective, op=image_op, target=observed), tuning
         )
         tuned = {"delta": delta, "improved": improved}
-        tuned_mse = tuned_score
         chosen = jax.nn.one_hot(best_index, restarts, dtype=bool) & improved[:, None]  # [B, R]
         tuned_images = tune.render(G, variables, delta, pivot)
         images = jnp.where(chosen[..., None, None, None], tuned_images[:, None], images)
-        if not plain:  # the tuning's score is not the MSE
-            tuned_mse = degrade.observed_mse(image_op, tuned_images, observed)
+        tuned_mse = tuned_score if plain else degrade.observed_mse(image_op, tuned_images, observed)
         lr_mse = jnp.where(chosen, tuned_mse[:, None], lr_mse)
         score = jnp.where(chosen, tuned_score[:, None], score)
         stage = jnp.where(chosen.reshape(-1), (len(layers.resolutions) if layers else 0) + 1, stage)
