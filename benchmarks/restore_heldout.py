@@ -1,7 +1,7 @@
 """Restoration through a trained generator, measured on images it never saw: PULSE, ILO and a classical baseline.
 
     pip install scikit-image   # the inpainting baseline (biharmonic)
-    python benchmarks/restore_heldout.py --data ../shared/data/pokemon-256 --workdir runs/heldout \\
+    python benchmarks/restore_heldout.py --data path/to/pokemon-256 --workdir runs/heldout \\
         --n 16 --layer-radius 0.1,0.3 --json runs/heldout.json --figures runs/figures
 
 The prior: `cpu_quick`'s networks at 64 px trained on the CPU (--steps,
