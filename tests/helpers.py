@@ -7,6 +7,18 @@ import re
 
 from fastgan_jax.configs import cpu_quick
 
+# `tiny_config`'s network and sample sizes as the commands' flags.
+TINY_FLAGS = [
+    "--config.model.ngf=8",
+    "--config.model.ndf=8",
+    "--config.model.nz=16",
+    "--config.model.dec_width=4",
+    "--config.optim.batch_size=4",
+    "--config.log.num_samples=4",
+    "--config.log.recalib_samples=8",
+    "--config.log.recalib_batch=4",
+]
+
 
 def tiny_config(cache_dir, **overrides):
     """cpu_quick shrunk to a network that compiles and steps in seconds (l1 reconstruction); `overrides` by field

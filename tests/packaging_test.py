@@ -20,7 +20,7 @@ import zipfile
 import jax
 import pytest
 from fastgan_jax.configs import default
-from helpers import own_stderr
+from helpers import TINY_FLAGS, own_stderr
 
 from fastgan_jax import configs, data
 from fastgan_jax.commands import train as train_cli
@@ -30,14 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "fastgan_jax", "configs", "train.py")
 COMMANDS = ("fastgan-train", "fastgan-sample", "fastgan-upscale", "fastgan-evaluate", "fastgan-evaluate-sr")
 TINY = [  # cpu_quick shrunk as tests/helpers.py does
-    "--config.model.ngf=8",
-    "--config.model.ndf=8",
-    "--config.model.nz=16",
-    "--config.model.dec_width=4",
-    "--config.optim.batch_size=4",
-    "--config.log.num_samples=4",
-    "--config.log.recalib_samples=8",
-    "--config.log.recalib_batch=4",
+    *TINY_FLAGS,
     "--config.log.log_every=1",
     "--config.log.sample_every=5",
     "--config.log.checkpoint_every=5",

@@ -209,14 +209,7 @@ def test_cli_quick_start_and_bad_input(tmp_path):
         "--config",
         str(ROOT / "configs/cpu_quick.py"),
         "--config.train.num_steps=1",
-        "--config.model.ngf=8",
-        "--config.model.ndf=8",
-        "--config.model.nz=16",
-        "--config.model.dec_width=4",
-        "--config.optim.batch_size=4",
-        "--config.log.num_samples=4",
-        "--config.log.recalib_samples=8",
-        "--config.log.recalib_batch=4",
+        *helpers.TINY_FLAGS,
         f"--config.data.cache_dir={tmp_path / 'cache'}",
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
