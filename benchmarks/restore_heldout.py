@@ -147,9 +147,10 @@ def latent_best(G, variables, res, op, y) -> jax.Array:
     return images[jnp.arange(b), jnp.argmin(err, axis=1)]
 
 
-def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8, *, tuning=None, fidelity=(), k=0) -> dict:
+def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8, *, tuning=None, fidelity=()) -> dict:
     """method -> the best candidate per image, [N, 64, 64, 3], for "pulse" and every ILO setting in `ilos`;
-    for each weight w in `fidelity`, "METHOD_fw" too: the `candidates.Fidelity(w, k)` estimate of the same search.
+    for each `candidates.Fidelity` f in `fidelity`, "METHOD_" + knob_name(f) too: its estimate from the same
+    search.
 
     ILO's first stage is PULSE's own search with the same keys, so with `ilos` PULSE's answer is read from
     the first ILO result (`latent_best`) rather than searched again (not with the robust loss, whose
@@ -157,7 +158,7 @@ def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8, *, tuning
     interact).
     """
     out = {"pulse": [], **{m: [] for m in ilos}}
-    out |= {f"{m}_f{w:g}": [] for m in (ilos or ["pulse"]) for w in fidelity}
+    out |= {f"{m}_{knob_name(f)}": [] for m in (ilos or ["pulse"]) for f in fidelity}
     for i in range(0, len(y), batch):
         chunk_op, chunk_y = degrade.take(op, i, i + batch), y[i : i + batch]
         same = {"key": jax.random.key(0), "search": settings, "image_offset": i, "tuning": tuning}
@@ -165,16 +166,30 @@ def search(G, variables, op, y, ilos, settings: pulse.Search, batch=8, *, tuning
         for m, layers in ilos.items():
             res = pulse.restore(G, variables, chunk_y, chunk_op, **same, layers=layers)
             out[m].append(res.best)
-            for w in fidelity:
-                out[f"{m}_f{w:g}"].append(candidates.estimate(res.images, res.score, candidates.Fidelity(w, k)))
+            for f in fidelity:
+                out[f"{m}_{knob_name(f)}"].append(candidates.estimate(res.images, res.score, f, chunk_y))
         if res is None:
             res = pulse.restore(G, variables, chunk_y, chunk_op, **same)
             out["pulse"].append(res.best)
-            for w in fidelity:
-                out[f"pulse_f{w:g}"].append(candidates.estimate(res.images, res.score, candidates.Fidelity(w, k)))
+            for f in fidelity:
+                out[f"pulse_{knob_name(f)}"].append(candidates.estimate(res.images, res.score, f, chunk_y))
         elif settings.loss == "mse" and tuning is None:
             out["pulse"].append(latent_best(G, variables, res, chunk_op, chunk_y))
     return {m: jnp.concatenate(best) for m, best in out.items() if best}
+
+
+def knob_name(f: candidates.Fidelity) -> str:
+    """'fW' for the knob's weight W, 'fW_inI' with a share I of the input."""
+    return f"f{f.weight:g}" + (f"_in{f.input:g}" if f.input else "")
+
+
+def parse_knobs(text: str, k: int) -> list[candidates.Fidelity]:
+    """--fidelity's 'W' or 'W:I' items as `candidates.Fidelity(W, k, I)`."""
+    knobs = []
+    for item in filter(None, text.split(",")):
+        weight, _, share = item.partition(":")
+        knobs.append(candidates.Fidelity(float(weight), k, float(share or 0)))
+    return knobs
 
 
 def scores(op, x, y, hr, lpips, eps, floor) -> dict:
@@ -251,8 +266,10 @@ def main():
     p.add_argument(
         "--fidelity",
         default="",
-        help="comma-separated knob weights in [0, 1] (candidates.Fidelity): rows METHOD_fW, the blend of the best "
-        "candidate and the mean of the --fidelity-k best, from the same search (no extra search)",
+        help="comma-separated knob points W or W:I (candidates.Fidelity(W, --fidelity-k, I)): rows METHOD_fW "
+        "(the blend of the best candidate and the mean of the --fidelity-k best, weight W in [0, 1]) or "
+        "METHOD_fW_inI (that, with a share I of the input's bicubic upsampling), from the same search (no extra "
+        "search)",
     )
     p.add_argument("--fidelity-k", type=int, default=0, help="the knob's mean takes the k best candidates (0: all)")
     p.add_argument("--tune-steps", type=int, default=0, help="tune the generator per image after ILO (0: no)")
@@ -286,7 +303,7 @@ def main():
     if robust:
         settings = dataclasses.replace(settings, loss=pulse.ROBUST.loss, floor=pulse.ROBUST.floor)
     tuning = tune.Tuning(steps=args.tune_steps, radius=args.tune_radius) if args.tune_steps else None
-    fidelity = [float(w) for w in args.fidelity.split(",") if w]
+    fidelity = parse_knobs(args.fidelity, args.fidelity_k)
     report = {
         "n": len(hr),
         "train_images": len(train_files),
@@ -295,7 +312,7 @@ def main():
         "layers": {name: dataclasses.asdict(layers) for name, layers in ilos.items()},
         "mode": args.mode,
         "tuning": tuning and dataclasses.asdict(tuning),
-        "fidelity": {"weights": fidelity, "k": args.fidelity_k},
+        "fidelity": [dataclasses.asdict(f) for f in fidelity],
         "tasks": {},
     }
     print(f"{len(train_files)} training images, {len(hr)} held out; prior: {run.workdir} step {run.step}")
@@ -311,7 +328,6 @@ def main():
             settings,
             tuning=tuning,
             fidelity=fidelity,
-            k=args.fidelity_k,
         )
         methods = {"baseline": classical, **{(f"robust_{m}" if robust else m): x for m, x in found.items()}}
         report["tasks"][name] = {m: scores(op, x, y, hr, lpips, args.eps, floor) for m, x in methods.items()}

@@ -54,7 +54,7 @@ MODES = ("robust", "exact")
 
 
 def add_mode_options(p: argparse.ArgumentParser, default: str) -> None:
-    """--mode, --floor, --fidelity, --fidelity-k and the tuning's --tune-steps, --tune-radius, --tune-lr."""
+    """--mode, --floor, --fidelity, --fidelity-k, --fidelity-input and the tuning's --tune-steps, --tune-radius, --tune-lr."""
     p.add_argument(
         "--mode",
         default=default,
@@ -79,6 +79,13 @@ def add_mode_options(p: argparse.ArgumentParser, default: str) -> None:
     )
     p.add_argument(
         "--fidelity-k", type=NON_NEGATIVE_INT, default=0, help="--fidelity's mean takes the k best candidates (0: all)"
+    )
+    p.add_argument(
+        "--fidelity-input",
+        type=number(float, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        default=0.0,
+        help="the share of the input's own bicubic upsampling in the answer (0: none; more: PSNR towards and past "
+        "bicubic's, realism down; RGB inputs without a mask)",
     )
     p.add_argument(
         "--tune-steps",
@@ -120,8 +127,8 @@ def parse_tuning(args) -> tune.Tuning | None:
 
 
 def parse_fidelity(args) -> candidates.Fidelity:
-    """--fidelity and --fidelity-k as `candidates.Fidelity`."""
-    return candidates.Fidelity(weight=args.fidelity, k=args.fidelity_k)
+    """--fidelity, --fidelity-k and --fidelity-input as `candidates.Fidelity`."""
+    return candidates.Fidelity(weight=args.fidelity, k=args.fidelity_k, input=args.fidelity_input)
 
 
 def add_degradation_options(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@
 and differs where the observation cannot tell. `estimate` reads one answer
 from them: the best candidate (a sharp sample), the mean of the best ones
 (an estimate of the posterior mean: what is uncertain averages out, PSNR up,
-realism down), or a blend of the two (`Fidelity`).
+realism down), a blend of the two, and that blended with the input's own
+bicubic upsampling (`Fidelity`).
 """
 
 import dataclasses
@@ -16,37 +17,60 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Fidelity:
-    """The fidelity/realism knob: the answer is (1 - weight) x the best candidate + weight x the mean of the
-    `k` best candidates (by their score).
+    """The fidelity/realism knob: the answer is
+
+        (1 - input) x [(1 - weight) x the best candidate + weight x the mean of the k best] + input x U(y)
+
+    with candidates ranked by their score and U(y) the observation's bicubic upsampling to the generator's size.
 
     The best candidate is one sample of the images that fit the observation: sharp, realistic, and off the
     truth where the observation cannot tell. The mean of several such samples estimates the posterior mean,
-    which trades that realism for PSNR (what is uncertain averages out to a blur).
+    which trades some realism for PSNR (what is uncertain averages out). U(y) is the classical answer, all
+    fidelity to the input and no detail: a share of it moves PSNR towards and past bicubic's, at a cost in
+    realism that stays far below bicubic's (docs/restoration_real.md gives the curves).
 
     Attributes:
       weight: in [0, 1]; 0: the best candidate (the search's answer), 1: the mean.
       k: how many of the best candidates the mean takes (>= 1; 0: all of them).
+      input: in [0, 1]; the share of U(y) (0: none). Only for observations that are RGB images with every
+        pixel known (downsampling, blur, noise; not masks or grayscale).
     """
 
     weight: float = 0.0
     k: int = 0
+    input: float = 0.0
 
     def __post_init__(self):
         if not 0 <= self.weight <= 1:
             raise ValueError(f"fidelity: the weight must be in [0, 1], got {self.weight}")
         if self.k < 0:
             raise ValueError(f"fidelity: k must be >= 0 (0: all candidates), got {self.k}")
+        if not 0 <= self.input <= 1:
+            raise ValueError(f"fidelity: the input's share must be in [0, 1], got {self.input}")
 
 
-def estimate(images: jax.Array, score: jax.Array, fidelity: Fidelity) -> jax.Array:
+def upsampled(observed: jax.Array, size: int) -> jax.Array:
+    """[B, size, size, 3]: the observations [B, h, w, 3] in [-1, 1] upsampled bicubically (Keys, a = -0.5, as
+    PIL's BICUBIC; `jax.image.resize`), clipped to [-1, 1]."""
+    b, _, _, c = observed.shape
+    return jnp.clip(jax.image.resize(observed.astype(jnp.float32), (b, size, size, c), "cubic"), -1, 1)
+
+
+def estimate(images: jax.Array, score: jax.Array, fidelity: Fidelity, observed: jax.Array | None = None) -> jax.Array:
     """[B, H, W, 3]: the `Fidelity` blend of candidates `images` [B, R, H, W, 3] ranked by `score` [B, R]
-    (lowest first, ties by restart index); weight 0 gives the best candidate exactly."""
+    (lowest first, ties by restart index) and, with `fidelity.input`, of `observed` [B, h, w, 3] in [-1, 1]
+    (required then: ValueError without). The default knob gives the best candidate exactly."""
     k = images.shape[1] if not fidelity.k else min(fidelity.k, images.shape[1])
     order = jnp.argsort(score, axis=1, stable=True)[:, :k]
     chosen = jnp.take_along_axis(images, order[:, :, None, None, None], axis=1)  # [B, k, H, W, 3]
-    if fidelity.weight == 0:
-        return chosen[:, 0]
-    return (1 - fidelity.weight) * chosen[:, 0] + fidelity.weight * chosen.mean(axis=1)
+    answer = chosen[:, 0]
+    if fidelity.weight:
+        answer = (1 - fidelity.weight) * answer + fidelity.weight * chosen.mean(axis=1)
+    if fidelity.input:
+        if observed is None:
+            raise ValueError("fidelity: a share of the input needs the observation (observed=)")
+        answer = (1 - fidelity.input) * answer + fidelity.input * upsampled(observed, images.shape[2])
+    return answer
 
 
 @flax.struct.dataclass

@@ -271,7 +271,7 @@ def _search(
         estimates=tuple(_per_candidate(e, b, restarts) for e in estimates),
         tuned=tuned,
         score=score,
-        estimate=candidates.estimate(images, score, fidelity),
+        estimate=candidates.estimate(images, score, fidelity, observed),
         fidelity=fidelity,
     )
 
@@ -316,7 +316,8 @@ def restore(
         ball (pivotal tuning), in the same compiled call; None: the
         generator as it is.
       fidelity: the knob between realism and PSNR (`candidates.Fidelity`; None:
-        `Fidelity()`, the best candidate): the result's `estimate`.
+        `Fidelity()`, the best candidate): the result's `estimate`. A share of
+        the input (`Fidelity.input`) needs RGB observations without a mask.
       lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
         (loaded when None and `search.lpips` > 0); passed to the compiled
         search as an argument.
@@ -334,6 +335,8 @@ def restore(
     """
     args, search = _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset)
     fidelity = candidates.Fidelity() if fidelity is None else fidelity
+    if fidelity.input and not inputs.same_kind(observed, np.shape(observed)[1], op):
+        raise ValueError("fidelity: a share of the input needs RGB observations with every pixel known (no mask)")
     return _search(generator, *args, search=search, layers=layers, tuning=tuning, fidelity=fidelity)
 
 
@@ -413,7 +416,7 @@ def render(generator: Generator, variables, result: candidates.UpscaleResult) ->
 
     Returns:
       [B, R, H, W, 3] float32 in [-1, 1]: `result.images`, up to float rounding
-      (`candidates.estimate(them, result.score, result.fidelity)` is `result.estimate` again).
+      (`candidates.estimate(them, result.score, result.fidelity, observed)` is `result.estimate` again).
     """
     b, r = result.latents.shape[:2]
     noise = [m.reshape(b * r, *m.shape[2:]) for m in result.noise]

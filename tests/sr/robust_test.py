@@ -109,7 +109,17 @@ def test_fidelity_blends_the_best_candidate_with_the_mean_of_the_k_best():
     np.testing.assert_allclose(
         candidates.estimate(same, score, candidates.Fidelity(weight=1.0)), images[:, 0], atol=1e-6
     )
-    for bad, match in [({"weight": 1.5}, "weight must be in"), ({"k": -1}, "k must be >= 0")]:
+    observed = jax.random.uniform(jax.random.key(1), (2, 2, 2, 3), minval=-1, maxval=1)
+    up = candidates.upsampled(observed, 8)
+    assert up.shape == (2, 8, 8, 3) and float(jnp.abs(up).max()) <= 1
+    np.testing.assert_allclose(up[:, ::4, ::4][:, :1, :1], observed[:, :1, :1], atol=0.3)  # near its pixels
+    quarter = candidates.estimate(images, score, candidates.Fidelity(weight=0.5, input=0.25), observed)
+    np.testing.assert_allclose(quarter, 0.75 * half + 0.25 * up, atol=1e-6)
+    np.testing.assert_allclose(candidates.estimate(images, score, candidates.Fidelity(input=1), observed), up)
+    with pytest.raises(ValueError, match="needs the observation"):
+        candidates.estimate(images, score, candidates.Fidelity(input=0.5))
+    bads = [({"weight": 1.5}, "weight must be in"), ({"k": -1}, "k must be >= 0"), ({"input": -0.1}, "share")]
+    for bad, match in bads:
         with pytest.raises(ValueError, match=match):
             candidates.Fidelity(**bad)
 
@@ -121,6 +131,26 @@ def test_the_result_records_its_fidelity_and_renders_its_estimate_exactly():
     again = candidates.estimate(pulse.render(*helpers.tiny_generator(), res), res.score, res.fidelity)
     np.testing.assert_allclose(again, res.estimate, atol=1e-5)
     np.testing.assert_array_equal(robust().estimate, res.best)  # the default knob: the best candidate
+
+
+def test_a_share_of_the_input_blends_its_upsampling_and_needs_an_rgb_input_without_a_mask():
+    G, variables = helpers.tiny_generator()
+    y = jax.random.uniform(jax.random.key(2), (1, 16, 16, 3), minval=-1, maxval=1)
+    search = pulse.Search(restarts=2, steps=2)
+    key = jax.random.key(0)
+    plain = pulse.upscale(G, variables, y, key=key, search=search)
+    knob = candidates.Fidelity(input=0.5)
+    half = pulse.upscale(G, variables, y, key=key, search=search, fidelity=knob)
+    np.testing.assert_allclose(half.estimate, 0.5 * plain.best + 0.5 * candidates.upsampled(y, 64), atol=1e-5)
+    known = jnp.ones((1, 64, 64), bool)
+    with pytest.raises(ValueError, match="every pixel known"):
+        pulse.restore(
+            G, variables, jnp.zeros((1, 64, 64, 3)), degrade.Mask(known), key=key, search=search, fidelity=knob
+        )
+    with pytest.raises(ValueError, match="RGB"):
+        pulse.restore(
+            G, variables, jnp.zeros((1, 64, 64, 1)), degrade.Grayscale(), key=key, search=search, fidelity=knob
+        )
 
 
 def test_bad_robust_settings_are_one_line_errors():
