@@ -70,9 +70,10 @@ def test_real_and_synthetic_tasks_run_end_to_end_through_the_benchmark():
             assert float(floor.max()) == 0  # made by the operator the search assumes: the truth fits exactly
         else:
             assert float(floor.min()) > 1e-5  # no image degrades exactly to a real input, the truth included
-        methods = {"baseline": classical, **heldout["search"](G, variables, op, y, ilos, settings)}
+        knobs = heldout["parse_knobs"]("1,1:0.5", 2)  # the mean of the 2 best; half of it the input's bicubic
+        methods = {"baseline": classical, **heldout["search"](G, variables, op, y, ilos, settings, fidelity=knobs)}
         s = {m: heldout["scores"](op, x, y, hr, lpips, settings.eps, floor) for m, x in methods.items()}
-        assert set(s) == {"baseline", "pulse", "ilo"}
+        assert set(s) == {"baseline", "pulse", "ilo", "ilo_f1", "ilo_f1_in0.5"}
         assert all(0 <= r["within_eps"] <= 1 and np.isfinite(r["psnr"]) for r in s.values())
         assert s["ilo"]["obs_mse"] <= s["pulse"]["obs_mse"]  # ILO continues PULSE's search, keeping what fits better
         row = heldout["table_row"](name, "ilo", s["ilo"], float(floor.mean()))
