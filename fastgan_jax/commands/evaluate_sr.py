@@ -26,8 +26,9 @@ same search continued in the generator's intermediate features (ILO,
 The inputs here are made by the degradation that the search assumes, so
 `--mode exact` is the default; `--mode robust` measures `fastgan-upscale`'s
 default for real inputs on them (`pulse.ROBUST`, the blur searched, ILO at
-radius 0.1: see `fastgan-upscale --help`). `--fidelity W` scores the blend
-of the best candidate and the mean of the best ones (`candidates.Fidelity`),
+radius 0.1: see `fastgan-upscale --help`). `--fidelity W` (and `--fidelity-k`,
+`--fidelity-input`) scores the blend of the best candidate, the mean of the
+best ones and the input's bicubic upsampling (`candidates.Fidelity`),
 `--tune-steps N` the generator tuned per image after the search.
 """
 

@@ -37,8 +37,9 @@ and ILO at 8,16,32 with radius 0.1 (`pulse.ROBUST_LAYERS`) unless --layers
 and --layer-radius are given. `--mode exact` is the search as the flags
 say (PULSE's MSE, no floor, no ILO unless --layers): for inputs made exactly
 by the assumed operator. `--fidelity W` in [0, 1] blends the best candidate
-with the mean of the best ones (`candidates.Fidelity`): higher PSNR, less
-realism. `--tune-steps N` tunes the generator per input after the search
+with the mean of the --fidelity-k best ones, and `--fidelity-input I` takes
+a share I of the input's own bicubic upsampling (`candidates.Fidelity`):
+higher PSNR, less realism (docs/restoration_real.md: the curves). `--tune-steps N` tunes the generator per input after the search
 (`fastgan_jax/sr/tune.py`, within --tune-radius of each weight tensor).
 """
 
