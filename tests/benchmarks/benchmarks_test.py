@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import helpers
+import numpy as np
 import pytest
+from PIL import Image
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -280,3 +282,24 @@ def test_compile_cache_times_a_first_and_a_cached_start(tmp_path, monkeypatch, c
     (row,) = (json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines())
     assert row["cached_programs"] >= 1 and row["first_s"] > 0 and row["second_s"] > 0, row
     assert re.search(r"first start [\d.]+ s, second start [\d.]+ s \([\d.]+x faster; \d+ programs cached\)", out), out
+
+
+def test_plot_restoration_draws_the_knobs_curve_and_prints_the_tables(tmp_path, monkeypatch, capsys):
+    def scores(psnr, lpips):
+        return {"within_eps": 1.0, "obs_mse": 1e-3, "psnr": psnr, "ssim": 0.5, "lpips_alex": lpips}
+
+    ours = {"baseline": scores(18.7, 0.56), "robust_ilo": scores(15.8, 0.22), "robust_ilo_f1": scores(17.1, 0.21)}
+    ours["robust_ilo_f1_in0.33"] = scores(18.3, 0.25)
+    report = {"tasks": {"jpeg75_x4": ours | {"truth_obs_mse": 2.5e-3, "seconds": 1}}}
+    reference = {"tasks": {"jpeg75_x4": {"baseline": scores(18.7, 0.56), "ilo": scores(16.5, 0.28)}}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    (tmp_path / "ref.json").write_text(json.dumps(reference))
+    png = tmp_path / "curves.png"
+    args = [str(tmp_path / "r.json"), "--reference", str(tmp_path / "ref.json"), "--png", str(png)]
+    out = run_script("plot_restoration.py", args, monkeypatch, capsys)
+    assert "| robust_ilo_f1_in0.33 | 18.30 | 0.500 | 0.250 | 1.0e-03 |" in out and "| exact ilo | 16.50 |" in out
+    assert "exact baseline" not in out and "truth_obs_mse" not in out
+    img = np.asarray(Image.open(png).convert("RGB"))
+    assert img.shape == (300, 420, 3)
+    ours_blue = np.all(img == (30, 90, 200), axis=-1).sum()
+    assert ours_blue > 100 and np.all(img == (200, 60, 40), axis=-1).any()  # the curve, the reference's point
