@@ -4,6 +4,7 @@ fidelity knob. Each default is written once, in the value it fills.
 """
 
 import argparse
+import dataclasses
 import pathlib
 
 import jax.numpy as jnp
@@ -54,7 +55,8 @@ MODES = ("robust", "exact")
 
 
 def add_mode_options(p: argparse.ArgumentParser, default: str) -> None:
-    """--mode, --floor, --fidelity, --fidelity-k, --fidelity-input and the tuning's --tune-steps, --tune-radius, --tune-lr."""
+    """--mode, --floor, the knob's --fidelity, --fidelity-k, --fidelity-input and the tuning's --tune-steps,
+    --tune-radius, --tune-lr."""
     p.add_argument(
         "--mode",
         default=default,
@@ -70,22 +72,26 @@ def add_mode_options(p: argparse.ArgumentParser, default: str) -> None:
         help=f"the observation's error floor (MSE, [0, 1] scale): fits within it are not improved on "
         f"(default {pulse.ROBUST.floor:g} in robust mode, 0 in exact mode)",
     )
+    knob = pulse.ROBUST_FIDELITY
     p.add_argument(
         "--fidelity",
         type=number(float, lambda v: 0 <= v <= 1, "in [0, 1]"),
-        default=0.0,
-        help="the answer: (1 - W) x the best candidate + W x the mean of the --fidelity-k best (0: the best "
-        "candidate, realistic; 1: the mean, higher PSNR)",
+        default=None,
+        help=f"the answer: (1 - W) x the best candidate + W x the mean of the --fidelity-k best (0: the best "
+        f"candidate, realistic; 1: the mean, higher PSNR; default {knob.weight:g} in robust mode, 0 in exact mode)",
     )
     p.add_argument(
-        "--fidelity-k", type=NON_NEGATIVE_INT, default=0, help="--fidelity's mean takes the k best candidates (0: all)"
+        "--fidelity-k",
+        type=NON_NEGATIVE_INT,
+        default=None,
+        help=f"--fidelity's mean takes the k best candidates (0: all; default {knob.k} in robust mode, 0 in exact)",
     )
     p.add_argument(
         "--fidelity-input",
         type=number(float, lambda v: 0 <= v <= 1, "in [0, 1]"),
-        default=0.0,
-        help="the share of the input's own bicubic upsampling in the answer (0: none; more: PSNR towards and past "
-        "bicubic's, realism down; RGB inputs without a mask)",
+        default=None,
+        help=f"the share of the input's own bicubic upsampling in the answer (0: none; more: PSNR towards and past "
+        f"bicubic's, realism down; RGB inputs without a mask; default {knob.input:g} in robust mode, 0 in exact)",
     )
     p.add_argument(
         "--tune-steps",
@@ -127,8 +133,14 @@ def parse_tuning(args) -> tune.Tuning | None:
 
 
 def parse_fidelity(args) -> candidates.Fidelity:
-    """--fidelity, --fidelity-k and --fidelity-input as `candidates.Fidelity`."""
-    return candidates.Fidelity(weight=args.fidelity, k=args.fidelity_k, input=args.fidelity_input)
+    """--fidelity, --fidelity-k and --fidelity-input as `candidates.Fidelity`: those given, the others the mode's
+    (`pulse.ROBUST_FIDELITY` in robust mode, without the input's share for a --gray or --mask input, which has
+    no RGB image to upsample; the best candidate in exact mode)."""
+    default = pulse.ROBUST_FIDELITY if getattr(args, "mode", "exact") == "robust" else candidates.Fidelity()
+    if getattr(args, "gray", False) or getattr(args, "mask", None):
+        default = dataclasses.replace(default, input=0.0)
+    given = {"weight": args.fidelity, "k": args.fidelity_k, "input": args.fidelity_input}
+    return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
 
 
 def add_degradation_options(p: argparse.ArgumentParser) -> None:

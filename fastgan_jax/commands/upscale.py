@@ -39,7 +39,11 @@ say (PULSE's MSE, no floor, no ILO unless --layers): for inputs made exactly
 by the assumed operator. `--fidelity W` in [0, 1] blends the best candidate
 with the mean of the --fidelity-k best ones, and `--fidelity-input I` takes
 a share I of the input's own bicubic upsampling (`candidates.Fidelity`):
-higher PSNR, less realism (docs/restoration_real.md: the curves). `--tune-steps N` tunes the generator per input after the search
+higher PSNR, less realism (docs/restoration_real.md: the curves). The
+robust mode's default knob is `pulse.ROBUST_FIDELITY` (the mean of the 4
+best with a third of the input: PSNR near bicubic's); `--fidelity 0
+--fidelity-input 0` gives the sharpest, most realistic answer.
+`--tune-steps N` tunes the generator per input after the search
 (`fastgan_jax/sr/tune.py`, within --tune-radius of each weight tensor).
 """
 

@@ -121,6 +121,13 @@ ROBUST_LAYERS = ilo.Layers(radii=(0.1,))
 the details."""
 
 
+ROBUST_FIDELITY = candidates.Fidelity(weight=1.0, k=4, input=0.33)
+"""The robust mode's answer (`fastgan-upscale`'s default): the mean of the 4 best candidates with a third of the
+input's bicubic upsampling. On the held-out benchmark's real inputs (JPEG 75, Real-ESRGAN's chain and PIL's
+bicubic at x4, JPEG 75 at x8) its PSNR is within 0.5 dB of bicubic's or above and its LPIPS a half to a third
+of bicubic's (docs/restoration_real.md: the curves); `candidates.Fidelity()` is the sharpest answer."""
+
+
 def pulse_schedule(steps: int, lr: float):
     """PULSE's `linear1cycledrop`: 0.1x -> 1x -> 0.1x over 90% of the steps, then down to 0.001x."""
 

@@ -40,9 +40,10 @@ def test_upscale_is_robust_by_default_and_exact_on_request(tiny, capsys):
     assert report["layers"]["resolutions"] == [8, 16, 32] and report["layers"]["radii"] == [0.1] * 3
     (sigma,) = report["blur_estimate"]  # the blur of unknown width, estimated with the image
     assert 0.3 <= sigma <= 3.0
-    assert report["fidelity"] == {"weight": 0.0, "k": 0, "input": 0.0} and report["tuning"] is None
+    assert report["fidelity"] == {"weight": 1.0, "k": 4, "input": 0.33} and report["tuning"] is None  # ROBUST_FIDELITY
     report, _ = tiny("--mode", "exact")
     assert report["loss"] == "mse" and report["floor"] == 0 and report["layers"] is None
+    assert report["fidelity"] == {"weight": 0.0, "k": 0, "input": 0.0}  # the best candidate
     assert report["blur_estimate"] == [] and {c["stage"] for c in report["candidates"]} == {0}
     # Flags given win over the mode's defaults.
     report, _ = tiny("--layers", "8", "--layer-radius", "0.2", "--floor", "0")
@@ -51,7 +52,9 @@ def test_upscale_is_robust_by_default_and_exact_on_request(tiny, capsys):
 
 
 def test_upscale_fidelity_writes_the_blend_and_tuning_is_recorded(tiny):
-    report, out = tiny("--fidelity", "1", "--fidelity-k", "2", "--tune-steps", "2", "--tune-radius", "0.02")
+    flags = ["--fidelity", "1", "--fidelity-k", "2", "--fidelity-input", "0"]
+    flags += ["--tune-steps", "2", "--tune-radius", "0.02"]
+    report, out = tiny(*flags)
     assert report["fidelity"] == {"weight": 1.0, "k": 2, "input": 0.0}
     assert report["tuning"] == {"steps": 2, "lr": 1e-3, "radius": 0.02}
     assert {c["stage"] for c in report["candidates"]} <= {0, 1, 2, 3, 4}  # 4: the tuned generator
@@ -62,7 +65,7 @@ def test_upscale_fidelity_writes_the_blend_and_tuning_is_recorded(tiny):
 
 def test_upscale_fidelity_input_one_is_the_inputs_bicubic_upsampling(tiny, tmp_path):
     report, out = tiny("--fidelity-input", "1")
-    assert report["fidelity"] == {"weight": 0.0, "k": 0, "input": 1.0}
+    assert report["fidelity"] == {"weight": 1.0, "k": 4, "input": 1.0}
     lr = np.asarray(Image.open(tmp_path / "in" / "thumb.png"), np.float32) / 127.5 - 1
     want = (np.asarray(candidates_lib.upsampled(lr[None], 64))[0] + 1) * 127.5
     answer = np.asarray(Image.open(out / "thumb_png_sr.png"), np.float32)
@@ -103,7 +106,7 @@ def test_evaluate_sr_takes_the_robust_mode_the_knob_and_the_tuning(tmp_path, mon
         evaluate_sr.main(args)
     report = json.loads((tmp_path / "sr.json").read_text())
     assert report["blind"] and report["search"]["loss"] == "robust" and report["search"]["floor"] == 1e-3
-    assert report["fidelity"] == {"weight": 0.5, "k": 0, "input": 0.0} and report["tuning"]["steps"] == 2
+    assert report["fidelity"] == {"weight": 0.5, "k": 4, "input": 0.33} and report["tuning"]["steps"] == 2
     assert report["layers"]["radii"] == [0.1]
     assert all(np.isfinite(report[m]["psnr"]) for m in ("pulse", "ilo", "baseline"))
     assert "baseline (bicubic)" in capsys.readouterr().out
