@@ -51,7 +51,7 @@ from fastgan_jax.commands.evaluate import FEW_IMAGES
 from fastgan_jax.metrics import inception, similarity
 from fastgan_jax.metrics import lpips as lpips_lib
 from fastgan_jax.metrics.lpips import lpips_distance
-from fastgan_jax.sr import baseline, candidates, degrade, pulse
+from fastgan_jax.sr import baseline, degrade, pulse
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.train import runs
 
@@ -143,7 +143,8 @@ def evaluate_sr(
       blind: the search assumes a blur of unknown width before the downscaling (`degrade.blind`; the robust
         mode), while the images are degraded as `degradation` says.
       tuning: `tune.Tuning`: the generator tuned per image after each search (None: not).
-      fidelity: `candidates.Fidelity`: each method's answer at this knob (None: the best candidate).
+      fidelity: each method's answer at this knob: a `candidates.Fidelity`, a dict of some of its fields or
+        None, the others the search's default for the operator (`pulse.fidelity_for`).
       save_to: a folder for the images: hr/, observed/ (the degraded input) and one
         folder per method, `00000.png` ... in each (None: none written).
 
@@ -168,6 +169,7 @@ def evaluate_sr(
     op, observed = degraded(hr, size, how, seed)
     lpips_vgg = lpips_lib.lpips_variables("vgg") if search.lpips else None  # loaded once, not per batch
     settings = {"search": search, "lpips_variables": lpips_vgg, "seed": seed, "batch": batch, "progress": progress}
+    fidelity = pulse.fidelity_for(search, observed, op, fidelity)
     settings |= {"tuning": tuning, "fidelity": fidelity}
     searched = degrade.blind(op) if blind else op
     t0 = time.perf_counter()
@@ -193,7 +195,7 @@ def evaluate_sr(
         "layers": layers and dataclasses.asdict(layers),
         "blind": blind,
         "tuning": tuning and dataclasses.asdict(tuning),
-        "fidelity": dataclasses.asdict(fidelity or candidates.Fidelity()),
+        "fidelity": dataclasses.asdict(fidelity),
     }
     lpips = lpips_distance("alex")
     hr_feats = inception.inception_features(hr_u8, progress="HR features" if progress else None)

@@ -4,13 +4,12 @@ fidelity knob. Each default is written once, in the value it fills.
 """
 
 import argparse
-import dataclasses
 import pathlib
 
 import jax.numpy as jnp
 import numpy as np
 
-from fastgan_jax.sr import candidates, degrade, ilo, pulse, tune
+from fastgan_jax.sr import degrade, ilo, pulse, tune
 from fastgan_jax.sr import files as sr_files
 
 
@@ -132,15 +131,11 @@ def parse_tuning(args) -> tune.Tuning | None:
     return tune.Tuning(steps=args.tune_steps, lr=args.tune_lr, radius=args.tune_radius)
 
 
-def parse_fidelity(args) -> candidates.Fidelity:
-    """--fidelity, --fidelity-k and --fidelity-input as `candidates.Fidelity`: those given, the others the mode's
-    (`pulse.ROBUST_FIDELITY` in robust mode, without the input's share for a --gray or --mask input, which has
-    no RGB image to upsample; the best candidate in exact mode)."""
-    default = pulse.ROBUST_FIDELITY if getattr(args, "mode", "exact") == "robust" else candidates.Fidelity()
-    if getattr(args, "gray", False) or getattr(args, "mask", None):
-        default = dataclasses.replace(default, input=0.0)
+def parse_fidelity(args) -> dict:
+    """--fidelity, --fidelity-k and --fidelity-input as the `candidates.Fidelity` fields given: `pulse.restore`
+    takes the others from the search's default for the input's operator (`pulse.fidelity_for`)."""
     given = {"weight": args.fidelity, "k": args.fidelity_k, "input": args.fidelity_input}
-    return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def add_degradation_options(p: argparse.ArgumentParser) -> None:

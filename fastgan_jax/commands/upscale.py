@@ -197,7 +197,7 @@ def _upscale_one(G, variables, search, layers, lpips_variables, op, path, lr, in
             "loss": search.loss,
             "floor": search.floor,
             "tuning": tuning and dataclasses.asdict(tuning),
-            "fidelity": dataclasses.asdict(fidelity),
+            "fidelity": dataclasses.asdict(res.fidelity),
             "blur_estimate": [float(e[0, res.best_index[0]]) for e in res.estimates],
         },
     )

@@ -128,6 +128,27 @@ bicubic at x4, JPEG 75 at x8) its PSNR is within 0.5 dB of bicubic's or above an
 of bicubic's (docs/restoration_real.md: the curves); `candidates.Fidelity()` is the sharpest answer."""
 
 
+def fidelity_for(search: Search, observed, op, fidelity=None) -> candidates.Fidelity:
+    """The knob `restore` reads its answer at, decided by the operator.
+
+    Args:
+      search: the search (`Search`): the default depends on its loss.
+      observed: [B, h, w, c] observations, as `restore` takes them.
+      op: the operator that made them (`degrade`).
+      fidelity: a `candidates.Fidelity` (returned as it is); a dict of some of its fields, which replace the
+        default's; or None: the default, `ROBUST_FIDELITY` for the robust loss and the best candidate
+        (`Fidelity()`) otherwise. The default takes a share of the input only where the observations are RGB
+        images with every pixel known (`inputs.same_kind`: not gray, no `degrade.Mask`); a share asked for
+        elsewhere is `restore`'s ValueError.
+    """
+    if isinstance(fidelity, candidates.Fidelity):
+        return fidelity
+    default = ROBUST_FIDELITY if search.loss == "robust" else candidates.Fidelity()
+    if not inputs.same_kind(observed, np.shape(observed)[1], op):
+        default = dataclasses.replace(default, input=0.0)
+    return dataclasses.replace(default, **(fidelity or {}))
+
+
 def pulse_schedule(steps: int, lr: float):
     """PULSE's `linear1cycledrop`: 0.1x -> 1x -> 0.1x over 90% of the steps, then down to 0.001x."""
 
@@ -322,9 +343,12 @@ def restore(
         the generator with its weights tuned for that image inside a small
         ball (pivotal tuning), in the same compiled call; None: the
         generator as it is.
-      fidelity: the knob between realism and PSNR (`candidates.Fidelity`; None:
-        `Fidelity()`, the best candidate): the result's `estimate`. A share of
-        the input (`Fidelity.input`) needs RGB observations without a mask.
+      fidelity: the knob between realism and PSNR, the result's `estimate`:
+        a `candidates.Fidelity`, a dict of some of its fields or None, the
+        others the search's default for this operator (`fidelity_for`:
+        `ROBUST_FIDELITY` for the robust loss, else the best candidate). A
+        share of the input (`Fidelity.input`) needs RGB observations without
+        a mask.
       lpips_variables: LPIPS-VGG weights, `fastgan_jax.metrics.lpips.lpips_variables('vgg')`
         (loaded when None and `search.lpips` > 0); passed to the compiled
         search as an argument.
@@ -341,7 +365,7 @@ def restore(
         out of range fail when the `Search` is made).
     """
     args, search = _prepare(generator, variables, observed, op, key, search, layers, lpips_variables, image_offset)
-    fidelity = candidates.Fidelity() if fidelity is None else fidelity
+    fidelity = fidelity_for(search, observed, op, fidelity)
     if fidelity.input and not inputs.same_kind(observed, np.shape(observed)[1], op):
         raise ValueError("fidelity: a share of the input needs RGB observations with every pixel known (no mask)")
     return _search(generator, *args, search=search, layers=layers, tuning=tuning, fidelity=fidelity)

@@ -1,6 +1,7 @@
 """The robust mode for inputs of unknown origin (`pulse.ROBUST`, `degrade.blind`) and the fidelity knob
 (`candidates.Fidelity`), on the tiny generator."""
 
+import dataclasses
 import functools
 
 import helpers
@@ -130,7 +131,24 @@ def test_the_result_records_its_fidelity_and_renders_its_estimate_exactly():
     assert res.fidelity == knob
     again = candidates.estimate(pulse.render(*helpers.tiny_generator(), res), res.score, res.fidelity)
     np.testing.assert_allclose(again, res.estimate, atol=1e-5)
-    np.testing.assert_array_equal(robust().estimate, res.best)  # the default knob: the best candidate
+    assert robust().fidelity == pulse.ROBUST_FIDELITY  # the robust search's default knob
+
+
+def test_the_default_knob_is_decided_by_the_operator():
+    rgb, gray = jnp.zeros((1, 16, 16, 3)), jnp.zeros((1, 64, 64, 1))
+    x4 = degrade.blind(degrade.Downsample(4))
+    masked = degrade.blind(degrade.chain(degrade.Downsample(4), degrade.Mask(jnp.ones((1, 16, 16), bool))))
+    without_input = dataclasses.replace(pulse.ROBUST_FIDELITY, input=0.0)
+    assert pulse.fidelity_for(pulse.ROBUST, rgb, x4) == pulse.ROBUST_FIDELITY
+    assert pulse.fidelity_for(pulse.ROBUST, rgb, masked) == without_input  # whatever flag made the mask
+    assert pulse.fidelity_for(pulse.ROBUST, gray, degrade.Grayscale()) == without_input
+    assert pulse.fidelity_for(pulse.ROBUST, gray, degrade.Grayscale(), {"k": 8}) == dataclasses.replace(
+        without_input, k=8
+    )
+    assert pulse.fidelity_for(pulse.ROBUST, rgb, x4, {"weight": 0.5}).weight == 0.5
+    assert pulse.fidelity_for(pulse.Search(), rgb, degrade.Downsample(4)) == candidates.Fidelity()  # the best
+    knob = candidates.Fidelity(input=0.5)
+    assert pulse.fidelity_for(pulse.ROBUST, gray, degrade.Grayscale(), knob) is knob  # asked for: restore refuses
 
 
 def test_a_share_of_the_input_blends_its_upsampling_and_needs_an_rgb_input_without_a_mask():
