@@ -1,3 +1,6 @@
+import contextlib
+import copy
+import io
 import json
 import re
 
@@ -12,7 +15,8 @@ from fastgan_jax.train import trainer
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A tiny run on six generated images, with FID every 2 steps and one latest checkpoint kept."""
+    """A tiny run trained for 4 steps on six generated images, one latest checkpoint kept (in tmp / "run"), and
+    its config with FID every 2 steps (for the test of FID during training)."""
     tmp = tmp_path_factory.mktemp("eval")
     rng = np.random.default_rng(0)
     (tmp / "data").mkdir()
@@ -30,20 +34,24 @@ def run(tmp_path_factory):
         log_every=2,
         on_device="no",  # streamed: the program of training_test's streaming test, compiled once
     )
+    plain = copy.deepcopy(cfg)
+    plain.log.fid_every = 0
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.train_and_evaluate(plain, tmp / "run")
     return tmp, cfg
 
 
 @pytest.mark.slow
 def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
     tmp, cfg = run
-    trainer.train_and_evaluate(cfg, tmp / "run")
+    trainer.train_and_evaluate(cfg, tmp / "fid_run")
     out = capsys.readouterr().out
     fids = {int(s): float(v) for s, v in re.findall(r"step (\d+): FID ([\d.]+)", out)}
     assert sorted(fids) == [2, 4]
     kids = {int(s) for s in re.findall(r"step (\d+): FID [\d.]+, KID -?[\d.]+ \(8 samples\)", out)}
-    logged = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (tmp / "fid_run" / "metrics.jsonl").read_text().splitlines()]
     assert kids == {2, 4} == {r["step"] for r in logged if "kid" in r and "fid" in r}
-    kept = sorted(int(p.name) for p in (tmp / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    kept = sorted(int(p.name) for p in (tmp / "fid_run" / "checkpoints").iterdir() if p.name.isdigit())
     assert kept == sorted({4, min(fids, key=fids.get)})  # the latest and the best
 
 

@@ -34,6 +34,7 @@ def tiny(monkeypatch, tmp_path):
     return cli
 
 
+@pytest.mark.slow
 def test_upscale_is_robust_by_default_and_exact_on_request(tiny, capsys):
     report, _ = tiny()
     assert report["mode"] == "robust" and report["loss"] == "robust" and report["floor"] == pulse.ROBUST.floor
@@ -51,6 +52,7 @@ def test_upscale_is_robust_by_default_and_exact_on_request(tiny, capsys):
     assert "best LR MSE" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_upscale_fidelity_writes_the_blend_and_tuning_is_recorded(tiny):
     flags = ["--fidelity", "1", "--fidelity-k", "2", "--fidelity-input", "0"]
     flags += ["--tune-steps", "2", "--tune-radius", "0.02"]
@@ -63,6 +65,7 @@ def test_upscale_fidelity_writes_the_blend_and_tuning_is_recorded(tiny):
     assert np.abs(answer - (candidates[0] + candidates[1]) / 2).max() <= 1.0  # the mean, up to uint8 rounding
 
 
+@pytest.mark.slow
 def test_upscale_fidelity_input_one_is_the_inputs_bicubic_upsampling(tiny, tmp_path):
     report, out = tiny("--fidelity-input", "1")
     assert report["fidelity"] == {"weight": 1.0, "k": 4, "input": 1.0}
@@ -91,6 +94,7 @@ def test_upscale_bad_mode_flags_are_one_line_errors(tmp_path, capsys, flags, mes
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_evaluate_sr_takes_the_robust_mode_the_knob_and_the_tuning(tmp_path, monkeypatch, capsys):
     G, variables = helpers.tiny_generator()
     config = {"data": {"aspect": "center_crop", "background": [255, 255, 255]}}

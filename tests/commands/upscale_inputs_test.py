@@ -25,6 +25,7 @@ def _lr(path, colour=(200, 180, 20)):
     return path
 
 
+@pytest.mark.slow
 def test_a_name_at_the_limit_gets_outputs_that_fit_and_the_next_input_runs(tmp_path, capsys, tiny_generator):
     long = _lr(tmp_path / "in" / ("x" * 246 + ".png"))  # 250 bytes: legal; its NAME_compare.png would not be
     _lr(tmp_path / "in" / "zz.png", (20, 40, 200))
@@ -42,6 +43,7 @@ def test_a_name_at_the_limit_gets_outputs_that_fit_and_the_next_input_runs(tmp_p
     assert sr_files.output_name(tmp_path / "face.png") == "face_png"  # short names as before
 
 
+@pytest.mark.slow
 def test_results_next_to_the_inputs_never_become_inputs(tmp_path, capsys, tiny_generator):
     _lr(tmp_path / "in" / "face.png")
     _lr(tmp_path / "in" / "user_sr.png", (20, 40, 200))  # a user's own file that merely looks like a result
@@ -101,6 +103,7 @@ def test_a_misspelt_config_field_gets_the_closest_one():
         check_fields(["batchsize"])
 
 
+@pytest.mark.slow
 def test_gray_masked_noisy_restorations_are_labelled_by_what_was_observed(
     tmp_path, capsys, monkeypatch, tiny_generator
 ):

@@ -68,6 +68,7 @@ def test_schedule_is_pulses_linear1cycledrop():
     )
 
 
+@pytest.mark.slow
 def test_lr_from_the_generator_is_matched_on_the_sphere():
     res = search()
     assert res.images.shape == (2, 3, 64, 64, 3) and res.best.shape == (2, 64, 64, 3)
@@ -318,6 +319,7 @@ def test_upscale_cli_out_that_is_a_file_fails_before_the_search(tmp_path, capsys
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("is a file; give a folder for the results")
 
 
+@pytest.mark.slow
 def test_upscale_cli_same_stems_unreadable_files_and_reruns(tmp_path, capsys, monkeypatch, tiny_generator):
     (tmp_path / "in").mkdir()
     Image.new("RGB", (8, 8), (200, 180, 20)).save(tmp_path / "in" / "face.png")
@@ -373,6 +375,7 @@ def test_upscale_cli_layers_record_each_candidates_stage_and_bad_layers_are_one_
     assert line.startswith("error: --layers 8,x: invalid literal for int()"), line
 
 
+@pytest.mark.slow
 def test_upscale_cli_restores_a_blurred_gray_noisy_partly_known_input(tmp_path, capsys, tiny_generator):
     (tmp_path / "in").mkdir()
     Image.new("L", (16, 16), 120).save(tmp_path / "in" / "gray.png")
@@ -406,6 +409,7 @@ def test_upscale_cli_restores_a_blurred_gray_noisy_partly_known_input(tmp_path, 
     assert line.startswith("error: --lpips is for GAN inversion of a clean colour image"), line
 
 
+@pytest.mark.slow
 def test_restore_counts_only_the_known_pixels_of_a_mask_and_each_image_alone():
     """Inpainting: per-image masks; what is in the unknown pixels changes nothing, nor do the other images."""
     G, v = generator()

@@ -89,6 +89,7 @@ def test_robust_mode_is_one_compiled_call_that_estimates_the_blur_and_stops_at_t
     np.testing.assert_allclose(first.images, one_step.images, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_robust_search_fits_better_than_its_start_and_renders_again():
     res = robust(steps=10)
     start = robust(steps=1)

@@ -158,6 +158,7 @@ def nan_from(first_step, *, only_at_full_lr):
     return extra
 
 
+@pytest.mark.slow
 def test_nan_rolls_back_to_the_last_checkpoint_at_half_lr_and_recovers(tmp_path, capsys):
     cfg = tiny_config(tmp_path, num_steps=16, log_every=4, checkpoint_every=4, sample_every=16)
     state = trainer.train_and_evaluate(cfg, tmp_path / "r", d_extra_loss=nan_from(6, only_at_full_lr=True))
