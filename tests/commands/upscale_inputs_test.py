@@ -3,6 +3,9 @@ and run again, a mask with no known pixel, a file as --out, a gray input without
 
 import json
 import os
+import pathlib
+import re
+import shlex
 
 import helpers
 import pytest
@@ -128,3 +131,17 @@ def test_gray_masked_noisy_restorations_are_labelled_by_what_was_observed(
     assert "g.png: masked (64 -> 64px), best MSE to the input " in capsys.readouterr().out
     assert labels[-1][:2] == [["input 64px", "masked"], ["input", "as given"]]
     assert "bicubic" not in str(labels[-1]) and "x1" not in str(labels[-1])
+
+
+def test_every_upscale_command_of_the_pages_parses():
+    """README's and docs/'s `fastgan-upscale` lines are the command's flags as it takes them (each is run on a
+    tiny generator elsewhere; this checks that none has a flag or value the parser refuses)."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    lines = []
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.DOTALL):
+            joined = block.replace("\\\n", " ")
+            lines += [line for line in joined.splitlines() if line.startswith("fastgan-upscale ")]
+    assert len(lines) >= 8
+    for line in lines:
+        upscale_cli.build_parser().parse_args(shlex.split(line, comments=True)[1:])
