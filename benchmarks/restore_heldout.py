@@ -140,7 +140,7 @@ def tasks(hr_u8, wanted) -> dict:
 def latent_best(G, variables, res, op, y) -> jax.Array:
     """[B, 64, 64, 3]: the best of a result's latent-search candidates (its latents and noise maps, which
     ILO keeps from its first stage), rendered again without the optimised features: plain PULSE's answer."""
-    images = pulse.render(G, variables, res.replace(features=None))
+    images = candidates.render(G, variables, res.replace(features=None))
     b, r = images.shape[:2]
     flat = images.reshape(b * r, *images.shape[2:])
     err = degrade.observed_mse(degrade.repeat(op, r), flat, jnp.repeat(y, r, axis=0)).reshape(b, r)

@@ -126,3 +126,9 @@ def test_tests_mirror_the_package():
     assert folders == {name for name in LAYERS if name != "base"} | {"benchmarks", "data"}, folders
     misplaced = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*_test.py") if p.parent.name == "data"]
     assert not misplaced, misplaced
+
+
+def test_no_module_over_450_lines_and_a_short_init():
+    lengths = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > 450} == {}
+    assert lengths["fastgan_jax/__init__.py"] <= 80

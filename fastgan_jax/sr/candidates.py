@@ -1,4 +1,5 @@
-"""The candidates a search returns (`UpscaleResult`) and the answer read from them at the fidelity knob.
+"""The candidates a search returns (`UpscaleResult`), the answer read from them at the fidelity knob, and the
+candidates rendered again from a result (`render`).
 
 `pulse.restore` searches R candidates per image; each fits the observation
 and differs where the observation cannot tell. `estimate` reads one answer
@@ -9,10 +10,14 @@ bicubic upsampling (`Fidelity`).
 """
 
 import dataclasses
+import functools
 
 import flax
 import jax
 import jax.numpy as jnp
+
+from fastgan_jax.nn.models import Generator
+from fastgan_jax.sr import tune
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,3 +136,45 @@ class UpscaleResult:
     score: jax.Array | None = None
     estimate: jax.Array | None = None
     fidelity: Fidelity = flax.struct.field(pytree_node=False, default=Fidelity())
+
+
+def per_candidate(x: jax.Array, b: int, restarts: int) -> jax.Array:
+    """[B, R, ...] from the search's flat [B * R, ...] (image-major)."""
+    return x.reshape(b, restarts, *x.shape[1:])
+
+
+def pick(x: jax.Array, *, index: jax.Array, b: int, restarts: int) -> jax.Array:
+    """[B, ...]: candidate `index[b]` of each image from [B * R, ...]."""
+    return jnp.take_along_axis(per_candidate(x, b, restarts), index.reshape((b, 1) + (1,) * (x.ndim - 1)), 1)[:, 0]
+
+
+def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
+    """Renders a result's candidates again from its latents and noise maps (with ILO, its features).
+
+    Args:
+      generator, variables: those the search ran with.
+      result: an `UpscaleResult`.
+
+    Returns:
+      [B, R, H, W, 3] float32 in [-1, 1]: `result.images`, up to float rounding
+      (`candidates.estimate(them, result.score, result.fidelity, observed)` is `result.estimate` again).
+    """
+    b, r = result.latents.shape[:2]
+    noise = [m.reshape(b * r, *m.shape[2:]) for m in result.noise]
+    if result.features is not None:  # ILO: from the optimised features
+        feats = {k: f.reshape(b * r, *f.shape[2:]) for k, f in result.features.items()}
+        img, _ = generator.apply(variables, None, train=False, noise=noise, features=feats)
+    else:
+        img, _ = generator.apply(variables, result.latents.reshape(b * r, -1), train=False, noise=noise)
+    images = per_candidate(img.astype(jnp.float32), b, r)
+    if result.tuned is None:
+        return images
+    chosen_one = functools.partial(pick, index=result.best_index, b=b, restarts=r)  # the tuned candidates
+    pivot = {"noise": [chosen_one(m) for m in noise]}
+    if result.features is not None:
+        pivot["features"] = {k: chosen_one(f) for k, f in feats.items()}
+    else:
+        pivot["latents"] = chosen_one(result.latents.reshape(b * r, -1))
+    chosen = jax.nn.one_hot(result.best_index, r, dtype=bool) & result.tuned["improved"][:, None]
+    tuned = tune.render(generator, variables, result.tuned["delta"], pivot)
+    return jnp.where(chosen[..., None, None, None], tuned[:, None], images)

@@ -176,10 +176,6 @@ def _candidate_keys(key, batch, restarts, offset=0):
     return jax.vmap(one)(bs.reshape(-1), rs.reshape(-1))  # [B * R] keys
 
 
-def _per_candidate(x, b, restarts):
-    return x.reshape(b, restarts, *x.shape[1:])
-
-
 @functools.partial(jax.jit, static_argnames=("generator", "search", "layers", "tuning", "fidelity"))
 def _search(
     generator, variables, observed, keys, lpips_variables, op, *, search: Search, layers=None, tuning=None, fidelity
@@ -259,14 +255,14 @@ def _search(
         img, _ = G.apply(variables, None, train=False, noise=best_noise, features=feats)
     else:
         img = render(best)
-    images = _per_candidate(img.astype(jnp.float32), b, restarts)
+    images = candidates.per_candidate(img.astype(jnp.float32), b, restarts)
     plain = search.loss == "mse" and not search.floor  # the score is the MSE itself
     score = best_score.reshape(b, restarts)  # the best steps' scores (`objective`)
     lr_mse = score if plain else degrade.observed_mse(op, img.astype(jnp.float32), target).reshape(b, restarts)
     best_index = jnp.argmin(score, axis=1)
     tuned = None
     if tuning is not None:  # the generator's weights, per image, around its best candidate
-        pick = functools.partial(_pick, index=best_index, b=b, restarts=restarts)
+        pick = functools.partial(candidates.pick, index=best_index, b=b, restarts=restarts)
         pivot = {"noise": [pick(m) for m in best_noise]}
         pivot |= (
             {"features": {r: pick(f) for r, f in feats.items()}} if feats is not None else {"latents": pick(best["z"])}
@@ -291,22 +287,17 @@ def _search(
         best=jnp.take_along_axis(images, best_index[:, None, None, None, None], axis=1)[:, 0],
         best_index=best_index,
         history=history.T.reshape(b, restarts, -1),
-        latents=_per_candidate(best["z"], b, restarts),
-        noise=[_per_candidate(m, b, restarts) for m in best_noise],
+        latents=candidates.per_candidate(best["z"], b, restarts),
+        noise=[candidates.per_candidate(m, b, restarts) for m in best_noise],
         sphere_error=sphere.max(axis=0).reshape(b, restarts),
         stage=stage.reshape(b, restarts),
-        features=None if feats is None else {r: _per_candidate(f, b, restarts) for r, f in feats.items()},
-        estimates=tuple(_per_candidate(e, b, restarts) for e in estimates),
+        features=None if feats is None else {r: candidates.per_candidate(f, b, restarts) for r, f in feats.items()},
+        estimates=tuple(candidates.per_candidate(e, b, restarts) for e in estimates),
         tuned=tuned,
         score=score,
         estimate=candidates.estimate(images, score, fidelity, observed),
         fidelity=fidelity,
     )
-
-
-def _pick(x, *, index, b, restarts):
-    """[B, ...]: candidate `index[b]` of each image from [B * R, ...]."""
-    return jnp.take_along_axis(_per_candidate(x, b, restarts), index.reshape((b, 1) + (1,) * (x.ndim - 1)), 1)[:, 0]
 
 
 def restore(
@@ -436,35 +427,3 @@ def _prepare(generator, variables, observed, op, key, search, layers, lpips_vari
     keys = _candidate_keys(key, batch, search.restarts, image_offset)
     observed = images_lib.to_float(jnp.asarray(observed))
     return (variables, observed, keys, lpips_variables if search.lpips else None, op), search
-
-
-def render(generator: Generator, variables, result: candidates.UpscaleResult) -> jax.Array:
-    """Renders a result's candidates again from its latents and noise maps (with ILO, its features).
-
-    Args:
-      generator, variables: those the search ran with.
-      result: an `UpscaleResult`.
-
-    Returns:
-      [B, R, H, W, 3] float32 in [-1, 1]: `result.images`, up to float rounding
-      (`candidates.estimate(them, result.score, result.fidelity, observed)` is `result.estimate` again).
-    """
-    b, r = result.latents.shape[:2]
-    noise = [m.reshape(b * r, *m.shape[2:]) for m in result.noise]
-    if result.features is not None:  # ILO: from the optimised features
-        feats = {k: f.reshape(b * r, *f.shape[2:]) for k, f in result.features.items()}
-        img, _ = generator.apply(variables, None, train=False, noise=noise, features=feats)
-    else:
-        img, _ = generator.apply(variables, result.latents.reshape(b * r, -1), train=False, noise=noise)
-    images = _per_candidate(img.astype(jnp.float32), b, r)
-    if result.tuned is None:
-        return images
-    pick = functools.partial(_pick, index=result.best_index, b=b, restarts=r)  # the tuned candidates
-    pivot = {"noise": [pick(m) for m in noise]}
-    if result.features is not None:
-        pivot["features"] = {k: pick(f) for k, f in feats.items()}
-    else:
-        pivot["latents"] = pick(result.latents.reshape(b * r, -1))
-    chosen = jax.nn.one_hot(result.best_index, r, dtype=bool) & result.tuned["improved"][:, None]
-    tuned = tune.render(generator, variables, result.tuned["delta"], pivot)
-    return jnp.where(chosen[..., None, None, None], tuned[:, None], images)

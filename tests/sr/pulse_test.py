@@ -17,7 +17,7 @@ import fastgan_jax as fj
 from fastgan_jax import images
 from fastgan_jax.commands import upscale as upscale_cli
 from fastgan_jax.nn.models import noise_shapes
-from fastgan_jax.sr import degrade, ilo, pulse
+from fastgan_jax.sr import candidates, degrade, ilo, pulse
 from fastgan_jax.sr import files as sr_files
 from fastgan_jax.train import trainer
 
@@ -92,20 +92,20 @@ def test_result_renders_again_from_its_latents_and_noise_maps():
     maps = [m.reshape(6, *m.shape[2:]) for m in res.noise]
     img, _ = G.apply(v, res.latents.reshape(6, -1), train=False, noise=maps)
     np.testing.assert_allclose(img.reshape(res.images.shape), res.images, atol=1e-6)
-    np.testing.assert_allclose(pulse.render(G, v, res), res.images, atol=1e-6)
+    np.testing.assert_allclose(candidates.render(G, v, res), res.images, atol=1e-6)
 
 
 def test_fixed_and_zero_noise_maps_are_returned_as_used():
     G, v = generator()
     fixed = fj.upscale(G, v, targets()[:1], key=KEY, search=pulse.Search(restarts=2, steps=3, noise="fixed"))
     trained = fj.upscale(G, v, targets()[:1], key=KEY, search=pulse.Search(restarts=2, steps=3))
-    np.testing.assert_allclose(pulse.render(G, v, fixed), fixed.images, atol=1e-6)
+    np.testing.assert_allclose(candidates.render(G, v, fixed), fixed.images, atol=1e-6)
     for m in fixed.noise:  # drawn once, on the sphere, not optimised
         np.testing.assert_allclose(jnp.mean(jnp.square(m), axis=(2, 3, 4)), 1, rtol=1e-4)
     assert any(not np.allclose(a, b) for a, b in zip(fixed.noise, trained.noise, strict=True))
     zero = fj.upscale(G, v, targets()[:1], key=KEY, search=pulse.Search(restarts=2, steps=3, noise="zero"))
     assert all((np.asarray(m) == 0).all() for m in zero.noise)
-    np.testing.assert_allclose(pulse.render(G, v, zero), zero.images, atol=1e-6)
+    np.testing.assert_allclose(candidates.render(G, v, zero), zero.images, atol=1e-6)
 
 
 def test_uint8_and_float_inputs_give_the_same_search():
@@ -479,7 +479,7 @@ def test_ilo_improves_on_the_latent_search_and_renders_again_exactly():
     assert np.all(res.lr_mse <= plain.lr_mse) and np.any(res.stage > 0), (res.lr_mse, plain.lr_mse, res.stage)
     assert set(np.unique(res.stage)) <= {0, 1, 2} and res.history.shape == (2, 2, 5 + 2 * 4)
     assert sorted(res.features) == [4, 8, 16] and res.features[16].shape[:4] == (2, 2, 16, 16)
-    np.testing.assert_allclose(pulse.render(G, v, res), res.images, atol=1e-5)
+    np.testing.assert_allclose(candidates.render(G, v, res), res.images, atol=1e-5)
     # The held-out benchmark reads plain PULSE's answer from ILO's first stage instead of searching twice.
     heldout = runpy.run_path(str(ROOT / "benchmarks" / "restore_heldout.py"))
     pulse_best = heldout["latent_best"](G, v, res, degrade.Downsample(8), targets())

@@ -94,7 +94,7 @@ def test_robust_search_fits_better_than_its_start_and_renders_again():
     res = robust(steps=10)
     start = robust(steps=1)
     assert np.all(res.score.min(axis=1) <= start.score.min(axis=1) + 1e-7), (res.score, start.score)
-    np.testing.assert_allclose(pulse.render(*helpers.tiny_generator(), res), res.images, atol=1e-5)
+    np.testing.assert_allclose(candidates.render(*helpers.tiny_generator(), res), res.images, atol=1e-5)
 
 
 def test_fidelity_blends_the_best_candidate_with_the_mean_of_the_k_best():
@@ -130,7 +130,7 @@ def test_the_result_records_its_fidelity_and_renders_its_estimate_exactly():
     knob = candidates.Fidelity(weight=0.7, k=2)
     res = robust(fidelity=knob)
     assert res.fidelity == knob
-    again = candidates.estimate(pulse.render(*helpers.tiny_generator(), res), res.score, res.fidelity)
+    again = candidates.estimate(candidates.render(*helpers.tiny_generator(), res), res.score, res.fidelity)
     np.testing.assert_allclose(again, res.estimate, atol=1e-5)
     assert robust().fidelity == pulse.ROBUST_FIDELITY  # the robust search's default knob
 

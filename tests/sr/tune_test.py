@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastgan_jax.nn.models import noise_shapes
-from fastgan_jax.sr import degrade, pulse, tune
+from fastgan_jax.sr import candidates, degrade, pulse, tune
 
 OP = degrade.Downsample(8)
 
@@ -106,7 +106,7 @@ def test_the_search_tunes_each_best_candidate_in_the_same_call_and_renders_it_ag
     assert bool(tuned.tuned["improved"].all()) and (tuned.stage[rows, tuned.best_index] == 1).all()
     assert bool((tuned.lr_mse.min(axis=1) < 0.9 * plain.lr_mse.min(axis=1)).all()), (tuned.lr_mse, plain.lr_mse)
     np.testing.assert_array_equal(tuned.lr_mse[rows, 1 - tuned.best_index], plain.lr_mse[rows, 1 - tuned.best_index])
-    np.testing.assert_allclose(pulse.render(G, v, tuned), tuned.images, atol=2e-5)
+    np.testing.assert_allclose(candidates.render(G, v, tuned), tuned.images, atol=2e-5)
     np.testing.assert_allclose(degrade.observed_mse(OP, tuned.best, y), tuned.lr_mse.min(axis=1), rtol=1e-4)
 
 
