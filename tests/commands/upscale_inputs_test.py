@@ -83,6 +83,7 @@ def test_a_file_as_out_is_one_line_without_usage(tmp_path, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_a_gray_input_without_gray_gets_a_hint(tmp_path, capsys, tiny_generator):
     _lr(tmp_path / "in" / "g.png", (90, 90, 90))
     upscale_cli.main(["--workdir", "unused", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), *QUICK])

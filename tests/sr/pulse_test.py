@@ -95,6 +95,7 @@ def test_result_renders_again_from_its_latents_and_noise_maps():
     np.testing.assert_allclose(candidates.render(G, v, res), res.images, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fixed_and_zero_noise_maps_are_returned_as_used():
     G, v = generator()
     fixed = fj.upscale(G, v, targets()[:1], key=KEY, search=pulse.Search(restarts=2, steps=3, noise="fixed"))
@@ -123,6 +124,7 @@ def test_projection_onto_the_sphere():
     np.testing.assert_allclose(jnp.sum(p**2, axis=(1, 2, 3)), 64, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_independent_of_grouping():
     a, b = search(), search()
     np.testing.assert_array_equal(a.images, b.images)
@@ -355,6 +357,7 @@ def test_upscale_cli_lpips_is_for_inversion_only(tmp_path, capsys, tiny_generato
     assert re.match(r"error: --lpips is for GAN inversion .*lr\.png is 8px", line), line
 
 
+@pytest.mark.slow
 def test_upscale_cli_layers_record_each_candidates_stage_and_bad_layers_are_one_line(tmp_path, capsys, tiny_generator):
     (tmp_path / "in").mkdir()
     Image.new("RGB", (64, 64), (200, 180, 20)).save(tmp_path / "in" / "lr.png")  # factor 1: GAN inversion

@@ -58,6 +58,7 @@ def _zero(v, b):
 TUNING = tune.Tuning(steps=20, lr=3e-3, radius=0.05)
 
 
+@pytest.mark.slow
 def test_tuning_lowers_the_error_inside_the_ball_and_renders_again_exactly():
     G, v = generator()
     pivot = pivots(1)

@@ -149,6 +149,7 @@ def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir
     assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
 
 
+@pytest.mark.slow
 def test_step_metrics_and_extra_loss_terms(tmp_path):
     # The same first step (seed, batch, keys) with and without docs/api.md's extra terms.
     plain, m = helpers.first_step(*helpers.tiny_setup(tmp_path / "plain"))

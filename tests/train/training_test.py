@@ -65,6 +65,7 @@ def test_train_step_updates_everything():
     )
 
 
+@pytest.mark.slow
 def test_recalibrated_stats_make_eval_mode_match_a_large_batch():
     G, _ = make_models(im_size=64, ngf=8, ndf=8, nz=16)
     from fastgan_jax.nn.models import init_generator
@@ -245,6 +246,7 @@ def test_slerp_stays_on_the_sphere_and_hits_the_ends():
     np.testing.assert_allclose(same, jnp.broadcast_to(z[0], (3, 3, 16)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
     cfg = tiny_config(tmp_path, num_steps=50, time_limit_s=1e-9)  # stops after its first step
     state = trainer.train_and_evaluate(cfg, tmp_path / "t")
@@ -269,6 +271,7 @@ def test_resumed_logs_equal_an_uninterrupted_runs_and_final_samples_come_back(tm
     assert (a / "samples" / "samples_0000004.png").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     trainer.train_and_evaluate(tiny_config(tmp_path), tmp_path / "d")
     save = checkpoints.save
