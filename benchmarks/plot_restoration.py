@@ -3,9 +3,9 @@
     python benchmarks/plot_restoration.py runs/robust8.json --reference runs/ref8.json --png curves.png
 
 One panel per task: the classical baseline (bicubic), the reference run's
-methods (e.g. today's exact-mode ILO) and the main run's methods, with its
-knob points (rows METHOD_fW[_inI]) joined in the order given by
---fidelity: realism (low LPIPS) at one end, PSNR at the other. Also prints
+methods (e.g. today's exact-mode ILO, red) and the main run's methods
+(blue), each joined to its knob points (rows METHOD_fW[_inI]) in the order
+given by --fidelity: realism (low LPIPS) at one end, PSNR at the other. Also prints
 one Markdown table per task (method, PSNR, SSIM, LPIPS, obs. MSE). Numbers
 only: no image of the data set is drawn.
 """
@@ -63,6 +63,20 @@ def table(task: str, report: dict, reference: dict | None) -> str:
     return "\n".join(lines)
 
 
+def curves(methods: dict, colour, prefix: str = "", knob_labels: bool = True) -> list:
+    """`panel`'s groups of one run: a point per method, joined to its knob points (METHOD_fW[_inI]) in order,
+    labelled fW[_inI] unless `knob_labels` is False."""
+    groups = []
+    for method in [m for m in methods if "_f" not in m]:
+        knob = [
+            (m.removeprefix(method + "_") if knob_labels else "", p)
+            for m, p in methods.items()
+            if m.startswith(method + "_f")
+        ]
+        groups.append((colour, [(prefix + method, methods[method]), *knob], bool(knob)))
+    return groups
+
+
 def plot(report: dict, reference: dict | None, path, width=420, height=300) -> None:
     tasks = list(report["tasks"])
     cols = min(3, len(tasks))
@@ -75,10 +89,8 @@ def plot(report: dict, reference: dict | None, path, width=420, height=300) -> N
         if reference is not None:
             ref = points(reference, task)
             ref.pop("baseline", None)
-            groups.append((REFERENCE, [(f"exact {m}", p) for m, p in ref.items() if "_f" not in m], False))
-        for method in [m for m in ours if "_f" not in m]:
-            knob = [(m.removeprefix(method + "_"), p) for m, p in ours.items() if m.startswith(method + "_f")]
-            groups.append((OURS, [(method, ours[method]), *knob], True))
+            groups += curves(ref, REFERENCE, "exact ", knob_labels=False)  # the same points as ours: unlabelled
+        groups += curves(ours, OURS)
         box = (60, 25, width - 90, height - 60)
         panel(draw, (box[0] + (i % cols) * width, box[1] + (i // cols) * height, *box[2:]), task, groups)
     img.save(path)
