@@ -107,7 +107,7 @@ def run(module: str) -> None:
     """Runs the command `fastgan_jax.commands.MODULE` (its `main()`): loaded inside the Ctrl-C guard."""
     warnings.formatwarning = _warning_line  # a warning is a line for the user, not a source location
     print_any_file_name()
-    previous = signal.signal(signal.SIGINT, _exit_now)
+    signal.signal(signal.SIGINT, _exit_now)
     if _no_cuda_driver():
         os.environ["JAX_PLATFORMS"] = "cpu"  # JAX would fail on CUDA first, with a traceback
     try:
@@ -115,7 +115,10 @@ def run(module: str) -> None:
             main = importlib.import_module(f"fastgan_jax.commands.{module}").main
             _load_jax_plugins()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # From here Ctrl-C raises KeyboardInterrupt, which the command handles (training: a checkpoint first), also
+        # where the process started with SIGINT ignored (a script's background job; `kill -INT` still reaches it,
+        # as it reaches the training loop's own handler), instead of being ignored during the first compile.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     compile_cache.enable()  # before anything compiles
     try:
         main()

@@ -15,11 +15,21 @@ TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": 
 TINY |= {"num_samples": 4, "recalib_samples": 8, "recalib_batch": 4}
 
 
+# Starts the command with SIGINT as given (exec keeps an ignored signal ignored): a script's background job has
+# SIGINT ignored, and so had this test's command when pytest itself ran as one.
+WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_{}); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
 @pytest.mark.slow
-def test_ctrl_c_during_the_first_compile_ends_the_start_at_once_and_leaves_no_folder(tmp_path):
+@pytest.mark.parametrize("sigint", ["DFL", "IGN"])
+def test_ctrl_c_during_the_first_compile_ends_the_start_at_once_and_leaves_no_folder(tmp_path, sigint):
     run = tmp_path / "run"
     env = helpers.subprocess_env(tmp_path / "jax", fast_compile=False)  # an empty cache: the step compiles
-    cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--config", "cpu_quick"]
+    launcher = [sys.executable, "-c", WITH_SIGINT.format(sigint)]
+    cmd = [*launcher, str(ROOT / "train.py"), "--workdir", str(run), "--config", "cpu_quick"]
     cmd += [helpers.flag(k, v) for k, v in TINY.items()] + [f"--config.data.cache_dir={tmp_path / 'data'}"]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         for line in proc.stdout:
