@@ -128,8 +128,8 @@ bicubic at x4, JPEG 75 at x8) its PSNR is within 0.5 dB of bicubic's or above an
 of bicubic's (docs/restoration_real.md: the curves); `candidates.Fidelity()` is the sharpest answer."""
 
 
-def fidelity_for(search: Search, observed, op, fidelity=None) -> candidates.Fidelity:
-    """The knob `restore` reads its answer at, decided by the operator.
+def fidelity_for(search: Search, observed, op, fidelity: candidates.Fidelity | dict | None = None):
+    """The knob (a `candidates.Fidelity`) that `restore` reads its answer at, decided by the operator.
 
     Args:
       search: the search (`Search`): the default depends on its loss.
@@ -310,7 +310,7 @@ def restore(
     search: Search | None = None,
     layers: ilo.Layers | None = None,
     tuning: tune.Tuning | None = None,
-    fidelity: candidates.Fidelity | None = None,
+    fidelity: candidates.Fidelity | dict | None = None,
     lpips_variables=None,
     image_offset: int = 0,
 ) -> candidates.UpscaleResult:
