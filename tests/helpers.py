@@ -7,6 +7,15 @@ import re
 
 from fastgan_jax.configs import cpu_quick
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # the pages whose code blocks the tests run
+
+
+def code_blocks(page: pathlib.Path, language: str) -> list[str]:
+    """The text of each ```LANGUAGE block of a Markdown page."""
+    return re.findall(rf"```{language}\n(.*?)```", page.read_text(), re.DOTALL)
+
+
 # `tiny_config`'s network and sample sizes as the commands' flags.
 TINY_FLAGS = [
     "--config.model.ngf=8",

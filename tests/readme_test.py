@@ -16,9 +16,7 @@ import pytest
 
 from fastgan_jax.train import trainer
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+ROOT, PAGES = helpers.ROOT, helpers.PAGES
 SMALL = {
     "fj.Generator(im_size=256, ngf=64, nz=256)": "fj.Generator(im_size=64, ngf=8, nz=16)",
     "fj.Discriminator(im_size=256, ndf=64)": "fj.Discriminator(im_size=64, ndf=8, dec_width=4)",
@@ -33,7 +31,7 @@ def name(page: pathlib.Path) -> str:
 
 
 def python_blocks(page: pathlib.Path) -> list[str]:
-    return BLOCK.findall(page.read_text())
+    return helpers.code_blocks(page, "python")
 
 
 def small(blocks):

@@ -148,6 +148,30 @@ def pick(x: jax.Array, *, index: jax.Array, b: int, restarts: int) -> jax.Array:
     return jnp.take_along_axis(per_candidate(x, b, restarts), index.reshape((b, 1) + (1,) * (x.ndim - 1)), 1)[:, 0]
 
 
+def pivot(index: jax.Array, b: int, restarts: int, noise, features=None, latents=None) -> dict:
+    """What generator tuning starts from (`tune.render`'s pivot): candidate `index[b]` of each image.
+
+    Args:
+      index: [B] int, the candidate per image (the best: `UpscaleResult.best_index`).
+      b, restarts: B images of R candidates.
+      noise: the noise maps, [[B * R, h_i, w_i, 1], ...] (image-major).
+      features: ILO's features {resolution: [B * R, ...]}, or None: then `latents` [B * R, nz].
+
+    Returns:
+      {"noise": [[B, h_i, w_i, 1], ...], and "features": {...} or "latents": [B, nz]}.
+    """
+    chosen_one = functools.partial(pick, index=index, b=b, restarts=restarts)
+    out = {"noise": [chosen_one(m) for m in noise]}
+    if features is not None:
+        return out | {"features": {k: chosen_one(f) for k, f in features.items()}}
+    return out | {"latents": chosen_one(latents)}
+
+
+def tuned_mask(index: jax.Array, improved: jax.Array, restarts: int) -> jax.Array:
+    """[B, R] bool: the candidates replaced by their tuned image (the chosen one, where tuning beat it)."""
+    return jax.nn.one_hot(index, restarts, dtype=bool) & improved[:, None]
+
+
 def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
     """Renders a result's candidates again from its latents and noise maps (with ILO, its features).
 
@@ -161,20 +185,17 @@ def render(generator: Generator, variables, result: UpscaleResult) -> jax.Array:
     """
     b, r = result.latents.shape[:2]
     noise = [m.reshape(b * r, *m.shape[2:]) for m in result.noise]
+    latents = result.latents.reshape(b * r, -1)
+    feats = None
     if result.features is not None:  # ILO: from the optimised features
         feats = {k: f.reshape(b * r, *f.shape[2:]) for k, f in result.features.items()}
         img, _ = generator.apply(variables, None, train=False, noise=noise, features=feats)
     else:
-        img, _ = generator.apply(variables, result.latents.reshape(b * r, -1), train=False, noise=noise)
+        img, _ = generator.apply(variables, latents, train=False, noise=noise)
     images = per_candidate(img.astype(jnp.float32), b, r)
     if result.tuned is None:
         return images
-    chosen_one = functools.partial(pick, index=result.best_index, b=b, restarts=r)  # the tuned candidates
-    pivot = {"noise": [chosen_one(m) for m in noise]}
-    if result.features is not None:
-        pivot["features"] = {k: chosen_one(f) for k, f in feats.items()}
-    else:
-        pivot["latents"] = chosen_one(result.latents.reshape(b * r, -1))
-    chosen = jax.nn.one_hot(result.best_index, r, dtype=bool) & result.tuned["improved"][:, None]
-    tuned = tune.render(generator, variables, result.tuned["delta"], pivot)
+    start = pivot(result.best_index, b, r, noise, feats, latents)
+    tuned = tune.render(generator, variables, result.tuned["delta"], start)
+    chosen = tuned_mask(result.best_index, result.tuned["improved"], r)
     return jnp.where(chosen[..., None, None, None], tuned[:, None], images)

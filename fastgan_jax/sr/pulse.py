@@ -263,16 +263,13 @@ def _search(
     tuned = None
     if tuning is not None:  # the generator's weights, per image, around its best candidate
         pick = functools.partial(candidates.pick, index=best_index, b=b, restarts=restarts)
-        pivot = {"noise": [pick(m) for m in best_noise]}
-        pivot |= (
-            {"features": {r: pick(f) for r, f in feats.items()}} if feats is not None else {"latents": pick(best["z"])}
-        )
+        pivot = candidates.pivot(best_index, b, restarts, best_noise, feats, best["z"])
         image_op = degrade.with_unknowns(per_image_op, tuple(pick(e) for e in estimates))
         delta, tuned_score, improved, tune_history = tune.tune(
             G, variables, pivot, pick(best_score), functools.partial(objective, op=image_op, target=observed), tuning
         )
         tuned = {"delta": delta, "improved": improved}
-        chosen = jax.nn.one_hot(best_index, restarts, dtype=bool) & improved[:, None]  # [B, R]
+        chosen = candidates.tuned_mask(best_index, improved, restarts)
         tuned_images = tune.render(G, variables, delta, pivot)
         images = jnp.where(chosen[..., None, None, None], tuned_images[:, None], images)
         tuned_mse = tuned_score if plain else degrade.observed_mse(image_op, tuned_images, observed)

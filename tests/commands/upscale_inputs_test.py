@@ -3,8 +3,6 @@ and run again, a mask with no known pixel, a file as --out, a gray input without
 
 import json
 import os
-import pathlib
-import re
 import shlex
 
 import helpers
@@ -137,10 +135,9 @@ def test_gray_masked_noisy_restorations_are_labelled_by_what_was_observed(
 def test_every_upscale_command_of_the_pages_parses():
     """README's and docs/'s `fastgan-upscale` lines are the command's flags as it takes them (each is run on a
     tiny generator elsewhere; this checks that none has a flag or value the parser refuses)."""
-    root = pathlib.Path(__file__).resolve().parents[2]
     lines = []
-    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
-        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.DOTALL):
+    for page in helpers.PAGES:
+        for block in helpers.code_blocks(page, "bash"):
             joined = block.replace("\\\n", " ")
             lines += [line for line in joined.splitlines() if line.startswith("fastgan-upscale ")]
     assert len(lines) >= 8
