@@ -90,6 +90,10 @@ _FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "opt-
 _FREE |= {"partition-id", "replica-id", "add-dependency", "copy-done", "send-done", "recv-done"}
 _INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?[\w.\-]+ = .*? ([a-z][\w\-]*)\(")
 _COMPUTATION = re.compile(r"^(ENTRY )?%?([\w.\-]+) .*\{$")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# What a launch computes, by the first name scope found in its op_name: the modules (forward and backward) and
+# the step's scopes (fastgan_jax/train/step.py: Adam and the gradient norms, the EMA, the non-finite guard).
+PARTS = {"D": "Discriminator", "G": "Generator", "optimizer": "optimizer/", "ema": "ema/", "guard": "guard/"}
 
 
 def kernels(hlo_text: str) -> dict:
@@ -102,8 +106,13 @@ def kernels(hlo_text: str) -> dict:
     moves) and the rest ("other"). Nested control flow (`while`, `conditional`, `call`) counts as one launch
     each (a loop's trip count is not known here); FastGAN's step has none. CUDA graphs (XLA's command
     buffers, applied to the thunks after this HLO) group launches without changing the count.
+
+    Also "parts": the same launches by what they compute, from the name scopes in each instruction's
+    `op_name` (`PARTS`: the networks' modules, forward and backward, and the step's named scopes), the
+    rest under "other". A fusion counts for the scope of its root, the value it writes: XLA fuses the EMA's
+    and most of Adam's arithmetic into the guard's selects, so "guard" is the parameters' update as a whole.
     """
-    counts, entry = collections.Counter(), False
+    counts, parts, entry = collections.Counter(), collections.Counter(), False
     for line in hlo_text.splitlines():
         head = _COMPUTATION.match(line)
         if head:
@@ -115,5 +124,7 @@ def kernels(hlo_text: str) -> dict:
         op = m.group(1)
         kind = {"fusion": "fusions", "custom-call": "library", "copy": "copies", "copy-start": "copies"}
         counts[kind.get(op, "other")] += 1
+        scope = _OP_NAME.search(line)
+        parts[next((p for p, name in PARTS.items() if scope and name in scope.group(1)), "other")] += 1
     out = {k: counts[k] for k in ("fusions", "library", "copies", "other")}
-    return out | {"total": sum(out.values())}
+    return out | {"total": sum(out.values()), "parts": {p: parts[p] for p in [*PARTS, "other"]}}

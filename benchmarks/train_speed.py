@@ -285,10 +285,12 @@ def memory_line(m: dict) -> str:
 
 
 def kernel_line(k: dict) -> str:
-    """'K kernels/step (F fusions, L library, C copies, O other)' from `targets.kernels`'s counts."""
+    """'K kernels/step (F fusions, L library, C copies, O other; D d, G g, optimizer o, ...)' from
+    `targets.kernels`'s counts."""
+    parts = ", ".join(f"{name} {n}" for name, n in k["parts"].items())
     return (
         f"{k['total']} kernels/step ({k['fusions']} fusions, {k['library']} library, {k['copies']} copies, "
-        f"{k['other']} other)"
+        f"{k['other']} other; {parts})"
     )
 
 

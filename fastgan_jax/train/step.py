@@ -82,6 +82,7 @@ def _d_train(D, params, stats, images, part=None):
     return out, upd["batch_stats"]
 
 
+@jax.named_scope("optimizer")  # scopes name what each kernel is for (benchmarks/targets.py)
 def _optimizer_step(params, opt, grads, tx, lr_scale, ds, name):
     """Adam with the state's lr scale. With a loss scale `ds` (float16) the gradients come scaled: they are
     unscaled in float32, and on overflow this network's step is skipped and the scale halved.
@@ -173,6 +174,7 @@ def _scaled(updates, scale):
     return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
 
 
+@jax.named_scope("guard")
 def _guard(state: TrainState, new_state: TrainState, metrics: dict) -> tuple[TrainState, dict]:
     """Applies the step only when every loss and gradient norm is finite; the step counter always advances.
 
@@ -296,7 +298,8 @@ def train_step(
         extra_loss=g_extra_loss,
         ds=state.g_scale if scaled else None,
     )
-    ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, g_params)
+    with jax.named_scope("ema"):
+        ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, g_params)
     new_state = state.replace(
         g_params=g_params,
         g_stats=g_stats,

@@ -157,8 +157,11 @@ def test_train_speed_compiles_for_a_small_gpu_that_is_not_here(tmp_path, monkeyp
     assert f"XLA:GPU NVIDIA GeForce RTX 3060 ({small})" in out, out
     # What the GPU would launch per step: XLA's fusions and cuDNN's convolutions (G and D are convolutional).
     k = g["kernels"]
-    assert k["fusions"] > 100 and k["library"] > 10 and k["total"] == sum(v for n, v in k.items() if n != "total")
+    assert k["fusions"] > 100 and k["library"] > 10
+    assert k["total"] == sum(k[n] for n in ("fusions", "library", "copies", "other")) == sum(k["parts"].values())
+    assert all(k["parts"][p] > 0 for p in ("D", "G", "optimizer", "guard")), k["parts"]  # the EMA: fused into the guard
     assert f"{k['total']} kernels/step ({k['fusions']} fusions, {k['library']} library" in out, out
+    assert f"other; D {k['parts']['D']}, G {k['parts']['G']}, optimizer " in out, out
 
 
 def test_kernels_counts_the_launches_of_the_entry_computation():
@@ -171,18 +174,19 @@ def test_kernels_counts_the_launches_of_the_entry_computation():
 
 ENTRY %main.9 (x: f32[8]) -> (f32[8], f32[8,8]) {
   %x = f32[8]{0} parameter(0)
-  %fusion = f32[8]{0} fusion(f32[8]{0} %x), kind=kLoop, calls=%fused_add
-  %fusion.1 = f32[8]{0} fusion(f32[8]{0} %fusion), kind=kLoop, calls=%fused_add
+  %fusion = f32[8]{0} fusion(f32[8]{0} %x), kind=kLoop, calls=%fused_add, metadata={op_name="jit(step)/ema/add"}
+  %fusion.1 = f32[8]{0} fusion(f32[8]{0} %fusion), kind=kLoop, calls=%fused_add, metadata={op_name="jit(step)/a"}
   %conv = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8]{0} %x), custom_call_target="__cudnn$convForward"
   %gte = f32[8,8]{1,0} get-tuple-element((f32[8,8]{1,0}, u8[0]{0}) %conv), index=0
-  %copy = f32[8,8]{0,1} copy(f32[8,8]{1,0} %gte)
+  %copy = f32[8,8]{0,1} copy(f32[8,8]{1,0} %gte), metadata={op_name="jit(step)/transpose(jvp(Discriminator))/c"}
   %b = f32[8,8]{1,0} bitcast(f32[8,8]{0,1} %copy)
   ROOT %t = (f32[8]{0}, f32[8,8]{1,0}) tuple(f32[8]{0} %fusion.1, f32[8,8]{1,0} %b)
 }
 """
     targets = runpy.run_path(str(BENCH / "targets.py"))
     counts = targets["kernels"](hlo)
-    assert counts == {"fusions": 2, "library": 1, "copies": 1, "other": 0, "total": 4}, counts
+    parts = {"D": 1, "G": 0, "optimizer": 0, "ema": 1, "guard": 0, "other": 2}  # the backward's copy is D's
+    assert counts == {"fusions": 2, "library": 1, "copies": 1, "other": 0, "total": 4, "parts": parts}, counts
 
 
 def test_the_gpu_memory_tables_are_the_deviceless_compiles_output(monkeypatch, capsys):

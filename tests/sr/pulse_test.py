@@ -330,7 +330,7 @@ def test_upscale_cli_same_stems_unreadable_files_and_reruns(tmp_path, capsys, mo
     Image.new("RGB", (64, 64)).save(tmp_path / "in" / "huge.png")
     with monkeypatch.context() as m:
         m.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 is a decompression bomb, as 14000x13000 is
-        cli(tmp_path, "--input", str(tmp_path / "in"), "--restarts", "3", "--steps", "2")
+        cli(tmp_path, "--input", str(tmp_path / "in"), "--mode", "exact", "--restarts", "3", "--steps", "2")
     out = capsys.readouterr()
     warning = [line for line in out.err.splitlines() if line.startswith("warning: ")]
     assert len(warning) == 2 and all(w.endswith("skipped") for w in warning), warning
@@ -341,7 +341,7 @@ def test_upscale_cli_same_stems_unreadable_files_and_reruns(tmp_path, capsys, mo
     assert png["input"].endswith("face.png") and jpg["input"].endswith("face.jpg")
     with Image.open(tmp_path / "out" / "face_png_sr.png") as a, Image.open(tmp_path / "out" / "face_jpg_sr.png") as b:
         assert np.asarray(a).tolist() != np.asarray(b).tolist()  # two searches, two results
-    cli(tmp_path, "--input", str(tmp_path / "in" / "face.png"), "--restarts", "2", "--steps", "2")
+    cli(tmp_path, "--input", str(tmp_path / "in" / "face.png"), "--mode", "exact", "--restarts", "2", "--steps", "2")
     assert sorted(p.name for p in (tmp_path / "out" / "face_png_candidates").iterdir()) == ["r0.png", "r1.png"]
     alone = helpers.error_line(capsys, cli, tmp_path, "--input", str(tmp_path / "in" / "broken.png"))
     assert "broken.png: not a readable image" in alone  # a single input is not skipped
