@@ -21,7 +21,7 @@
 # Run: device run, carry [".whl", ".gpudata", ".official"], command "bash benchmarks/gpu_session.sh",
 # timeout_s 600. Everything lands in $OUT: results.md (the tables for RESULTS.md) and the raw logs.
 #
-# Knobs (environment), for a CPU check of the script itself (tests/benchmarks/benchmarks_test.py): BUDGET (570),
+# Knobs (environment), for a CPU check of the script itself (tests/benchmarks/gpu_session_test.py): BUDGET (570),
 # RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
 # QUALITY_SECONDS (300), FID_EVERY (2500),
 # FID_SAMPLES (2000), FID_WEIGHTS (.gpufid/weights: where a second call brings inception-fid.npz), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra

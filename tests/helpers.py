@@ -16,6 +16,10 @@ def code_blocks(page: pathlib.Path, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", page.read_text(), re.DOTALL)
 
 
+# The benchmark scripts' flags (train_speed.py, profile_step.py) for `tiny_config`'s network at 64 px, batch 2.
+BENCH_TINY = ["--im-size", "64", "--batch", "2", "--ngf", "8", "--ndf", "8", "--nz", "16", "--dec-width", "4"]
+BENCH_TINY += ["--precision", "float32", "--recon", "l1"]
+
 # `tiny_config`'s network and sample sizes as the commands' flags.
 TINY_FLAGS = [
     "--config.model.ngf=8",

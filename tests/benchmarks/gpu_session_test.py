@@ -1,0 +1,72 @@
+"""benchmarks/gpu_session.sh, run whole on the CPU with tiny knobs (its own file: the suite's longest test, so that
+pytest-xdist's `--dist loadfile` can give it a worker of its own)."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import helpers
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+TINY = helpers.BENCH_TINY
+
+
+MODEL = ["--config.model.im_size=64", "--config.model.ngf=8", "--config.model.ndf=8", "--config.model.nz=16"]
+MODEL += ["--config.model.dec_width=4", "--config.model.precision=float32", "--config.model.remat=none"]
+MODEL += ["--config.optim.batch_size=4", "--config.loss.recon=l1", "--config.train.num_steps=4"]
+MODEL += ["--config.log.num_samples=4", "--config.log.recalib_samples=8", "--config.log.recalib_batch=4"]
+
+
+@pytest.mark.slow
+def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
+    """benchmarks/gpu_session.sh with tiny knobs: every phase runs, in order, and writes its figures."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted((BENCH.parent / "fastgan_jax" / "assets" / "noto-smileys-512").glob("*.png"))[:20]:
+        (data / f.name).symlink_to(f)
+    tiny = " ".join(TINY)
+    env = dict(os.environ, OUT=str(tmp_path / "out"), RESULTS=str(tmp_path / "results"), BUDGET="100000")
+    env |= {"RUNS": str(tmp_path / "runs")}
+    env |= {"DATA": str(data), "QUALITY_SECONDS": "600", "FID_EVERY": "2", "FID_SAMPLES": "4", "RESTORE_N": "2"}
+    env |= {"STEPS": "1", "PROFILE_STEPS": "1", "BIG": "64", "OFFICIAL": "0", "JAX_PLATFORMS": "cpu"}
+    env |= {"QUALITY_ARGS": " ".join(MODEL), "SPEED_ARGS": tiny, "FASTGAN_JAX_COMPILE_CACHE": str(tmp_path / "jax")}
+    env |= {"RESTORE_ARGS": "--restarts 2 --search-steps 2 --layer-steps 2"}
+    env |= {"PULSE_ARGS": "--ngf 8 --nz 16 --restarts 2 --steps 2 --lr-size 8 --precision float32 --repeats 1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # As on the GPU machine: the first call brings the LPIPS weights only, a second one the FID Inception's.
+    weights, fid_weights = tmp_path / "weights", tmp_path / "fid_weights"
+    export = [sys.executable, "-m", "fastgan_jax.interop.weights", "--export", str(weights)]
+    subprocess.run(export, env=env, check=True, capture_output=True)
+    fid_weights.mkdir()
+    (weights / "inception-fid.npz").rename(fid_weights / "inception-fid.npz")
+    env |= {"FASTGAN_JAX_WEIGHTS": str(weights), "FID_WEIGHTS": str(tmp_path / "not_yet")}
+    session = ["bash", str(BENCH / "gpu_session.sh")]
+    done = subprocess.run(session, cwd=BENCH.parent, env=env, text=True, capture_output=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    phases = re.findall(r"^== (\w+) \(at", done.stdout, re.MULTILINE)
+    assert phases == ["quality", "fid", "restore", "big", "profile", "speed256"], done.stdout[-3000:]
+    assert "fid: needs the Inception's weights" in done.stdout
+    out = tmp_path / "out"
+    results = (out / "results.md").read_text()
+    assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
+    assert "kernels per step" in results and "from the compilation cache" in results
+    rows = [json.loads(line) for line in (out / "train_speed.jsonl").read_text().splitlines()]
+    assert [r["im_size"] for r in rows] == [64, 64] and all(r["img_per_s"] > 0 for r in rows)  # big, then 256
+    # The second call on the same machine: only what was not done, the checkpoints' FID and KID.
+    again = subprocess.run(
+        session, cwd=BENCH.parent, env=env | {"FID_WEIGHTS": str(fid_weights)}, text=True, capture_output=True
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert re.findall(r"^== (\w+) \(at", again.stdout, re.MULTILINE) == ["fid"], again.stdout
+    table = (out / "quality.md").read_text()
+    assert re.search(r"^\| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", table, re.MULTILINE), table  # FID, KID at step 2
+    assert re.search(r"^\| 4 \| ", table, re.MULTILINE), table
+    # A third: nothing is done twice.
+    third = subprocess.run(
+        session, cwd=BENCH.parent, env=env | {"FID_WEIGHTS": str(fid_weights)}, text=True, capture_output=True
+    )
+    assert third.returncode == 0 and not re.findall(r"^== \w+ \(at", third.stdout, re.MULTILINE), third.stdout
