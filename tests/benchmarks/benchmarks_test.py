@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+BENCH = helpers.ROOT / "benchmarks"
 
 
 TINY = helpers.BENCH_TINY

@@ -3,7 +3,6 @@ pytest-xdist's `--dist loadfile` can give it a worker of its own)."""
 
 import json
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import sys
 import helpers
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+BENCH = helpers.ROOT / "benchmarks"
 TINY = helpers.BENCH_TINY
 
 
