@@ -115,6 +115,7 @@ def _evaluate_sr_2(tmp):
     )
 
 
+@pytest.mark.slow
 def test_evaluate_sr_other_degradations_and_their_baselines(run, capsys):
     tmp, _ = run
     common = ["--workdir", str(tmp / "run"), "--hr", str(tmp / "data"), "--n", "2", "--restarts", "2", "--steps", "3"]

@@ -32,6 +32,7 @@ def test_lpips_reference_values():
     assert (round(d0, 3), round(d1, 3)) == (0.569, 0.422)
 
 
+@pytest.mark.slow
 def test_lpips_batched_jitted_differentiable():
     ref, p0, p1 = load("ex_ref"), load("ex_p0"), load("ex_p1")
     vgg = jax.jit(lpips.lpips_distance("vgg"))

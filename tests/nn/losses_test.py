@@ -50,6 +50,7 @@ def test_reconstruction_sums_over_the_batch():
     assert loss == pytest.approx(3 * 3 * 0.01, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_lpips_reconstruction_computes_the_real_features_once_and_without_backward():
     from fastgan_jax.metrics.lpips import lpips, lpips_variables
 

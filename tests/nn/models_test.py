@@ -21,6 +21,7 @@ def tiny(im_size):
     return G, init_generator(G, KEY), D, init_discriminator(D, KEY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("im_size", [64, 128])  # 256 and 1024: parity_test.py
 def test_shapes_of_the_small_variants(im_size):
     G, gv, D, dv = tiny(im_size)
@@ -38,6 +39,7 @@ def test_shapes_of_the_small_variants(im_size):
     assert all(r.shape == (3, s, s, 3) for r in recs)
 
 
+@pytest.mark.slow
 def test_variables_do_not_depend_on_compute_dtype_or_remat():
     # models._init runs one init program for every variant of a network: the variant's own init agrees.
     G, gv, D, dv = tiny(64)
@@ -151,6 +153,7 @@ def shapes(init, module):
     return jax.tree.map(jnp.shape, jax.eval_shape(lambda: init(module, KEY)))
 
 
+@pytest.mark.slow
 def test_remat_changes_neither_results_nor_variables_and_saves_memory():
     G, gv, D, dv = tiny(64)
     z = jax.random.normal(KEY, (2, G.nz))

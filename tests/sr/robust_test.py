@@ -70,6 +70,7 @@ def test_blind_puts_a_blur_of_unknown_width_before_the_downsampling():
     assert degrade.blind(blurred) is blurred  # the user's blur is kept as given
 
 
+@pytest.mark.slow
 def test_robust_mode_is_one_compiled_call_that_estimates_the_blur_and_stops_at_the_floor():
     res = robust()
     assert res.images.shape == (2, 3, 64, 64, 3) and res.score.shape == (2, 3)
@@ -126,6 +127,7 @@ def test_fidelity_blends_the_best_candidate_with_the_mean_of_the_k_best():
             candidates.Fidelity(**bad)
 
 
+@pytest.mark.slow
 def test_the_result_records_its_fidelity_and_renders_its_estimate_exactly():
     knob = candidates.Fidelity(weight=0.7, k=2)
     res = robust(fidelity=knob)

@@ -72,6 +72,7 @@ def test_tuning_lowers_the_error_inside_the_ball_and_renders_again_exactly():
     np.testing.assert_allclose(again, mse, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_an_image_tunes_alike_alone_or_with_others():
     pivot = pivots(1)
     _, delta, mse, _, _ = run(pivot, target(), TUNING)
