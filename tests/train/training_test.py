@@ -1,5 +1,4 @@
 import errno
-import functools
 import json
 import os
 import pathlib
@@ -13,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 from PIL import Image
 
@@ -21,9 +19,8 @@ from fastgan_jax.commands import sample
 from fastgan_jax.nn.models import noise_shapes
 from fastgan_jax.train import checkpoints, runs, safeguards, trainer
 from fastgan_jax.train.loss_scale import all_finite
-from fastgan_jax.train.state import create_train_state, make_models, make_optimizer
-from fastgan_jax.train.step import make_mesh, recalibrate, recon_params, train_step
-from fastgan_jax.train.trainer import jit_step
+from fastgan_jax.train.state import make_models
+from fastgan_jax.train.step import recalibrate, recon_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -65,15 +62,8 @@ def test_train_step_updates_everything(tmp_path):
 
 @pytest.mark.slow
 def test_the_default_lpips_reconstruction_step_updates_everything():
-    G, D = make_models(im_size=64, ngf=8, ndf=8, nz=16, dec_width=4)
-    tx = make_optimizer()
-    state = create_train_state(G, D, jax.random.key(0), tx_g=tx, tx_d=tx)
+    state, step = helpers.tiny_step(recon="lpips", policy="color,translation", batch_size=4)
     before = jax.tree.map(np.asarray, state)
-    mesh = make_mesh()
-    settings = {"policy": "color,translation", "recon": "lpips", "ema_decay": 0.999, "batch_size": 4}
-    sharded = NamedSharding(mesh, PartitionSpec("data"))
-    step = functools.partial(train_step, G=G, D=D, tx_g=tx, tx_d=tx, batch_sharding=sharded, **settings)
-    step = jit_step(step, mesh, resident=True)
     data = jax.random.randint(jax.random.key(1), (10, 64, 64, 3), 0, 256).astype(jnp.uint8)
     state, metrics = step(state, data, jax.random.key(2), recon_params("lpips"))
     assert_one_step_updated_everything(before, state, metrics, 0.999)
