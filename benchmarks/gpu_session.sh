@@ -44,6 +44,9 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
+# Uninstalled (the GPU machine gets the bare checkout), fastgan_jax.configs is the top-level configs/ as pip
+# installs it (pyproject's package-dir): the checkout's scripts put the checkout first on sys.path.
+python3 -c "import fastgan_jax.configs" 2>/dev/null || ln -sfn ../configs fastgan_jax/configs
 [ -z "${FASTGAN_JAX_WEIGHTS:-}" ] && [ -d .gpudata/weights ] && export FASTGAN_JAX_WEIGHTS=$PWD/.gpudata/weights
 # The FID Inception's weights come with a second call (carry [".whl", ".gpufid"]: with the rest they exceed
 # what a call carries); .gpudata stays on the warm machine.
