@@ -23,7 +23,8 @@
 #
 # Knobs (environment), for a CPU check of the script itself (tests/benchmarks/gpu_session_test.py): BUDGET (570),
 # RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
-# QUALITY_SECONDS (300), FID_EVERY (2500),
+# QUALITY_SECONDS (300: the trainer's time limit, counted from its first compile), QUALITY_MIN (300: the call's
+# time the quality run needs at least, else skipped; it is stopped where the call's time runs out), FID_EVERY (2500),
 # FID_SAMPLES (2000), FID_WEIGHTS (.gpufid/weights: where a second call brings inception-fid.npz), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra
 # flags: QUALITY_ARGS (train.py), RESTORE_ARGS (restore_heldout.py), SPEED_ARGS (train_speed.py and
 # profile_step.py), PULSE_ARGS (upscale_speed.py). OFFICIAL=0 skips the official PyTorch step.
@@ -36,7 +37,7 @@ DATA=${DATA:-.gpudata/pokemon-256}
 QUALITY_SECONDS=${QUALITY_SECONDS:-300} FID_EVERY=${FID_EVERY:-2500} FID_SAMPLES=${FID_SAMPLES:-2000}
 RESTORE_N=${RESTORE_N:-16} STEPS=${STEPS:-30} PROFILE_STEPS=${PROFILE_STEPS:-5} BIG=${BIG:-1024}
 QUALITY_ARGS=${QUALITY_ARGS:-} RESTORE_ARGS=${RESTORE_ARGS:-} SPEED_ARGS=${SPEED_ARGS:-} PULSE_ARGS=${PULSE_ARGS:-}
-OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs} FID_WEIGHTS=${FID_WEIGHTS:-.gpufid/weights}
+OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs} FID_WEIGHTS=${FID_WEIGHTS:-.gpufid/weights} QUALITY_MIN=${QUALITY_MIN:-300}
 export FASTGAN_JAX_COMPILE_CACHE=${FASTGAN_JAX_COMPILE_CACHE:-$PWD/.jax_cache}
 mkdir -p "$OUT" "$RESULTS/done"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -65,7 +66,8 @@ phase() {  # phase NAME SECONDS_IT_NEEDS COMMAND...: runs COMMAND if not done be
     echo "skipped: $name (needs about ${need} s, $((BUDGET - SECONDS)) s left)" | tee -a "$RESULTS/skipped.txt"
   else
     echo "== $name (at ${SECONDS} s)"
-    "$@" && touch "$RESULTS/done/$name"
+    # Its output also lands in $OUT as it comes: a call that runs out of time still brings back how far it got.
+    "$@" > >(tee -a "$OUT/log_$name.txt") 2>&1 && touch "$RESULTS/done/$name"
     report
   fi
 }
@@ -87,11 +89,15 @@ quality() {
 train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('$RUNS/quality_images'))" || return 1
   local fid_every=0  # without the Inception here, the kept checkpoints are evaluated by the fid phase
   has_inception && fid_every=$FID_EVERY
+  # Stopped (SIGINT: a checkpoint and samples, as Ctrl-C) where the call's time would not cover the run: its
+  # start (data, initialisation, remat=auto, the first compiles) took over three minutes on a fresh H200.
+  timeout -s INT -k 60 $(( BUDGET - SECONDS - 60 )) \
   python3 train.py --data "$RUNS/quality_images" --workdir "$RUNS/quality" --config configs/default.py \
     --config.model.precision=bfloat16 --config.train.num_steps=1000000 --config.train.time_limit_s="$QUALITY_SECONDS" \
     --config.log.fid_every="$fid_every" --config.log.fid_samples="$FID_SAMPLES" --config.log.keep_checkpoints=1000 \
     --config.log.sample_every="$FID_EVERY" --config.log.checkpoint_every="$FID_EVERY" --config.log.log_every=100 \
-    --config.data.cache_dir=/tmp/fastgan_cache $QUALITY_ARGS 2>&1 | grep -v cuda_timer | tail -40 | tee "$RESULTS/quality.txt"
+    --config.data.cache_dir=/tmp/fastgan_cache $QUALITY_ARGS 2>&1 | grep --line-buffered -v cuda_timer \
+    | tee "$RESULTS/quality.txt"
   [ -f "$RUNS/quality/metrics.jsonl" ] || return 1
   cp "$RUNS/quality/metrics.jsonl" "$RESULTS/quality_metrics.jsonl"
   python3 benchmarks/plot_metrics.py "$RUNS/quality/metrics.jsonl" "$RESULTS/quality_losses.png"
@@ -100,7 +106,7 @@ train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('$RUNS/quality_images'
   last=$(ls "$RUNS/quality/samples" | grep '^samples_' | tail -1)
   cp "$RUNS/quality/samples/$last" "$RESULTS/quality_$last"
 }
-phase quality $(( QUALITY_SECONDS + 150 )) quality
+phase quality "$QUALITY_MIN" quality
 
 # 1b. FID and KID of the quality run's checkpoints, where the Inception was not there while it trained.
 fid() {
