@@ -40,7 +40,9 @@ QUALITY_ARGS=${QUALITY_ARGS:-} RESTORE_ARGS=${RESTORE_ARGS:-} SPEED_ARGS=${SPEED
 OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs} FID_WEIGHTS=${FID_WEIGHTS:-.gpufid/weights} QUALITY_MIN=${QUALITY_MIN:-300}
 export FASTGAN_JAX_COMPILE_CACHE=${FASTGAN_JAX_COMPILE_CACHE:-$PWD/.jax_cache}
 mkdir -p "$OUT" "$RESULTS/done"
-if ls .whl/*.whl >/dev/null 2>&1; then
+# The wheels that gpu_prepare.sh brings (Python 3.12), where this machine lacks what they hold.
+if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import ml_collections, tensorboardX, dm_pix, grain, tqdm" 2>/dev/null
+then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
