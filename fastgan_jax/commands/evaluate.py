@@ -1,12 +1,14 @@
 """FID and KID of a run's EMA samples against an image folder.
 
-    fastgan-evaluate --workdir RUN [--data DIR] [--n 5000]
+    fastgan-evaluate --workdir RUN [--data DIR] [--n 5000] [--step STEP | --step all]
     python -m fastgan_jax.commands.evaluate ...  (the same)
 
 Real images get the training preprocessing (the run's im_size, aspect and
 background); their Inception features are cached per folder and size.
 Shows progress, prints the figures and writes them as JSON (default
 RUN/eval/fid_<step>.json; with --data, fid_<step>_<data>-<hash>.json).
+`--step all` evaluates every kept checkpoint in one process: the Inception
+and the real images' features once, not once per checkpoint.
 """
 
 import argparse
@@ -79,13 +81,35 @@ def result_path(workdir, step: int, data_source=None) -> pathlib.Path:
     return pathlib.Path(workdir) / "eval" / f"{name}.json"
 
 
+def _summary(result: dict) -> str:
+    return (
+        f"step {result['step']}: FID {result['fid']:.2f}  KID {1000 * result['kid']:.2f}e-3  "
+        f"({result['n_generated']} samples vs {result['n_real']} real images from {result['data']})"
+    )
+
+
+def _step(text: str) -> int | str:
+    """--step: a checkpoint step >= 0, or `all`."""
+    if text == "all":
+        return text
+    try:
+        step = int(text)
+    except ValueError:
+        step = -1
+    if step < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a checkpoint step >= 0 or `all` (default: the latest)")
+    return step
+
+
 def main(argv=None) -> None:
     """The `fastgan-evaluate` command."""
     p = argparse.ArgumentParser(prog="fastgan-evaluate", description=__doc__, formatter_class=launch.HelpFormatter)
     p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--data", default=None, help="real images (None: the run's --data)")
     p.add_argument("--n", type=int, default=5000, help="generated samples (about 6 min per 500 on two CPU cores)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (None: the latest)")
+    p.add_argument(
+        "--step", type=_step, default=None, help="checkpoint step, or `all`: every kept checkpoint (None: the latest)"
+    )
     p.add_argument("--seed", type=int, default=0, help="draws the generated samples' latents and noise")
     p.add_argument(
         "--out",
@@ -95,19 +119,18 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.n < 2:
         p.error(f"--n {args.n}: FID and KID need at least 2 generated samples")
-    if args.step is not None and args.step < 0:
-        p.error(f"--step {args.step}: give a checkpoint step >= 0 (default: the latest)")
+    if args.step == "all" and args.out:
+        p.error("--out names one file: with --step all each checkpoint's figures go to RUN/eval/fid_<step>.json")
     try:
-        result = evaluate(args.workdir, data_source=args.data, n=args.n, step=args.step, seed=args.seed, progress=True)
+        steps = runs.checkpoint_steps(args.workdir) if args.step == "all" else [args.step]
+        for step in steps:
+            result = evaluate(args.workdir, data_source=args.data, n=args.n, step=step, seed=args.seed, progress=True)
+            out = pathlib.Path(args.out) if args.out else result_path(args.workdir, result["step"], args.data)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+            print(f"{_summary(result)}; wrote {out}", flush=True)
     except (FileNotFoundError, data.DataError, ValueError) as e:  # ValueError: a damaged checkpoint
         launch.fail(str(e))
-    out = pathlib.Path(args.out) if args.out else result_path(args.workdir, result["step"], args.data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(
-        f"step {result['step']}: FID {result['fid']:.2f}  KID {1000 * result['kid']:.2f}e-3  "
-        f"({result['n_generated']} samples vs {result['n_real']} real images from {result['data']}); wrote {out}"
-    )
 
 
 if __name__ == "__main__":

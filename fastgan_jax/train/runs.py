@@ -82,6 +82,16 @@ def _open(workdir):
     return mngr, cfg
 
 
+def checkpoint_steps(workdir) -> list[int]:
+    """The steps of the checkpoints kept in `workdir`, ascending.
+
+    Raises:
+      RunNotFoundError: no checkpoint in `workdir`.
+    """
+    mngr, _ = _open(workdir)
+    return sorted(mngr.all_steps())
+
+
 def load_run(workdir, step: int | None = None, *, ema: bool = True) -> Run:
     """Loads a run of train.py at a checkpoint.
 

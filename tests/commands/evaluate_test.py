@@ -15,8 +15,8 @@ from fastgan_jax.train import trainer
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A tiny run trained for 4 steps on six generated images, one latest checkpoint kept (in tmp / "run"), and
-    its config with FID every 2 steps (for the test of FID during training)."""
+    """A tiny run trained for 4 steps on six generated images, the checkpoints of steps 3 and 4 kept (in
+    tmp / "run"), and its config with FID every 2 steps (for the test of FID during training)."""
     tmp = tmp_path_factory.mktemp("eval")
     rng = np.random.default_rng(0)
     (tmp / "data").mkdir()
@@ -27,7 +27,7 @@ def run(tmp_path_factory):
         source=str(tmp / "data"),
         num_steps=4,
         checkpoint_every=1,
-        keep_checkpoints=1,
+        keep_checkpoints=2,
         fid_every=2,
         fid_samples=8,
         sample_every=4,
@@ -63,6 +63,21 @@ def test_evaluate_cli(run, capsys):
     assert result["n_generated"] == 8 and result["n_real"] == 6 and result["fid"] > 0
     out = capsys.readouterr()
     assert "FID" in out.out and "generated images: 100%" in out.err  # a progress bar while it works
+    # Every kept checkpoint in one call, each to its own file.
+    with pytest.warns(UserWarning, match="mostly noise"):
+        evaluate.main(["--workdir", str(tmp / "run"), "--n", "8", "--step", "all"])
+    assert re.findall(r"^step (\d+): FID", capsys.readouterr().out, re.MULTILINE) == ["3", "4"]
+    assert json.loads((tmp / "run" / "eval" / "fid_3.json").read_text())["step"] == 3
+    again = json.loads((tmp / "run" / "eval" / "fid_4.json").read_text())
+    again.pop("seconds"), result.pop("seconds")
+    assert again == result  # the same samples, the same figures
+    for bad, says in (
+        (["--step", "-1"], "give a checkpoint step >= 0 or `all`"),
+        (["--step", "all", "--out", "x"], "--out names one file"),
+    ):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--workdir", str(tmp / "run"), *bad])
+        assert says in capsys.readouterr().err
     # Against other data: a file of its own, named by what it compared, never over the run's own evaluation.
     other = evaluate.result_path(tmp / "run", 4, tmp / "other images")
     assert re.fullmatch(r"fid_4_other-images-[0-9a-f]{8}\.json", other.name), other.name
