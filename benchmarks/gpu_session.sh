@@ -19,7 +19,11 @@
 #
 # Prepare here (CPU), from the repo root:  bash benchmarks/gpu_prepare.sh
 # Run: device run, carry [".whl", ".gpudata", ".official"], command "bash benchmarks/gpu_session.sh",
-# timeout_s 600. Everything lands in $OUT: results.md (the tables for RESULTS.md) and the raw logs.
+# timeout_s 600: the quality run takes the call (its start took over three minutes on a fresh H200); at
+# once (the machine stays warm ~30 s) a second call, carry [".whl", ".gpufid"], command "BUDGET=<device
+# seconds left - 60> bash benchmarks/gpu_session.sh": the checkpoints' FID and KID, then the held-out
+# restoration and what else fits. Everything lands in $OUT: results.md (the tables for RESULTS.md), each
+# phase's log as it runs (log_<phase>.txt) and the raw figures.
 #
 # Knobs (environment), for a CPU check of the script itself (tests/benchmarks/gpu_session_test.py): BUDGET (570),
 # RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
@@ -50,6 +54,10 @@ fi
 # Uninstalled (the GPU machine gets the bare checkout), fastgan_jax.configs is the top-level configs/ as pip
 # installs it (pyproject's package-dir): the checkout's scripts put the checkout first on sys.path.
 python3 -c "import fastgan_jax.configs" 2>/dev/null || ln -sfn ../configs fastgan_jax/configs
+# What every phase imports, before any device time goes to a phase that would fail on it (2026-12-04: three
+# calls ran only the official benchmark, ours failing on imports).
+python3 -c "import fastgan_jax.train.trainer, fastgan_jax.sr.pulse, fastgan_jax.sr.ilo, fastgan_jax.metrics.inception, \
+fastgan_jax.commands.evaluate, fastgan_jax.metrics.lpips" || { echo "gpu_session: the imports above fail"; exit 1; }
 [ -z "${FASTGAN_JAX_WEIGHTS:-}" ] && [ -d .gpudata/weights ] && export FASTGAN_JAX_WEIGHTS=$PWD/.gpudata/weights
 # The FID Inception's weights come with a second call (carry [".whl", ".gpufid"]: with the rest they exceed
 # what a call carries); .gpudata stays on the warm machine.
@@ -116,11 +124,9 @@ fid() {
   grep -q '"fid"' "$RESULTS/quality_metrics.jsonl" && return 0  # measured while training
   has_inception || { echo "fid: needs the Inception's weights: call again at once with carry [\".whl\", \".gpufid\"]"
     return 1; }
-  local step
-  for step in $(ls "$RUNS/quality/checkpoints" | grep -E '^[0-9]+$' | sort -n); do
-    python3 -m fastgan_jax.commands.evaluate --workdir "$RUNS/quality" --step "$step" --n "$FID_SAMPLES" 2>&1 \
-      | grep -v cuda_timer | tail -1 | tee -a "$RESULTS/fid.txt"
-  done
+  # Every checkpoint in one process: the Inception compiled once.
+  python3 -m fastgan_jax.commands.evaluate --workdir "$RUNS/quality" --step all --n "$FID_SAMPLES" 2>&1 \
+    | grep --line-buffered '^step ' | tee -a "$RESULTS/fid.txt"
   python3 benchmarks/plot_metrics.py --fid-table "$RUNS/quality/metrics.jsonl" --evals "$RUNS/quality/eval" \
     >"$RESULTS/quality.md"
 }
