@@ -88,28 +88,13 @@ def _summary(result: dict) -> str:
     )
 
 
-def _step(text: str) -> int | str:
-    """--step: a checkpoint step >= 0, or `all`."""
-    if text == "all":
-        return text
-    try:
-        step = int(text)
-    except ValueError:
-        step = -1
-    if step < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a checkpoint step >= 0 or `all` (default: the latest)")
-    return step
-
-
 def main(argv=None) -> None:
     """The `fastgan-evaluate` command."""
     p = argparse.ArgumentParser(prog="fastgan-evaluate", description=__doc__, formatter_class=launch.HelpFormatter)
     p.add_argument("--workdir", required=True, help="run folder written by fastgan-train / train.py")
     p.add_argument("--data", default=None, help="real images (None: the run's --data)")
     p.add_argument("--n", type=int, default=5000, help="generated samples (about 6 min per 500 on two CPU cores)")
-    p.add_argument(
-        "--step", type=_step, default=None, help="checkpoint step, or `all`: every kept checkpoint (None: the latest)"
-    )
+    p.add_argument("--step", default=None, help="checkpoint step, or `all`: every kept checkpoint (None: the latest)")
     p.add_argument("--seed", type=int, default=0, help="draws the generated samples' latents and noise")
     p.add_argument(
         "--out",
@@ -119,6 +104,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.n < 2:
         p.error(f"--n {args.n}: FID and KID need at least 2 generated samples")
+    if args.step not in (None, "all"):
+        if not args.step.lstrip("-").isdigit() or int(args.step) < 0:
+            p.error(f"--step {args.step}: give a checkpoint step >= 0 or `all` (default: the latest)")
+        args.step = int(args.step)
     if args.step == "all" and args.out:
         p.error("--out names one file: with --step all each checkpoint's figures go to RUN/eval/fid_<step>.json")
     try:
