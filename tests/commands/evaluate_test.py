@@ -27,7 +27,7 @@ def run(tmp_path_factory):
         source=str(tmp / "data"),
         num_steps=4,
         checkpoint_every=1,
-        keep_checkpoints=2,
+        keep_checkpoints=1,
         fid_every=2,
         fid_samples=8,
         sample_every=4,
@@ -36,6 +36,7 @@ def run(tmp_path_factory):
     )
     plain = copy.deepcopy(cfg)
     plain.log.fid_every = 0
+    plain.log.keep_checkpoints = 2  # for --step all
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.train_and_evaluate(plain, tmp / "run")
     return tmp, cfg
