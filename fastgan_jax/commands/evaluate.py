@@ -8,7 +8,8 @@ background); their Inception features are cached per folder and size.
 Shows progress, prints the figures and writes them as JSON (default
 RUN/eval/fid_<step>.json; with --data, fid_<step>_<data>-<hash>.json).
 `--step all` evaluates every kept checkpoint in one process: the Inception
-and the real images' features once, not once per checkpoint.
+compiled once, the real images' features computed once (each checkpoint
+reads them back from their cache).
 """
 
 import argparse
