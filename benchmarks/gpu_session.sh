@@ -76,10 +76,15 @@ phase() {  # phase NAME SECONDS_IT_NEEDS COMMAND...: runs COMMAND if not done be
     echo "skipped: $name (needs about ${need} s, $((BUDGET - SECONDS)) s left)" | tee -a "$RESULTS/skipped.txt"
   else
     echo "== $name (at ${SECONDS} s)"
-    # Its output also lands in $OUT as it comes: a call that runs out of time still brings back how far it got.
-    "$@" > >(tee -a "$OUT/log_$name.txt") 2>&1 && touch "$RESULTS/done/$name"
+    # Its output also lands in $OUT as it comes, each line with the phase's seconds so far: a call that runs out
+    # of time still brings back how far it got, and when (the quality run's start: data, networks, compiles).
+    "$@" 2>&1 | stamp | tee -a "$OUT/log_$name.txt" && touch "$RESULTS/done/$name"
     report
   fi
+}
+stamp() {  # each line of stdin prefixed with the seconds since it started: "[  12 s] line"
+  local start=$SECONDS line
+  while IFS= read -r line; do printf '[%4d s] %s\n' $((SECONDS - start)) "$line"; done
 }
 report() {  # results.md from every phase's figures so far, and everything copied to $OUT
   { cat "$RESULTS/versions.txt"; echo

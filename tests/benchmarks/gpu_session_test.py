@@ -53,6 +53,10 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     assert phases == ["quality", "fid", "restore", "big", "profile", "speed256"], done.stdout[-3000:]
     assert "fid: needs the Inception's weights" in done.stdout
     out = tmp_path / "out"
+    # Each phase's log as it ran, every line stamped with the phase's seconds so far.
+    log = (out / "log_quality.txt").read_text().splitlines()
+    assert log and all(re.match(r"\[ *\d+ s\] ", line) for line in log), log[:5]
+    assert any(re.match(r"\[ *\d+ s\] training 64px on 18 images", line) for line in log), log
     results = (out / "results.md").read_text()
     assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
     assert "kernels per step" in results and "from the compilation cache" in results
