@@ -56,6 +56,7 @@ def test_fid_during_training_keeps_the_best_checkpoint(run, capsys):
     assert kept == sorted({4, min(fids, key=fids.get)})  # the latest and the best
 
 
+@pytest.mark.slow
 def test_evaluate_cli(run, capsys):
     tmp, _ = run
     with pytest.warns(UserWarning, match="from 8 generated and 6 real images are mostly noise"):

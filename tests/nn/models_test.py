@@ -85,6 +85,7 @@ def test_noise_from_rng_or_explicit():
         G.apply(gv, z)
 
 
+@pytest.mark.slow
 def test_eval_mode_is_batch_independent_and_train_mode_updates_stats():
     G, gv, D, dv = tiny(64)
     z = jax.random.normal(KEY, (4, G.nz))

@@ -64,7 +64,7 @@ def assert_matches(out, want, name):
     assert not bad.any(), f"{name}: {bad.sum()} values off, worst {err.max():.3g}"
 
 
-@pytest.mark.parametrize("case", ["g256", "g1024"])
+@pytest.mark.parametrize("case", ["g256", pytest.param("g1024", marks=pytest.mark.slow)])
 def test_generator(case, ref):
     state, inputs = rebuild(case, ref)
     G, variables = fj.generator_from_official(state)
@@ -98,7 +98,7 @@ def test_generator(case, ref):
     assert checked == sum(1 for k in ref if k.startswith(f"{case}/after_train_pass/"))
 
 
-@pytest.mark.parametrize("case", ["d256", "d1024"])
+@pytest.mark.parametrize("case", ["d256", pytest.param("d1024", marks=pytest.mark.slow)])
 def test_discriminator(case, ref):
     state, inputs = rebuild(case, ref)
     D, variables = fj.discriminator_from_official(state)

@@ -154,6 +154,7 @@ def test_the_default_knob_is_decided_by_the_operator():
     assert pulse.fidelity_for(pulse.ROBUST, gray, degrade.Grayscale(), knob) is knob  # asked for: restore refuses
 
 
+@pytest.mark.slow
 def test_a_share_of_the_input_blends_its_upsampling_and_needs_an_rgb_input_without_a_mask():
     G, variables = helpers.tiny_generator()
     y = jax.random.uniform(jax.random.key(2), (1, 16, 16, 3), minval=-1, maxval=1)

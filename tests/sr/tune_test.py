@@ -84,6 +84,7 @@ def test_an_image_tunes_alike_alone_or_with_others():
         np.testing.assert_allclose(a, b[1:], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_smaller_ball_fits_less():
     pivot = pivots(1)
     _, _, wide, _, _ = run(pivot, target(), TUNING)

@@ -130,6 +130,7 @@ def test_resume_follows_a_moved_image_folder_by_its_images(tmp_path, capsys):
     assert sorted(str(p) for p in work.rglob("*")) == listing  # nothing written
 
 
+@pytest.mark.slow
 def test_resume_accepts_lr_and_a_relative_data_path_and_refuses_the_rest(run_dir, tmp_path, capsys):
     work = tmp_path / "w"
     data_dir = data.DEFAULT_DATA
