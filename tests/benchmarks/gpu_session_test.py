@@ -29,7 +29,7 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
         (data / f.name).symlink_to(f)
     tiny = " ".join(TINY)
     # The suite's compilation cache and XLA's usual flags, for every process (JAX_COMPILATION_CACHE_DIR): at these
-    # knobs the big, profile and speed256 phases compile the same 64 px step, as does benchmarks_test.py in process.
+    # knobs speed256 reads back the 64 px step that big compiled, and the search loops run at full speed.
     cache = jax.config.jax_compilation_cache_dir or tmp_path / "jax"
     env = helpers.subprocess_env(cache, fast_compile=False) | {"BUDGET": "100000", "OUT": str(tmp_path / "out")}
     env |= {"RESULTS": str(tmp_path / "results"), "RUNS": str(tmp_path / "runs")}
