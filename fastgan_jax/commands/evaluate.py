@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     if args.n < 2:
         p.error(f"--n {args.n}: FID and KID need at least 2 generated samples")
     if args.step not in (None, "all"):
-        if not args.step.lstrip("-").isdigit() or int(args.step) < 0:
+        if not (args.step.isascii() and args.step.isdigit()):  # "-1", "x", "²": no checkpoint step
             p.error(f"--step {args.step}: give a checkpoint step >= 0 or `all` (default: the latest)")
         args.step = int(args.step)
     if args.step == "all" and args.out:

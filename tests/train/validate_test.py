@@ -239,6 +239,7 @@ def test_ctrl_c_while_loading_is_one_line(tmp_path, delay):
     [
         (["--n", "1"], "--n 1: FID and KID need at least 2"),
         (["--step", "-1"], "--step -1: give a checkpoint step >= 0"),
+        (["--step", "\u00b2"], "--step \u00b2: give a checkpoint step >= 0"),  # a digit to str.isdigit, not to int
     ],
 )
 def test_evaluate_arguments(tmp_path, capsys, args, error):
