@@ -6,7 +6,8 @@
 #                images, the loss curve, sample grids (pokemon figures stay out of git: numbers only);
 #                without the Inception's weights (.gpufid, a second call) the FID and KID of its
 #                checkpoints come from phase 1b (fid) instead
-#   2. restore   the held-out restoration at 256 px with that prior (x4, x8; bicubic, PULSE, ILO)
+#   2. restore   the held-out restoration at 256 px with that prior (x4, x8; bicubic, PULSE, ILO); its LPIPS
+#                needs AlexNet's weights (.gpufid, the second call)
 #   3. 1024      our step (remat=auto, bfloat16) beside the official step, and both PULSE searches
 #   4. profile   a jax.profiler trace of a few 256 px steps: kernels per step, the top 20 kernels
 #   5. speed     our 256 px step beside the official (img/s, MFU), the deviceless XLA:GPU figure beside
@@ -29,7 +30,8 @@
 # RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
 # QUALITY_SECONDS (300: the trainer's time limit, counted from its first compile), QUALITY_MIN (300: the call's
 # time the quality run needs at least, else skipped; it is stopped where the call's time runs out), FID_EVERY (2500),
-# FID_SAMPLES (2000), FID_WEIGHTS (.gpufid/weights: where a second call brings inception-fid.npz), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra
+# FID_SAMPLES (2000), SECOND_WEIGHTS (.gpufid/weights: where a second call brings inception-fid.npz and
+# lpips-alex.npz), RESTORE_N (16), STEPS (30 timed steps), PROFILE_STEPS (5), BIG (1024), and extra
 # flags: QUALITY_ARGS (train.py), RESTORE_ARGS (restore_heldout.py), SPEED_ARGS (train_speed.py and
 # profile_step.py), PULSE_ARGS (upscale_speed.py). OFFICIAL=0 skips the official PyTorch step.
 set -uo pipefail
@@ -41,7 +43,7 @@ DATA=${DATA:-.gpudata/pokemon-256}
 QUALITY_SECONDS=${QUALITY_SECONDS:-300} FID_EVERY=${FID_EVERY:-2500} FID_SAMPLES=${FID_SAMPLES:-2000}
 RESTORE_N=${RESTORE_N:-16} STEPS=${STEPS:-30} PROFILE_STEPS=${PROFILE_STEPS:-5} BIG=${BIG:-1024}
 QUALITY_ARGS=${QUALITY_ARGS:-} RESTORE_ARGS=${RESTORE_ARGS:-} SPEED_ARGS=${SPEED_ARGS:-} PULSE_ARGS=${PULSE_ARGS:-}
-OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs} FID_WEIGHTS=${FID_WEIGHTS:-.gpufid/weights} QUALITY_MIN=${QUALITY_MIN:-300}
+OFFICIAL=${OFFICIAL:-1} RUNS=${RUNS:-runs} SECOND_WEIGHTS=${SECOND_WEIGHTS:-.gpufid/weights} QUALITY_MIN=${QUALITY_MIN:-300}
 export FASTGAN_JAX_COMPILE_CACHE=${FASTGAN_JAX_COMPILE_CACHE:-$PWD/.jax_cache}
 mkdir -p "$OUT" "$RESULTS/done"
 # The wheels that gpu_prepare.sh brings (Python 3.12), where this machine lacks what they hold.
@@ -59,11 +61,12 @@ python3 -c "import fastgan_jax.configs" 2>/dev/null || ln -sfn ../configs fastga
 python3 -c "import fastgan_jax.train.trainer, fastgan_jax.sr.pulse, fastgan_jax.sr.ilo, fastgan_jax.metrics.inception, \
 fastgan_jax.commands.evaluate, fastgan_jax.metrics.lpips" || { echo "gpu_session: the imports above fail"; exit 1; }
 [ -z "${FASTGAN_JAX_WEIGHTS:-}" ] && [ -d .gpudata/weights ] && export FASTGAN_JAX_WEIGHTS=$PWD/.gpudata/weights
-# The FID Inception's weights come with a second call (carry [".whl", ".gpufid"]: with the rest they exceed
-# what a call carries); .gpudata stays on the warm machine.
-[ -f "$FID_WEIGHTS/inception-fid.npz" ] && [ -n "${FASTGAN_JAX_WEIGHTS:-}" ] \
-  && ln -sf "$(realpath "$FID_WEIGHTS/inception-fid.npz")" "$FASTGAN_JAX_WEIGHTS/inception-fid.npz"
-has_inception() { [ -z "${FASTGAN_JAX_WEIGHTS:-}" ] || [ -f "$FASTGAN_JAX_WEIGHTS/inception-fid.npz" ]; }
+# The FID Inception's and LPIPS-AlexNet's weights come with a second call (carry [".whl", ".gpufid"]: with the
+# rest they exceed what a call carries); .gpudata stays on the warm machine.
+if [ -n "${FASTGAN_JAX_WEIGHTS:-}" ]; then
+  for f in "$SECOND_WEIGHTS"/*.npz; do [ -f "$f" ] && ln -sf "$(realpath "$f")" "$FASTGAN_JAX_WEIGHTS/${f##*/}"; done
+fi
+has_weights() { [ -z "${FASTGAN_JAX_WEIGHTS:-}" ] || [ -f "$FASTGAN_JAX_WEIGHTS/$1.npz" ]; }  # has_weights NAME
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', \
 optax.__version__, jax.devices())"; } | tee "$RESULTS/versions.txt"
@@ -103,7 +106,7 @@ quality() {
   python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import pathlib, restore_heldout as r; \
 train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('$RUNS/quality_images'))" || return 1
   local fid_every=0  # without the Inception here, the kept checkpoints are evaluated by the fid phase
-  has_inception && fid_every=$FID_EVERY
+  has_weights inception-fid && fid_every=$FID_EVERY
   # Stopped (SIGINT: a checkpoint and samples, as Ctrl-C) where the call's time would not cover the run: its
   # start (data, initialisation, remat=auto, the first compiles) took over three minutes on a fresh H200.
   timeout -s INT -k 60 $(( BUDGET - SECONDS - 60 )) \
@@ -127,7 +130,7 @@ phase quality "$QUALITY_MIN" quality
 fid() {
   [ -f "$RESULTS/quality_metrics.jsonl" ] || { echo "fid: no quality run yet"; return 1; }
   grep -q '"fid"' "$RESULTS/quality_metrics.jsonl" && return 0  # measured while training
-  has_inception || { echo "fid: needs the Inception's weights: call again at once with carry [\".whl\", \".gpufid\"]"
+  has_weights inception-fid || { echo "fid: needs the Inception's weights: call again at once with carry [\".whl\", \".gpufid\"]"
     return 1; }
   # Every checkpoint in one process: the Inception compiled once.
   python3 -m fastgan_jax.commands.evaluate --workdir "$RUNS/quality" --step all --n "$FID_SAMPLES" 2>&1 \
@@ -139,6 +142,8 @@ phase fid 180 fid
 
 # 2. Restoration of the held-out tenth through the quality run's generator.
 restore() {
+  has_weights lpips-alex || { echo "restore: needs LPIPS-AlexNet's weights: call again at once with carry [\".whl\", \".gpufid\"]"
+    return 1; }
   python3 benchmarks/restore_heldout.py --data "$DATA" --prior "$RUNS/quality" --workdir "$RUNS/restore256" \
     --n "$RESTORE_N" --tasks x4,x8 \
     --json "$RESULTS/restore.json" $RESTORE_ARGS 2>&1 | grep -v cuda_timer | tee "$RESULTS/restore.txt"

@@ -39,40 +39,44 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     env |= {"RESTORE_ARGS": "--restarts 2 --search-steps 2 --layer-steps 2"}
     env |= {"PULSE_ARGS": "--ngf 8 --nz 16 --restarts 2 --steps 2 --lr-size 8 --precision float32 --repeats 1"}
     env["FASTGAN_JAX_COMPILE_CACHE"] = str(cache)
-    # As on the GPU machine: the first call brings the LPIPS weights only, a second one the FID Inception's.
-    weights, fid_weights = tmp_path / "weights", tmp_path / "fid_weights"
+    # As on the GPU machine: the first call brings LPIPS-VGG's weights only, a second one the FID Inception's and
+    # LPIPS-AlexNet's (the held-out restoration's metric).
+    weights, second = tmp_path / "weights", tmp_path / "second_weights"
     export = [sys.executable, "-m", "fastgan_jax.interop.weights", "--export", str(weights)]
     subprocess.run(export, env=env, check=True, capture_output=True)
-    fid_weights.mkdir()
-    (weights / "inception-fid.npz").rename(fid_weights / "inception-fid.npz")
-    env |= {"FASTGAN_JAX_WEIGHTS": str(weights), "FID_WEIGHTS": str(tmp_path / "not_yet")}
+    second.mkdir()
+    for name in ("inception-fid.npz", "lpips-alex.npz"):
+        (weights / name).rename(second / name)
+    env |= {"FASTGAN_JAX_WEIGHTS": str(weights), "SECOND_WEIGHTS": str(tmp_path / "not_yet")}
     session = ["bash", str(BENCH / "gpu_session.sh")]
     done = subprocess.run(session, cwd=BENCH.parent, env=env, text=True, capture_output=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     phases = re.findall(r"^== (\w+) \(at", done.stdout, re.MULTILINE)
     assert phases == ["quality", "fid", "restore", "big", "profile", "speed256"], done.stdout[-3000:]
-    assert "fid: needs the Inception's weights" in done.stdout
+    assert "fid: needs the Inception's weights" in done.stdout and "restore: needs LPIPS-AlexNet's" in done.stdout
     out = tmp_path / "out"
     # Each phase's log as it ran, every line stamped with the phase's seconds so far.
     log = (out / "log_quality.txt").read_text().splitlines()
     assert log and all(re.match(r"\[ *\d+ s\] ", line) for line in log), log[:5]
     assert any(re.match(r"\[ *\d+ s\] training 64px on 18 images", line) for line in log), log
     results = (out / "results.md").read_text()
-    assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
     assert "kernels per step" in results and "from the compilation cache" in results
     rows = [json.loads(line) for line in (out / "train_speed.jsonl").read_text().splitlines()]
     assert [r["im_size"] for r in rows] == [64, 64] and all(r["img_per_s"] > 0 for r in rows)  # big, then 256
-    # The second call on the same machine: only what was not done, the checkpoints' FID and KID.
+    # The second call on the same machine: only what was not done, the checkpoints' FID and KID and the held-out
+    # restoration.
     again = subprocess.run(
-        session, cwd=BENCH.parent, env=env | {"FID_WEIGHTS": str(fid_weights)}, text=True, capture_output=True
+        session, cwd=BENCH.parent, env=env | {"SECOND_WEIGHTS": str(second)}, text=True, capture_output=True
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert re.findall(r"^== (\w+) \(at", again.stdout, re.MULTILINE) == ["fid"], again.stdout
+    assert re.findall(r"^== (\w+) \(at", again.stdout, re.MULTILINE) == ["fid", "restore"], again.stdout
+    results = (out / "results.md").read_text()
+    assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
     table = (out / "quality.md").read_text()
     assert re.search(r"^\| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", table, re.MULTILINE), table  # FID, KID at step 2
     assert re.search(r"^\| 4 \| ", table, re.MULTILINE), table
     # A third: nothing is done twice.
     third = subprocess.run(
-        session, cwd=BENCH.parent, env=env | {"FID_WEIGHTS": str(fid_weights)}, text=True, capture_output=True
+        session, cwd=BENCH.parent, env=env | {"SECOND_WEIGHTS": str(second)}, text=True, capture_output=True
     )
     assert third.returncode == 0 and not re.findall(r"^== \w+ \(at", third.stdout, re.MULTILINE), third.stdout
