@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares, on this (CPU) machine, what benchmarks/gpu_session.sh needs on the GPU machine, which
-# gets only the checkout: three git-excluded folders to carry.
+# gets only the checkout: four git-excluded folders to carry.
 #   .whl/       wheels of what the GPU machine lacks (ml_collections, tensorboardX, dm-pix, tqdm, grain and the
 #               dependencies it lacks there; Python 3.12)
 #   .gpudata/   LPIPS-VGG's weights (exported from the pip packages), pokemon-256
