@@ -106,10 +106,12 @@ def _loop(exp: Experiment, state: TrainState, workdir) -> TrainState:
     # compiled what another read from the compilation cache.
     hosts.sync("the step is compiled")
     batches = pipeline.device_batches(cfg, exp.source, exp.mesh, exp.resident, start)
-    logger = writer.Logger(exp.workdir, start, total)
-    if start == 0:
-        write_start_grids(exp, state)  # reals.png, fakes_init.png
+    # From the compiled step on, a Ctrl-C or SIGTERM ends the run as during training (its step, a checkpoint), also
+    # while the log opens and the start grids are written: it used to leave a fresh run's folder with them only.
     with stop_on_signals() as signals, _closed_at_the_end(lambda: batches):
+        logger = writer.Logger(exp.workdir, start, total)
+        if start == 0:
+            write_start_grids(exp, state)  # reals.png, fakes_init.png
         while done < total:
             state, metrics = step_fn(state, _next_batch(exp, batches, state, logger), exp.keys["train"], exp.recon_vars)
             logger.tick()

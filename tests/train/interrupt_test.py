@@ -1,5 +1,6 @@
 """Ctrl-C while a training starts: during the first compile it ends the start at once (exit 130, one line), and
-the run's folder is left as it was (a new one is not left behind, empty)."""
+the run's folder is left as it was (a new one is not left behind, empty); once the step is compiled, as in
+training (the step, a checkpoint, one line)."""
 
 import pathlib
 import signal
@@ -45,3 +46,34 @@ def test_ctrl_c_during_the_first_compile_ends_the_start_at_once_and_leaves_no_fo
     assert helpers.own_stderr(err).strip().splitlines()[-1] == "interrupted"
     assert waited < 3, waited  # not after the compile and a step
     assert not run.exists()  # nothing was trained: no run folder, no empty checkpoints/ inside it
+
+
+# train.py's command with the start grids' writer wrapped: once they are written, the process sends itself SIGINT,
+# the moment between the first compile's end and the first step.
+SIGINT_AFTER_START_GRIDS = """
+import os, signal, sys
+from fastgan_jax.train import trainer
+from fastgan_jax.commands import launch
+write = trainer.write_start_grids
+def write_then_ctrl_c(*args):
+    write(*args)
+    os.kill(os.getpid(), signal.SIGINT)
+trainer.write_start_grids = write_then_ctrl_c
+sys.argv = ["train.py", *sys.argv[1:]]
+launch.run("train")
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_once_the_step_is_compiled_is_handled_as_in_training(tmp_path):
+    run = tmp_path / "run"
+    env = helpers.subprocess_env(tmp_path / "jax")
+    cmd = [sys.executable, "-c", SIGINT_AFTER_START_GRIDS, "--workdir", str(run), "--config", "cpu_quick"]
+    cmd += [helpers.flag(k, v) for k, v in TINY.items()] + [f"--config.data.cache_dir={tmp_path / 'data'}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = helpers.own_stderr(done.stderr).strip().splitlines()[-1]
+    assert last == "SIGINT: stopped at step 1 with a checkpoint; run the same command to continue", last
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1"]
+    assert (run / "samples" / "reals.png").exists() and (run / "samples" / "samples_0000001.png").exists()
