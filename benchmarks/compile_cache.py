@@ -115,6 +115,8 @@ def main():
         second = start(_command(args, run, steps=2), cache)
     key = "exit_s" if args.compile_only else "first_step_s"
     a, b = first[key], second[key]
+    if a is None or b is None:
+        sys.exit("error: a start printed no 'step N/M ...' line (benchmarks/compile_cache.py's STEP_LINE)")
     if args.compile_only:
         what = f"compile only, launch to exit: first start {a:.1f} s, second start {b:.1f} s"
     else:

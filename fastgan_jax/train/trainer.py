@@ -107,7 +107,8 @@ def _loop(exp: Experiment, state: TrainState, workdir) -> TrainState:
     hosts.sync("the step is compiled")
     batches = pipeline.device_batches(cfg, exp.source, exp.mesh, exp.resident, start)
     # From the compiled step on, a Ctrl-C or SIGTERM ends the run as during training (its step, a checkpoint), also
-    # while the log opens and the start grids are written: it used to leave a fresh run's folder with them only.
+    # while the log opens and the start grids are written: interrupted there, a fresh run's folder would hold them
+    # and nothing trained.
     with stop_on_signals() as signals, _closed_at_the_end(lambda: batches):
         logger = writer.Logger(exp.workdir, start, total)
         if start == 0:
