@@ -16,6 +16,12 @@ TINY = {"ngf": 8, "ndf": 8, "nz": 16, "dec_width": 4, "batch_size": 4, "recon": 
 TINY |= {"num_samples": 4, "recalib_samples": 8, "recalib_batch": 4}
 
 
+def _tiny_run(run, tmp_path) -> list[str]:
+    """train.py's arguments for the tiny run in `run`, its decoded images cached in `tmp_path`."""
+    args = ["--workdir", str(run), "--config", "cpu_quick", *(helpers.flag(k, v) for k, v in TINY.items())]
+    return [*args, f"--config.data.cache_dir={tmp_path / 'data'}"]
+
+
 # Starts the command with SIGINT as given (exec keeps an ignored signal ignored): a script's background job has
 # SIGINT ignored, and so had this test's command when pytest itself ran as one.
 WITH_SIGINT = (
@@ -30,8 +36,7 @@ def test_ctrl_c_during_the_first_compile_ends_the_start_at_once_and_leaves_no_fo
     run = tmp_path / "run"
     env = helpers.subprocess_env(tmp_path / "jax", fast_compile=False)  # an empty cache: the step compiles
     launcher = [sys.executable, "-c", WITH_SIGINT.format(sigint)]
-    cmd = [*launcher, str(ROOT / "train.py"), "--workdir", str(run), "--config", "cpu_quick"]
-    cmd += [helpers.flag(k, v) for k, v in TINY.items()] + [f"--config.data.cache_dir={tmp_path / 'data'}"]
+    cmd = [*launcher, str(ROOT / "train.py"), *_tiny_run(run, tmp_path)]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         for line in proc.stdout:
             if line.startswith("training "):  # printed right before the step compiles
@@ -68,8 +73,7 @@ launch.run("train")
 def test_ctrl_c_once_the_step_is_compiled_is_handled_as_in_training(tmp_path):
     run = tmp_path / "run"
     env = helpers.subprocess_env(tmp_path / "jax")
-    cmd = [sys.executable, "-c", SIGINT_AFTER_START_GRIDS, "--workdir", str(run), "--config", "cpu_quick"]
-    cmd += [helpers.flag(k, v) for k, v in TINY.items()] + [f"--config.data.cache_dir={tmp_path / 'data'}"]
+    cmd = [sys.executable, "-c", SIGINT_AFTER_START_GRIDS, *_tiny_run(run, tmp_path)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 130, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
