@@ -60,7 +60,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fastgan_jax.commands import compile_cache
+from fastgan_jax.commands import compile_cache, launch
 from fastgan_jax.interop import weights
 from fastgan_jax.nn import models
 from fastgan_jax.nn.losses import RECONS
@@ -351,6 +351,7 @@ def main():
     args = p.parse_args()
     if args.gpu_only and not args.target:
         p.error("--gpu-only needs --target")
+    launch.collect_less()  # as the commands: tracing and compiling as training does
     if args.compile_cache:
         compile_cache.enable()
     gpus = {name: targets.load(name) for name in args.target}
