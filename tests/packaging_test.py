@@ -8,6 +8,7 @@ The project's dependencies are already installed; building needs setuptools
 from the package index, as any `pip install` of the project does.
 """
 
+import gc
 import importlib
 import os
 import pathlib
@@ -37,9 +38,11 @@ TINY = [  # cpu_quick shrunk as tests/helpers.py does
 ]
 
 
-def pip(*args: str) -> None:
+def pip(*args: str) -> str:
+    """Runs pip; returns what it printed (stdout and stderr)."""
     res = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res.stdout + res.stderr
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,8 @@ def wheel(tmp_path_factory) -> pathlib.Path:
             shutil.copytree(ROOT / name, tmp / "src" / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(ROOT / name, tmp / "src" / name)
-    pip("wheel", str(tmp / "src"), "--no-deps", "-w", str(tmp / "dist"))
+    log = pip("wheel", "-v", str(tmp / "src"), "--no-deps", "-w", str(tmp / "dist"))  # -v: setuptools' warnings
+    (tmp / "build.log").write_text(log)
     (found,) = (tmp / "dist").glob("fastgan_jax-*.whl")
     return found
 
@@ -92,6 +96,22 @@ def test_commands_print_warnings_as_one_line():
     assert own_stderr(res.stderr) == "warning: 3 image(s) smaller than 64px were upscaled\n"
 
 
+def test_commands_run_the_garbage_collector_less_often_and_the_library_leaves_it_alone():
+    # launch.collect_less: a command's start-up allocates millions of long-lived objects (docs/speed.md).
+    command = (
+        "import gc, sys, types\n"
+        "from fastgan_jax.commands import launch\n"
+        "sys.modules['fastgan_jax.commands.fake'] = types.SimpleNamespace(main=lambda: print(gc.get_threshold()))\n"
+        "launch.run('fake')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, check=True)
+    default = gc.get_threshold()
+    assert res.stdout == f"{(50_000, *default[1:])}\n", res.stdout
+    library = "import gc; import fastgan_jax.train.trainer, fastgan_jax.sr.pulse; print(gc.get_threshold())"
+    res = subprocess.run([sys.executable, "-c", library], capture_output=True, text=True, check=True)
+    assert res.stdout == f"{default}\n"
+
+
 def test_commands_start_jax_without_the_cuda_plugins_lines():
     # With the gpu-aot extra (JAX's CUDA plugin) on a machine without a CUDA driver, as in this suite, JAX logs
     # "Could not find cuda drivers" from C++ as it loads and, left to choose a platform, a CUDA traceback. A
@@ -121,6 +141,14 @@ def test_wheel_holds_the_configs_and_the_smileys_and_no_top_level_configs(wheel)
     meta = {n.split("/")[-1]: zipfile.ZipFile(wheel).read(n).decode() for n in names if ".dist-info/" in n}
     assert meta["top_level.txt"].split() == ["fastgan_jax"]
     assert all(f"{c} = " in meta["entry_points.txt"] for c in COMMANDS)
+
+
+@pytest.mark.slow
+def test_the_build_warns_of_nothing(wheel):
+    # A warning at every `pip install` of the project is the first thing a user reads (setuptools warned of a data
+    # folder, fastgan_jax/assets, that pyproject.toml did not list as a package).
+    warned = [line for line in (wheel.parent.parent / "build.log").read_text().splitlines() if "Warning:" in line]
+    assert not warned, warned
 
 
 @pytest.mark.slow
