@@ -1,5 +1,6 @@
 import pathlib
 import pickle
+import zipfile
 
 import helpers
 import jax
@@ -219,6 +220,8 @@ def test_psnr_and_ssim_agree_with_scikit_image():
 def test_exported_weights_work_without_the_packages(tmp_path, monkeypatch):
     written = weights.export(tmp_path, float16=True)
     assert sorted(p.name for p in written) == ["inception-fid.npz", "lpips-alex.npz", "lpips-vgg.npz"]
+    # Compressed: benchmarks/gpu_prepare.sh's calls carry them, at most 64 MiB each.
+    assert all(i.compress_type == zipfile.ZIP_DEFLATED for p in written for i in zipfile.ZipFile(p).infolist())
     monkeypatch.setenv("FASTGAN_JAX_WEIGHTS", str(tmp_path))
     monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)  # packages gone
     exported = weights.lpips_params("alex")
