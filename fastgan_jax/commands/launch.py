@@ -8,7 +8,8 @@ interpreter; afterwards the command's own handling applies (training saves
 a checkpoint first). Python warnings (skipped files, upscaled images, a
 damaged checkpoint) print as `warning: ...` lines, without a source line.
 Every command compiles through JAX's persistent compilation cache
-(`compile_cache`: a second start of the same run compiles nothing again).
+(`compile_cache`: a second start of the same run compiles nothing again)
+and runs Python's garbage collector less often (`collect_less`).
 """
 
 import argparse
@@ -109,8 +110,8 @@ def collect_less() -> None:
 
     A command's start-up (importing JAX, tracing and lowering the step) allocates millions of objects that live to
     its end, and the collector walks them again and again: at CPython's default it took about 0.55 s of a cached
-    start's 6.3 s (cpu_quick, benchmarks/compile_cache.py) and 1 to 2 s of the 256 px step's trace and compile. The
-    commands call it first; a library leaves the process's collector as its caller set it.
+    start's 6.3 s (cpu_quick, benchmarks/compile_cache.py) and 1.4 s of the 256 px step's first trace and compile
+    (docs/speed.md). The commands call it first; a library leaves the process's collector as its caller set it.
     """
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
 
