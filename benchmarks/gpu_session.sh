@@ -20,11 +20,14 @@
 #
 # Prepare here (CPU), from the repo root:  bash benchmarks/gpu_prepare.sh
 # Run: device run, carry [".whl", ".gpudata", ".official"], command "bash benchmarks/gpu_session.sh",
-# timeout_s 600: the quality run takes the call (its start took over three minutes on a fresh H200); at
+# timeout_s 600: the quality run takes the call (on 2026-12-04 it had reported no step after 324 s on a fresh
+# H200, its output then held back to the end; on 2 CPU cores its start takes 32 s to the step's compile); at
 # once (the machine stays warm ~30 s) a second call, carry [".whl", ".gpufid"], command "BUDGET=<device
 # seconds left - 60> bash benchmarks/gpu_session.sh": the checkpoints' FID and KID, then the held-out
-# restoration and what else fits. Everything lands in $OUT: results.md (the tables for RESULTS.md), each
-# phase's log as it runs (log_<phase>.txt) and the raw figures.
+# restoration and what else fits. What lands in $OUT fits what a device call brings back (at most 8 files of
+# at most 16 MiB, two folders deep): results.md (the tables for RESULTS.md), log.txt (every phase's output
+# as it runs), raw.tar.gz (all of $RESULTS: each phase's figures and log, the loss curve, the last sample
+# grid, the profile's Chrome trace) and profile.xplane.pb (the profile's XSpace, where under 16 MiB).
 #
 # Knobs (environment), for a CPU check of the script itself (tests/benchmarks/gpu_session_test.py): BUDGET (570),
 # RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
@@ -76,12 +79,13 @@ phase() {  # phase NAME SECONDS_IT_NEEDS COMMAND...: runs COMMAND if not done be
   if [ -f "$RESULTS/done/$name" ]; then
     echo "== $name: done in an earlier call"
   elif (( SECONDS + need > BUDGET )); then
-    echo "skipped: $name (needs about ${need} s, $((BUDGET - SECONDS)) s left)" | tee -a "$RESULTS/skipped.txt"
+    echo "skipped: $name (needs about ${need} s, $((BUDGET - SECONDS)) s left)" \
+      | tee -a "$RESULTS/skipped.txt" "$OUT/log.txt"
   else
-    echo "== $name (at ${SECONDS} s)"
+    echo "== $name (at ${SECONDS} s)" | tee -a "$OUT/log.txt"
     # Its output also lands in $OUT as it comes, each line with the phase's seconds so far: a call that runs out
     # of time still brings back how far it got, and when (the quality run's start: data, networks, compiles).
-    "$@" 2>&1 | stamp | tee -a "$OUT/log_$name.txt" && touch "$RESULTS/done/$name"
+    "$@" 2>&1 | stamp | tee -a "$OUT/log.txt" "$RESULTS/log_$name.txt" && touch "$RESULTS/done/$name"
     report
   fi
 }
@@ -89,14 +93,24 @@ stamp() {  # each line of stdin prefixed with the seconds since it started: "[  
   local start=$SECONDS line
   while IFS= read -r line; do printf '[%4d s] %s\n' $((SECONDS - start)) "$line"; done
 }
-report() {  # results.md from every phase's figures so far, and everything copied to $OUT
+report() {  # results.md from every phase's figures so far; it and the rest packed into $OUT (the header)
   { cat "$RESULTS/versions.txt"; echo
     for f in quality.md restore.md; do [ -f "$RESULTS/$f" ] && cat "$RESULTS/$f" && echo; done
     python3 benchmarks/compare.py --ours "$RESULTS/train_speed.jsonl" --ours-pulse "$RESULTS/upscale_speed.jsonl" \
       --official "$RESULTS/official.jsonl" --deviceless "$RESULTS/deviceless.jsonl" 2>"$RESULTS/compare.err"
     for f in compile.txt profile/profile.md; do [ -f "$RESULTS/$f" ] && echo && cat "$RESULTS/$f"; done
   } >"$RESULTS/results.md"
-  cp -r "$RESULTS"/. "$OUT"/
+  cp "$RESULTS/results.md" "$OUT/"
+  tar -czf "$OUT/raw.tar.gz" -C "$RESULTS" --exclude='*.xplane.pb' --exclude=done .
+  if (( $(stat -c %s "$OUT/raw.tar.gz") >= 16 * 1048576 )); then  # over what a call brings back: the figures
+    echo "raw.tar.gz: without the images and the Chrome trace (16 MiB)" | tee -a "$OUT/log.txt"
+    tar -czf "$OUT/raw.tar.gz" -C "$RESULTS" --exclude='*.xplane.pb' --exclude='*.png' --exclude='*.json.gz' \
+      --exclude=done .
+  fi
+  local xspace
+  xspace=$(find "$RESULTS/profile" -name '*.xplane.pb' -size -16M 2>/dev/null | tail -1)
+  [ -n "$xspace" ] && cp "$xspace" "$OUT/profile.xplane.pb"
+  return 0
 }
 touch "$RESULTS"/{train_speed,upscale_speed,official,deviceless}.jsonl
 
@@ -108,7 +122,7 @@ train, _ = r.split('$DATA'); r.linked(train, pathlib.Path('$RUNS/quality_images'
   local fid_every=0  # without the Inception here, the kept checkpoints are evaluated by the fid phase
   has_weights inception-fid && fid_every=$FID_EVERY
   # Stopped (SIGINT: a checkpoint and samples, as Ctrl-C) where the call's time would not cover the run: its
-  # start (data, initialisation, remat=auto, the first compiles) took over three minutes on a fresh H200.
+  # start (data, initialisation, remat=auto, the first compiles) may take minutes on a fresh GPU (XLA:GPU autotunes).
   timeout -s INT -k 60 $(( BUDGET - SECONDS - 60 )) \
   python3 train.py --data "$RUNS/quality_images" --workdir "$RUNS/quality" --config configs/default.py \
     --config.model.precision=bfloat16 --config.train.num_steps=1000000 --config.train.time_limit_s="$QUALITY_SECONDS" \

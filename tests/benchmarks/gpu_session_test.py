@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import tarfile
 
 import helpers
 import jax
@@ -55,13 +56,18 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     assert phases == ["quality", "fid", "restore", "big", "profile", "speed256"], done.stdout[-3000:]
     assert "fid: needs the Inception's weights" in done.stdout and "restore: needs LPIPS-AlexNet's" in done.stdout
     out = tmp_path / "out"
-    # Each phase's log as it ran, every line stamped with the phase's seconds so far.
-    log = (out / "log_quality.txt").read_text().splitlines()
-    assert log and all(re.match(r"\[ *\d+ s\] ", line) for line in log), log[:5]
-    assert any(re.match(r"\[ *\d+ s\] training 64px on 18 images", line) for line in log), log
+    _returnable(out)
+    # Every phase's log as it ran, each line stamped with the phase's seconds so far, and each phase's own in raw.
+    log = (out / "log.txt").read_text().splitlines()
+    assert [line.split(" (at")[0] for line in log if line.startswith("== ")] == [f"== {p}" for p in phases]
+    assert all(re.match(r"(== \w+ \(at \d+ s\)$|\[ *\d+ s\] )", line) for line in log), log[:5]
+    raw = _raw(out)
+    quality_log = raw["log_quality.txt"].splitlines()
+    assert any(re.match(r"\[ *\d+ s\] training 64px on 18 images", line) for line in quality_log), quality_log
     results = (out / "results.md").read_text()
     assert "kernels per step" in results and "from the compilation cache" in results
-    rows = [json.loads(line) for line in (out / "train_speed.jsonl").read_text().splitlines()]
+    assert "| kernel | calls/step |" in raw["profile/profile.md"] and "quality_losses.png" in raw
+    rows = [json.loads(line) for line in raw["train_speed.jsonl"].splitlines()]
     assert [r["im_size"] for r in rows] == [64, 64] and all(r["img_per_s"] > 0 for r in rows)  # big, then 256
     # The second call on the same machine: only what was not done, the checkpoints' FID and KID and the held-out
     # restoration.
@@ -70,9 +76,10 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert re.findall(r"^== (\w+) \(at", again.stdout, re.MULTILINE) == ["fid", "restore"], again.stdout
+    _returnable(out)
     results = (out / "results.md").read_text()
     assert "| x4 | ilo |" in results and "| x8 | pulse |" in results  # the held-out restoration
-    table = (out / "quality.md").read_text()
+    table = _raw(out)["quality.md"]
     assert re.search(r"^\| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", table, re.MULTILINE), table  # FID, KID at step 2
     assert re.search(r"^\| 4 \| ", table, re.MULTILINE), table
     # A third: nothing is done twice.
@@ -80,3 +87,25 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
         session, cwd=BENCH.parent, env=env | {"SECOND_WEIGHTS": str(second)}, text=True, capture_output=True
     )
     assert third.returncode == 0 and not re.findall(r"^== \w+ \(at", third.stdout, re.MULTILINE), third.stdout
+
+
+def _returnable(out):
+    """What the script leaves in $OUT comes back from a device call whole: at most 8 files, each under 16 MiB,
+    at most two folders down, named in letters, digits, '.', '_' and '-' (the device tool's limits)."""
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert 0 < len(files) <= 8, sorted(str(f.relative_to(out)) for f in files)
+    for f in files:
+        rel = f.relative_to(out)
+        assert f.stat().st_size < 16 * 2**20 and len(rel.parts) <= 3, rel
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts), rel
+
+
+def _raw(out) -> dict:
+    """raw.tar.gz's text files and the names of the rest: {path: text or None}."""
+    with tarfile.open(out / "raw.tar.gz") as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        names = {m.name.removeprefix("./"): m for m in members}
+        return {
+            n: tar.extractfile(m).read().decode() if n.endswith((".md", ".txt", ".jsonl")) else None
+            for n, m in names.items()
+        }
