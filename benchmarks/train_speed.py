@@ -87,6 +87,7 @@ PEAK_FLOPS = {
 # TPU compilers keep the barriers until after scheduling; keeping them here too makes the CPU's memory and
 # FLOP figures show what remat does there.
 CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+CACHE_HIT = "/jax/compilation_cache/cache_hits"  # jax.monitoring's event for a program read from the cache
 _TIMED = []  # settings timed so far in this process
 
 
@@ -235,14 +236,25 @@ def _device_figures(r, make_step, abstract, recon_params, compile_only):
         compiled[remat] = make_step(remat, mesh).lower(*abstract, recon_params).compile(compiler_options=options)
         return tm.step_bytes(compiled[remat])
 
+    hits = []  # JAX's event for a program read back from the persistent cache (--compile-cache)
+
+    def listener(event, **kwargs):
+        if event == CACHE_HIT:
+            hits.append(event)
+
     t0 = time.perf_counter()
-    if r["remat"] == tm.AUTO:
-        choice = tm.choose_remat(compiled_bytes, tm.device_limit(jax.local_devices()), batch_size=r["batch"])
-        r |= {"remat": choice.remat, "auto": choice.describe()}
-    if r["remat"] not in compiled:
-        compiled_bytes(r["remat"])
+    jax.monitoring.register_event_listener(listener)
+    try:
+        if r["remat"] == tm.AUTO:
+            choice = tm.choose_remat(compiled_bytes, tm.device_limit(jax.local_devices()), batch_size=r["batch"])
+            r |= {"remat": choice.remat, "auto": choice.describe()}
+        if r["remat"] not in compiled:
+            compiled_bytes(r["remat"])
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
     c = compiled[r["remat"]]
-    r |= {"compile_s": round(time.perf_counter() - t0, 2), "memory_bytes": memory(c), "gflop_per_step": gflop(c)}
+    r |= {"compile_s": round(time.perf_counter() - t0, 2), "cache_hits": len(hits)}
+    r |= {"memory_bytes": memory(c), "gflop_per_step": gflop(c)}
     return c
 
 
@@ -400,7 +412,8 @@ def _report(r: dict, args) -> None:
     head += f"recon={r['recon']}"
     if "memory_bytes" in r:
         head += (
-            f" | compile {r['compile_s']:.1f} s | {memory_line(r['memory_bytes'])} | "
+            f" | compile {r['compile_s']:.1f} s{' (from the cache)' if r.get('cache_hits') else ''} | "
+            f"{memory_line(r['memory_bytes'])} | "
             f"{r['gflop_per_step']:.1f} GFLOP/step"
         )
     if "auto" in r:

@@ -4,6 +4,7 @@ import json
 import pathlib
 import re
 import runpy
+import subprocess
 import sys
 
 import helpers
@@ -227,6 +228,20 @@ def test_compile_cache_times_a_first_and_a_cached_start(tmp_path, monkeypatch, c
     assert row["first_s"] > 0 and row["second_s"] > 0, row
     assert row["compiled"][0] >= 1 and row["compiled"][1] == 0, row  # the second start compiles nothing again
     assert re.search(r"first start [\d.]+ s, second start [\d.]+ s\): [\d.]+x faster; programs compiled: \d+ by", out)
+
+
+def test_train_speed_says_whether_the_step_came_from_the_compilation_cache(tmp_path):
+    """--compile-cache: a second process reads the step back (what gpu_session.sh's compile line reports)."""
+    env = helpers.subprocess_env(tmp_path / "jax")
+    record = tmp_path / "compile.jsonl"
+    cmd = [sys.executable, str(BENCH / "train_speed.py"), *TINY, "--compile-only", "--compile-cache"]
+    outs = [
+        subprocess.run([*cmd, "--json", str(record)], env=env, text=True, capture_output=True, check=True).stdout
+        for _ in range(2)
+    ]
+    first, second = (json.loads(line) for line in record.read_text().splitlines())
+    assert first["cache_hits"] == 0 and second["cache_hits"] >= 1, (first, second)
+    assert "(from the cache)" not in outs[0] and re.search(r"compile [\d.]+ s \(from the cache\)", outs[1]), outs
 
 
 def test_compile_cache_times_a_start_to_its_first_step_log_line(tmp_path, monkeypatch):

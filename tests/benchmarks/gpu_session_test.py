@@ -65,7 +65,7 @@ def test_gpu_session_runs_its_phases_in_order_on_the_cpu(tmp_path):
     quality_log = raw["log_quality.txt"].splitlines()
     assert any(re.match(r"\[ *\d+ s\] training 64px on 18 images", line) for line in quality_log), quality_log
     results = (out / "results.md").read_text()
-    assert "kernels per step" in results and "from the compilation cache" in results
+    assert "kernels per step" in results and re.search(r"in a second process [\d.]+ s \(", results), results
     assert "| kernel | calls/step |" in raw["profile/profile.md"] and "quality_losses.png" in raw
     rows = [json.loads(line) for line in raw["train_speed.jsonl"].splitlines()]
     assert [r["im_size"] for r in rows] == [64, 64] and all(r["img_per_s"] > 0 for r in rows)  # big, then 256
