@@ -206,6 +206,25 @@ def test_the_gpu_memory_tables_are_the_deviceless_compiles_output(monkeypatch, c
     assert len(cards) >= 4 and {"gtx1050ti", "rtx2070super"} <= cards, cards  # 256 and 1024 px, 4+ card classes
 
 
+def test_the_kernel_counts_in_readme_and_docs_are_the_deviceless_compiles_output():
+    """docs/speed.md's table and README's figures of kernels per step are benchmarks/kernels_gpu.jsonl's
+    (`train_speed.py --gpu-only --target ...`)."""
+    page = (BENCH.parent / "docs" / "speed.md").read_text()
+    readme = " ".join((BENCH.parent / "README.md").read_text().split())
+    rows = [json.loads(line) for line in (BENCH / "kernels_gpu.jsonl").read_text().splitlines()]
+    totals = {}
+    for r in rows:
+        for card, g in r["gpu"].items():
+            k = g["kernels"]
+            assert f"| {r['im_size']} | {k['total']} | {k['fusions']} | {k['library']} | {k['copies']} |" in page
+            totals[card, r["im_size"]] = k["total"]
+    assert len(totals) == 6, totals  # three card classes at 256 and 1024 px
+    h200, rtx3060, gtx1050ti = ((totals[c, 256], totals[c, 1024]) for c in ("h200", "rtx3060", "gtx1050ti"))
+    said = f"launches {h200[0]:,} kernels at 256 px and {h200[1]:,} at 1024 px on an H200, {rtx3060[0]:,} and "
+    said += f"{rtx3060[1]:,} on an RTX 3060, {gtx1050ti[0]:,} and {gtx1050ti[1]:,} on a GTX 1050 Ti"
+    assert said in readme, said
+
+
 TINY_CONFIG = """
 from fastgan_jax.configs import cpu_quick
 
