@@ -200,13 +200,13 @@ speed256() {
     --precision bfloat16 --remat "${remat:-none}" --json "$RESULTS/deviceless.jsonl" $SPEED_ARGS 2>&1 \
     | tee "$RESULTS/deviceless.txt"
   # The same step compiled by a second process: read back from the cache that the first one wrote (on a GPU; on the
-  # CPU --compile-only compiles without codegen optimisation, another program, so the line says 'compiled again').
+  # CPU --compile-only compiles without codegen optimisation, another program, so the line says 'compiled').
   python3 benchmarks/train_speed.py --im-size 256 --batch 8 --precision bfloat16 --remat "${remat:-none}" \
     --compile-only --compile-cache --json "$RESULTS/compile.jsonl" $SPEED_ARGS 2>&1 | grep -v cuda_timer
   python3 -c "import json; f, c = (json.loads(open(p).readlines()[-1]) for p in ('$RESULTS/train_speed.jsonl', \
-'$RESULTS/compile.jsonl')); how = 'read from the compilation cache' if c.get('cache_hits') else 'not in the cache: \
-compiled again'; print(f\"Compiling the {f['im_size']} px {f['precision']} step (remat={f['remat']}): \
-{f['compile_s']:.1f} s; in a second process {c['compile_s']:.1f} s ({how}).\")" \
+'$RESULTS/compile.jsonl')); how = lambda r: 'read from the compilation cache' if r.get('cache_hits') else 'compiled'; \
+print(f\"Compiling the {f['im_size']} px {f['precision']} step (remat={f['remat']}): {f['compile_s']:.1f} s ({how(f)}); \
+in a second process {c['compile_s']:.1f} s ({how(c)}).\")" \
     | tee "$RESULTS/compile.txt"
 }
 phase speed256 200 speed256
