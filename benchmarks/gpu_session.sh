@@ -27,7 +27,8 @@
 # restoration and what else fits. What lands in $OUT fits what a device call brings back (at most 8 files of
 # at most 16 MiB, two folders deep): results.md (the tables for RESULTS.md), log.txt (every phase's output
 # as it runs), raw.tar.gz (all of $RESULTS: each phase's figures and log, the loss curve, the last sample
-# grid, the profile's Chrome trace) and profile.xplane.pb (the profile's XSpace, where under 16 MiB).
+# grid, the profile's Chrome trace) and profile.xplane.pb (the profile's XSpace, where under 16 MiB). Into git
+# (benchmarks/gpu_raw/<date>/) go the figures and logs, never the pokemon sample grid.
 #
 # Knobs (environment), for a CPU check of the script itself (tests/benchmarks/gpu_session_test.py): BUDGET (570),
 # RESULTS (.gpu_results), RUNS (runs: the quality run, the held-out links), DATA (.gpudata/pokemon-256),
